@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Make ./.venv with the project installed (editable) and, for training/tests, the
+# Fashion-MNIST data from Debian. Idempotent and quick when nothing changed.
+#   scripts/bootstrap.sh [EXTRAS]   e.g. "train,dev" (default) or "" for serving only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1-train,dev}"
+PYTHON="${PYTHON:-python3}"
+VENV=".venv"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "bootstrap: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+
+# Reinstall only when pyproject.toml or the extras changed.
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS//,/_}"
+if [[ ! -f "$stamp" ]]; then
+  spec="."
+  [[ -n "$EXTRAS" ]] && spec=".[${EXTRAS}]"
+  echo "bootstrap: pip install -e '$spec'"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+
+# Fashion-MNIST's IDX files (training and the committed-model tests need them).
+if [[ "$EXTRAS" == *train* ]]; then
+  FMNIST_DIR="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+  if [[ ! -f "$FMNIST_DIR/t10k-images-idx3-ubyte.gz" ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+      echo "bootstrap: installing Debian package dataset-fashion-mnist"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+      echo "bootstrap: Fashion-MNIST missing in $FMNIST_DIR; run as root:" \
+           "apt-get install dataset-fashion-mnist (or set FASHION_MNIST_DIR)" >&2
+    fi
+  fi
+fi

@@ -1,0 +1,133 @@
+"""The model repository contract: ``models/<name>/<version>/{model.onnx,metadata.json}``.
+
+Both sides use this module: training validates what it writes, the service validates what
+it reads. Beyond the JSON Schema it checks what a schema cannot: that the class list, the
+task, the output width and the preprocessing agree with each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMA_PATH = Path(__file__).with_name("model_metadata.schema.json")
+METADATA_FILE = "metadata.json"
+MODEL_FILE = "model.onnx"
+
+
+class MetadataError(ValueError):
+    """metadata.json is missing, malformed, inconsistent, or does not match its model."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The JSON Schema of metadata.json."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate(metadata: dict[str, Any]) -> None:
+    """Raise MetadataError unless metadata satisfies the schema and is self-consistent."""
+    validator = jsonschema.Draft202012Validator(
+        schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+        raise MetadataError(f"metadata.json is invalid at {where}: {errors[0].message}")
+    _check_consistency(metadata)
+
+
+def _check_consistency(m: dict[str, Any]) -> None:
+    n_classes = len(m["classes"])
+    width = m["output"]["shape"][-1]
+    if m["task"] == "binary":
+        if n_classes != 2 or width != 1 or m["output"]["activation"] != "sigmoid":
+            raise MetadataError("a binary model has 2 classes, 1 output logit and sigmoid")
+    elif width != n_classes or m["output"]["activation"] != "softmax":
+        raise MetadataError(
+            f"a multiclass model has one logit per class and softmax: {n_classes} classes, "
+            f"output width {width}"
+        )
+    pre, shape = m["preprocessing"], m["input"]["shape"][1:]
+    if pre["kind"] == "features":
+        expected = [pre["n_features"]]
+        if len(pre["feature_names"]) != pre["n_features"]:
+            raise MetadataError("feature_names must name every feature")
+    elif pre["layout"] == "flat":
+        expected = [pre["height"] * pre["width"] * pre["channels"]]
+    else:
+        expected = [pre["height"], pre["width"], pre["channels"]]
+    if shape != expected:
+        raise MetadataError(f"input shape {shape} does not match preprocessing {expected}")
+    if pre["kind"] == "image" and abs(pre["scale"] * pre["pixel_max"] - 1.0) > 1e-9:
+        raise MetadataError("preprocessing scale must be 1 / pixel_max")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read(version_dir: Path, verify_checksum: bool = True) -> dict[str, Any]:
+    """Load, validate and (by default) check the ONNX file's sha256 of one model version."""
+    version_dir = Path(version_dir)
+    path = version_dir / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MetadataError(f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise MetadataError(f"{path} is not valid JSON: {exc}") from None
+    validate(metadata)
+    if metadata["name"] != version_dir.parent.name or str(metadata["version"]) != version_dir.name:
+        raise MetadataError(
+            f"{path} describes {metadata['name']}/{metadata['version']}, "
+            f"but lives in {version_dir.parent.name}/{version_dir.name}"
+        )
+    if verify_checksum:
+        onnx_path = version_dir / MODEL_FILE
+        if not onnx_path.is_file():
+            raise MetadataError(f"{onnx_path} does not exist")
+        actual = sha256_file(onnx_path)
+        if actual != metadata["export"]["onnx_sha256"]:
+            raise MetadataError(
+                f"{onnx_path} has sha256 {actual}, metadata.json records "
+                f"{metadata['export']['onnx_sha256']}"
+            )
+    return metadata
+
+
+def write(version_dir: Path, metadata: dict[str, Any]) -> Path:
+    """Validate, then write metadata.json into a version directory."""
+    validate(metadata)
+    path = Path(version_dir) / METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def versions(repository: Path, name: str) -> list[int]:
+    """The integer versions present for a model, ascending."""
+    model_dir = Path(repository) / name
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def latest_version_dirs(repository: Path) -> list[Path]:
+    """``<repo>/<name>/<highest version>`` for every model in the repository."""
+    repository = Path(repository)
+    found = []
+    for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()):
+        numbers = versions(repository, model_dir.name)
+        if numbers:
+            found.append(model_dir / str(numbers[-1]))
+    return found

@@ -1,0 +1,61 @@
+"""Logits -> probabilities and labels: pure numpy functions, applied once, at inference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for any finite logits (the row max is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function without overflow for large |logit|."""
+    z = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """(n, k) logits -> (n, classes) probabilities; one binary logit gives two columns."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be 2-D (batch, outputs), got shape {z.shape}")
+    if z.shape[1] == 1:
+        p = sigmoid(z[:, 0])
+        return np.stack([1.0 - p, p], axis=1)
+    return softmax(z)
+
+
+def predicted_indices(logits: np.ndarray) -> np.ndarray:
+    """Winning class index per row (logit > 0 for a single binary logit)."""
+    z = np.asarray(logits)
+    if z.shape[1] == 1:
+        return (z[:, 0] > 0).astype(np.int64)
+    return np.argmax(z, axis=1)
+
+
+def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """The k most probable (class, probability) pairs per row, best first."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [
+        [(class_names[j], float(row[j])) for j in idx]
+        for row, idx in zip(probs, order, strict=True)
+    ]
+
+
+def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of integer labels under the logits' probabilities."""
+    probs = probabilities(logits)
+    picked = probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
+    return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))

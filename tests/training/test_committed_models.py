@@ -1,0 +1,52 @@
+"""Every committed model loads in onnxruntime and reaches its bar on its real test set."""
+
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from service import metadata as contract
+from training.evaluate import evaluate_version
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "models"
+REQUIRED = {"circles": 0.99, "blobs": 0.99, "digits": 0.97, "fashion-mnist": 0.925}
+VERSION_DIRS = sorted(
+    p for model in REPOSITORY.iterdir() if model.is_dir() for p in model.iterdir()
+    if p.is_dir() and p.name.isdigit()
+)  # fmt: skip
+
+
+def test_the_required_models_are_committed():
+    assert set(REQUIRED) <= {p.parent.name for p in VERSION_DIRS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version_dir", VERSION_DIRS, ids=lambda p: f"{p.parent.name}-v{p.name}")
+def test_committed_model_accuracy_on_its_test_set(version_dir):
+    evaluation = evaluate_version(version_dir)  # schema, sha256, preprocessing and classes checked
+    assert evaluation.accuracy == pytest.approx(evaluation.recorded_accuracy, abs=1e-12)
+    assert evaluation.accuracy >= REQUIRED.get(evaluation.name, 0.0)
+
+
+@pytest.mark.parametrize("version_dir", VERSION_DIRS, ids=lambda p: f"{p.parent.name}-v{p.name}")
+def test_committed_model_session_matches_its_metadata(version_dir):
+    meta = contract.read(version_dir)
+    session = ort.InferenceSession(
+        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (inp,) = session.get_inputs()
+    (out,) = session.get_outputs()
+    assert inp.name == meta["input"]["name"]
+    assert [d if isinstance(d, int) else None for d in inp.shape] == meta["input"]["shape"]
+    assert out.name == meta["output"]["name"]
+    assert out.shape[-1] == meta["output"]["shape"][-1]
+    assert (version_dir / meta["files"]["report"]).is_file()
+
+
+def test_fashion_mnist_model_is_small_and_trained_quickly():
+    latest = max((p for p in VERSION_DIRS if p.parent.name == "fashion-mnist"),
+                 key=lambda p: int(p.name))  # fmt: skip
+    meta = contract.read(latest)
+    assert (latest / "model.onnx").stat().st_size < 4 * 1024 * 1024
+    assert meta["architecture"]["kind"] == "cnn"
+    assert meta["training"]["duration_s"] < 15 * 60

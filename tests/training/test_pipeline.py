@@ -1,0 +1,90 @@
+"""End to end: train circles for a few epochs into a temporary repository, read it back."""
+
+import json
+
+import numpy as np
+import pytest
+
+from service import metadata as contract
+from service.postprocessing import probabilities
+from training import datasets, export, trainer
+from training.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    argv = ["train", "circles", "--repository", str(root), "--epochs", "5", "--quiet"]
+    assert main(argv) == 0
+    assert main([*argv, "--seed", "7"]) == 0
+    return root
+
+
+def test_versions_are_numbered_and_both_kept(repo):
+    assert contract.versions(repo, "circles") == [1, 2]
+    assert sorted(p.name for p in (repo / "circles").iterdir()) == ["1", "2"]
+
+
+def test_metadata_reads_back_valid_and_complete(repo):
+    meta = contract.read(repo / "circles" / "1")  # schema + sha256 checked
+    assert meta["name"] == "circles"
+    assert meta["version"] == 1
+    assert meta["task"] == "binary"
+    assert meta["classes"] == ["outer", "inner"]
+    assert meta["input"] == {"name": "input", "shape": [None, 2], "dtype": "float32"}
+    assert meta["output"]["kind"] == "logits"
+    assert meta["output"]["activation"] == "sigmoid"
+    assert meta["preprocessing"] == {"kind": "features", "n_features": 2,
+                                     "feature_names": ["x1", "x2"]}  # fmt: skip
+    assert meta["training"]["config"]["epochs"] == 5
+    assert meta["training"]["config"]["hidden"] == [4, 4]
+    assert meta["training"]["epochs_run"] == 5
+    assert 1 <= meta["training"]["best_epoch"] <= 5
+    assert "--epochs 5" in meta["training"]["command"]
+    assert meta["export"]["opset"] >= 17
+    assert meta["export"]["parity"]["n_samples"] == 200
+    assert meta["export"]["parity"]["max_abs_diff"] <= 1e-4
+    assert meta["export"]["parity"]["argmax_mismatches"] == 0
+    assert meta["versions"]["tensorflow"].startswith("2.21")
+    assert meta["versions"]["tf2onnx"].startswith("1.17")
+    assert meta["dataset"]["n_train"] + meta["dataset"]["n_validation"] == 800
+    test = meta["metrics"]["test"]
+    assert sum(map(sum, test["confusion_matrix"])) == 200
+    assert set(test["per_class"]) == {"outer", "inner"}
+    assert test["keras_accuracy"] == pytest.approx(test["accuracy"])
+
+
+def test_seed_changes_the_model(repo):
+    a = contract.read(repo / "circles" / "1")["export"]["onnx_sha256"]
+    b = contract.read(repo / "circles" / "2")["export"]["onnx_sha256"]
+    assert a != b
+
+
+def test_recorded_accuracy_is_what_onnxruntime_gives(repo):
+    vdir = repo / "circles" / "1"
+    meta = contract.read(vdir)
+    ds = datasets.load("circles")
+    logits = export.onnx_logits(vdir / "model.onnx", trainer.to_tensor(ds, ds.x_test))
+    accuracy = float(np.mean((logits[:, 0] > 0) == ds.y_test))
+    assert meta["metrics"]["test"]["accuracy"] == accuracy
+    probs = probabilities(logits)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_report_files_written(repo):
+    report = repo / "circles" / "1" / "report"
+    for name in ("training_curves.png", "confusion_matrix.png", "samples.png",
+                 "decision_boundary.png"):  # fmt: skip
+        data = (report / name).read_bytes()
+        assert data.startswith(b"\x89PNG"), name
+        assert len(data) > 5000, name
+    text = (report / "README.md").read_text()
+    assert "# circles v1" in text
+    assert "| outer |" in text
+
+
+def test_metadata_file_is_plain_json(repo):
+    raw = json.loads((repo / "circles" / "2" / "metadata.json").read_text())
+    assert raw["training"]["config"]["seed"] == 7

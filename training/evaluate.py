@@ -1,0 +1,48 @@
+"""Re-score a published model version with onnxruntime on its dataset's real test set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import metadata as contract
+from service.postprocessing import predicted_indices
+from service.preprocessing import spec_from_dict
+from training import datasets, export, trainer
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy measured now against the accuracy recorded at training time."""
+
+    name: str
+    version: int
+    n_samples: int
+    accuracy: float
+    recorded_accuracy: float
+    onnx_bytes: int
+
+
+def evaluate_version(version_dir: Path, data_dir: str | None = None) -> Evaluation:
+    """Validate metadata and checksum, rebuild the test tensor, run onnxruntime, score."""
+    meta = contract.read(version_dir)
+    dataset = datasets.load(meta["dataset"]["name"], data_dir)
+    if spec_from_dict(meta["preprocessing"]) != dataset.spec:
+        raise contract.MetadataError(
+            f"{version_dir}: recorded preprocessing differs from the dataset's current one"
+        )
+    if list(dataset.class_names) != meta["classes"]:
+        raise contract.MetadataError(f"{version_dir}: recorded classes differ from the dataset's")
+    x_test = trainer.to_tensor(dataset, dataset.x_test)
+    logits = export.onnx_logits(Path(version_dir) / contract.MODEL_FILE, x_test)
+    accuracy = float(np.mean(predicted_indices(logits) == dataset.y_test))
+    return Evaluation(
+        name=meta["name"],
+        version=meta["version"],
+        n_samples=len(dataset.y_test),
+        accuracy=accuracy,
+        recorded_accuracy=meta["metrics"]["test"]["accuracy"],
+        onnx_bytes=(Path(version_dir) / contract.MODEL_FILE).stat().st_size,
+    )

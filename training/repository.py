@@ -1,0 +1,46 @@
+"""Writing versions into the model repository: the next number, never overwriting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from service import metadata as contract
+
+
+class RepositoryError(RuntimeError):
+    """A version could not be written."""
+
+
+def next_version(repository: Path, name: str) -> int:
+    """One more than the highest version present (1 for a new model)."""
+    present = contract.versions(repository, name)
+    return present[-1] + 1 if present else 1
+
+
+@contextmanager
+def staged_version(repository: Path, name: str) -> Iterator[tuple[Path, int]]:
+    """Yield a private staging folder and its version; publish it atomically on success.
+
+    The folder is renamed to ``<repo>/<name>/<version>`` only when the block succeeds, so a
+    failed export leaves nothing behind and a reader never sees a half-written version.
+    An existing version is never replaced: ``os.rename`` refuses a non-empty target.
+    """
+    model_dir = Path(repository) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(repository, name)
+    staging = model_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        yield staging, version
+        final = model_dir / str(version)
+        if final.exists():
+            raise RepositoryError(f"{final} appeared while training; not overwriting it")
+        os.rename(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
