@@ -50,3 +50,28 @@ def test_fashion_mnist_model_is_small_and_trained_quickly():
     assert (latest / "model.onnx").stat().st_size < 4 * 1024 * 1024
     assert meta["architecture"]["kind"] == "cnn"
     assert meta["training"]["duration_s"] < 15 * 60
+
+
+def test_readme_table_states_the_recorded_figures():
+    """The README's committed-models table must say what metadata.json says."""
+    readme = (REPOSITORY.parent / "README.md").read_text()
+    table = readme.split("<!-- models-table:start -->")[1].split("<!-- models-table:end -->")[0]
+    rows = {
+        cells[0]: cells
+        for line in table.strip().splitlines()[2:]
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    latest: dict[str, Path] = {}
+    for vdir in VERSION_DIRS:  # sorted by path; pick the highest number per model
+        best = latest.get(vdir.parent.name)
+        if best is None or int(vdir.name) > int(best.name):
+            latest[vdir.parent.name] = vdir
+    assert set(rows) == set(latest)
+    for name, vdir in latest.items():
+        meta = contract.read(vdir)
+        _, version, accuracy, _, size_kb, fit_s, command = rows[name]
+        assert int(version) == meta["version"]
+        assert accuracy == f"{meta['metrics']['test']['accuracy']:.4f}"
+        assert float(size_kb.replace(",", "")) == round(meta["export"]["onnx_bytes"] / 1024, 1)
+        assert float(fit_s) == round(meta["training"]["duration_s"])
+        assert command == f"`{meta['training']['command']}`"
