@@ -15,7 +15,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 # Reinstall only when pyproject.toml or the extras changed.
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS//,/_}"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$VENV/.installed-$hash-${EXTRAS//,/_}"
+# Serving needs only the base install, which any install of this pyproject.toml includes.
+if [[ -z "$EXTRAS" ]] && compgen -G "$VENV/.installed-$hash-*" >/dev/null; then
+  stamp="$(compgen -G "$VENV/.installed-$hash-*" | head -n1)"
+fi
 if [[ ! -f "$stamp" ]]; then
   spec="."
   [[ -n "$EXTRAS" ]] && spec=".[${EXTRAS}]"

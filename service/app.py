@@ -1,0 +1,136 @@
+"""The Flask application factory: ``create_app(settings=None)``.
+
+gunicorn calls ``service.app:create_app()`` in each worker, so every worker builds its own
+onnxruntime sessions; nothing is constructed at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request, send_from_directory
+from flask_smorest import Api
+from werkzeug.exceptions import HTTPException
+
+from service import errors, logs
+from service.api import health, models, predict
+from service.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+API_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What the views need, kept in ``app.extensions["serving"]``."""
+
+    settings: Settings
+    registry: Registry
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
+    """Build an app: load every model, register the blueprints, errors and request ids."""
+    settings = replace(settings, **overrides) if settings else Settings.from_env(**overrides)
+    logs.configure(settings.log_level)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keep probabilities best-first and fields in schema order
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Keras classifier serving",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",  # served locally: no CDN needed
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Classifiers trained in Keras, exported to ONNX and served with "
+                "onnxruntime. Probabilities are the softmax (or sigmoid) of the model's logits."
+            }
+        },
+    )
+    api = Api(app)
+    api.spec.components.schema("PredictJSON", schema=predict.PredictJSONSchema)
+    for blueprint in (predict.blp, models.blp, health.blp):
+        api.register_blueprint(blueprint)
+
+    registry = Registry(settings)
+    registry.load_all()
+    app.extensions["serving"] = ServingState(settings, registry)
+
+    _register_request_ids(app)
+    _register_error_handlers(app, settings)
+    _register_swagger_assets(app)
+    return app
+
+
+def _register_request_ids(app: Flask) -> None:
+    @app.before_request
+    def assign_request_id() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+
+def _error_response(error: errors.ApiError) -> tuple[Response, int]:
+    body = error.to_dict()
+    body["request_id"] = g.get("request_id")
+    return jsonify(body), error.status
+
+
+def _register_error_handlers(app: Flask, settings: Settings) -> None:
+    @app.errorhandler(errors.ApiError)
+    def handle_api_error(error: errors.ApiError):
+        if error.status >= 500:
+            log.error("%s: %s", error.code, error.message)
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        code = error.code or 500
+        if code == 404:
+            mapped: errors.ApiError = errors.NotFound(
+                f"no route for {request.method} {request.path}; see /docs"
+            )
+        elif code == 405:
+            mapped = errors.MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}",
+                details={"allowed": sorted(error.valid_methods or [])},
+            )
+        elif code == 413:
+            mapped = errors.PayloadTooLarge(
+                f"the request body is above the limit of {settings.max_body_bytes:,} bytes"
+            )
+        elif code == 400:
+            mapped = errors.BadRequest(f"the request could not be parsed: {error.description}")
+        else:
+            mapped = errors.ApiError(error.description or error.name)
+            mapped.status, mapped.code = code, error.name.lower().replace(" ", "_")
+        return _error_response(mapped)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
+        return _error_response(
+            errors.ApiError("internal error; the request id identifies it in the logs")
+        )
+
+
+def _register_swagger_assets(app: Flask) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    @app.route("/docs/assets/<path:filename>")
+    def swagger_assets(filename: str):
+        return send_from_directory(swagger_ui_path, filename, max_age=86400)

@@ -1,0 +1,118 @@
+"""One error hierarchy: each exception carries its HTTP status and a stable code.
+
+Every error leaves the service as ``{"error": {"code", "message", "details"}}``; no
+traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Base class: a client-facing error with status, code, message and optional details."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class BadRequest(ApiError):
+    """The request cannot be parsed (malformed JSON, broken multipart, ...)."""
+
+    status, code = 400, "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    """The body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidImage(BadRequest):
+    """Bytes sent as an image are not an image Pillow can read."""
+
+    code = "invalid_image"
+
+
+class NotFound(ApiError):
+    """No such route."""
+
+    status, code = 404, "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model of that name in the repository."""
+
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    """The model exists but not that version."""
+
+    code = "version_not_found"
+
+
+class MethodNotAllowed(ApiError):
+    """The route exists, the method does not."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    """The body is above the configured maximum."""
+
+    status, code = 413, "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    """The image declares more pixels than allowed (checked before decoding)."""
+
+    code = "image_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """A Content-Type the endpoint does not accept."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(ApiError):
+    """Well-formed request whose content is wrong: shapes, types, NaN, batch size, ..."""
+
+    status, code = 422, "validation_error"
+
+
+class BatchTooLarge(ValidationFailed):
+    """More instances than the configured maximum batch size."""
+
+    code = "batch_too_large"
+
+
+class ServiceUnavailable(ApiError):
+    """Not ready, or the model failed to load."""
+
+    status, code = 503, "unavailable"
+
+
+class ModelUnavailable(ServiceUnavailable):
+    """The model is in the repository but failed to load."""
+
+    code = "model_unavailable"
+
+
+class InferenceFailed(ApiError):
+    """onnxruntime raised on input that passed validation: a server-side fault."""
+
+    status, code = 500, "inference_error"

@@ -1,0 +1,50 @@
+"""Tensor -> onnxruntime logits -> probabilities -> one result per instance."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from service.errors import InferenceFailed
+from service.postprocessing import predicted_indices, probabilities
+from service.registry import ModelEntry
+
+log = logging.getLogger(__name__)
+
+
+def predict(
+    entry: ModelEntry, batch: np.ndarray, top_k: int | None = None, with_logits: bool = False
+) -> list[dict[str, Any]]:
+    """Run the model and shape its logits into labels, confidences and probabilities."""
+    try:
+        logits = entry.predictor.predict(batch)
+    except Exception as exc:  # validated input made onnxruntime fail: our fault, not the client's
+        log.exception("inference failed for %s v%d", entry.name, entry.version)
+        raise InferenceFailed(
+            f"inference failed in model {entry.name!r}: {type(exc).__name__}"
+        ) from exc
+    return results(logits, entry.metadata["classes"], top_k, with_logits)
+
+
+def results(
+    logits: np.ndarray, classes: list[str], top_k: int | None = None, with_logits: bool = False
+) -> list[dict[str, Any]]:
+    """One dict per row: label, index, confidence, probabilities (all or the top k)."""
+    probs = probabilities(logits)
+    winners = predicted_indices(logits)
+    k = len(classes) if top_k is None else min(top_k, len(classes))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    out = []
+    for row, (p, idx, win) in enumerate(zip(probs, order, winners, strict=True)):
+        item: dict[str, Any] = {
+            "label": classes[win],
+            "index": int(win),
+            "confidence": float(p[win]),
+            "probabilities": {classes[j]: float(p[j]) for j in idx},
+        }
+        if with_logits:
+            item["logits"] = [float(v) for v in logits[row]]
+        out.append(item)
+    return out

@@ -1,0 +1,96 @@
+"""One model version in onnxruntime: load(), predict(batch) -> logits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service import metadata as contract
+
+log = logging.getLogger(__name__)
+
+
+class OnnxPredictor:
+    """Wraps an ``onnxruntime.InferenceSession``; input/output names come from the session."""
+
+    def __init__(
+        self,
+        version_dir: Path,
+        metadata: dict[str, Any],
+        providers: Sequence[str],
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+    ) -> None:
+        self.path = Path(version_dir) / contract.MODEL_FILE
+        self.metadata = metadata
+        self.name: str = metadata["name"]
+        self.version: int = metadata["version"]
+        self.requested_providers = list(providers)
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.session: ort.InferenceSession | None = None
+        self.providers: list[str] = []
+        self.input_name = ""
+        self.output_name = ""
+        self.load_seconds = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """A session exists and answered a warm-up call."""
+        return self.session is not None
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs this model (the session's first)."""
+        return self.providers[0] if self.providers else "none"
+
+    def load(self) -> None:
+        """Create the session with the requested providers, record which ones it got, warm up."""
+        started = time.perf_counter()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # CUDA-missing notices are logged by us, once, below
+        session = ort.InferenceSession(
+            str(self.path), sess_options=options, providers=self.requested_providers
+        )
+        (inp,) = session.get_inputs()
+        (out,) = session.get_outputs()
+        if (
+            inp.name != self.metadata["input"]["name"]
+            or out.name != self.metadata["output"]["name"]
+        ):
+            raise contract.MetadataError(
+                f"{self.path}: session has input {inp.name!r} and output {out.name!r}, "
+                f"metadata.json says {self.metadata['input']['name']!r} and "
+                f"{self.metadata['output']['name']!r}"
+            )
+        self.input_name, self.output_name = inp.name, out.name
+        self.providers = session.get_providers()
+        shape = [1, *self.metadata["input"]["shape"][1:]]
+        session.run([self.output_name], {self.input_name: np.zeros(shape, np.float32)})
+        self.session = session
+        self.load_seconds = time.perf_counter() - started
+        if self.requested_providers and self.provider != self.requested_providers[0]:
+            log.warning(
+                "model %s v%s: %s unavailable, running on %s",
+                self.name,
+                self.version,
+                self.requested_providers[0],
+                self.provider,
+            )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for a float32 batch shaped like the model's input."""
+        if self.session is None:
+            raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
+        (logits,) = self.session.run([self.output_name], {self.input_name: batch})
+        return logits

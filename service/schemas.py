@@ -1,0 +1,137 @@
+"""Marshmallow schemas: request options, JSON bodies and responses (and so the OpenAPI doc)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+INPUT_KEYS = ("instances", "instance", "images", "image")
+
+
+class PredictOptionsSchema(Schema):
+    """Model selection and output options: query string, form fields or JSON keys."""
+
+    model = fields.String(
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "Model name; the configured default model when omitted."},
+    )
+    version = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=1),
+        metadata={"description": "Model version; the latest loaded version when omitted."},
+    )
+    top_k = fields.Integer(
+        strict=False,
+        validate=validate.Range(min=1),
+        metadata={"description": "Return only the k most probable classes."},
+    )
+    logits = fields.Boolean(
+        load_default=False, metadata={"description": "Also return the raw logits."}
+    )
+
+
+class PredictJSONSchema(PredictOptionsSchema):
+    """A JSON prediction body: exactly one of instances, instance, images, image."""
+
+    instances = fields.List(
+        fields.Raw(),
+        metadata={
+            "description": "A batch: feature vectors, pixel arrays in the model's raw units, "
+            'base64 images, or {"b64": ...} objects. A flat list of numbers is one vector.'
+        },
+    )
+    instance = fields.Raw(metadata={"description": "One feature vector, pixel array or image."})
+    images = fields.List(fields.String(), metadata={"description": "Base64-encoded images."})
+    image = fields.String(metadata={"description": "One base64-encoded image."})
+
+    @validates_schema
+    def _exactly_one_input(self, data, **kwargs):
+        given = [k for k in INPUT_KEYS if k in data]
+        if len(given) != 1:
+            raise ValidationError(
+                f"give exactly one of {', '.join(INPUT_KEYS)}; got "
+                + (", ".join(given) if given else "none"),
+                field_name="_schema",
+            )
+
+
+class ModelRefSchema(Schema):
+    """Which model answered."""
+
+    name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    task = fields.String(required=True)
+    provider = fields.String(required=True, metadata={"description": "onnxruntime provider"})
+
+
+class PredictionSchema(Schema):
+    """One instance's result."""
+
+    label = fields.String(required=True)
+    index = fields.Integer(required=True)
+    confidence = fields.Float(required=True)
+    probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    logits = fields.List(fields.Float())
+
+
+class PredictResponseSchema(Schema):
+    """The /predict response."""
+
+    request_id = fields.String(required=True)
+    model = fields.Nested(ModelRefSchema, required=True)
+    predictions = fields.List(fields.Nested(PredictionSchema), required=True)
+
+
+class ErrorBodySchema(Schema):
+    """What went wrong."""
+
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Raw()
+
+
+class ApiErrorSchema(Schema):
+    """Every error response."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class ModelVersionSchema(Schema):
+    """A model version: status, provider and (when readable) its metadata."""
+
+    name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    status = fields.String(required=True, metadata={"description": "loaded or failed"})
+    error = fields.String(allow_none=True)
+    provider = fields.String(allow_none=True)
+    load_seconds = fields.Float()
+    task = fields.String()
+    classes = fields.List(fields.String())
+    input = fields.Dict()
+    output = fields.Dict()
+    preprocessing = fields.Dict()
+    metrics = fields.Dict()
+    metadata = fields.Dict()
+
+
+class ModelSchema(Schema):
+    """A model and all its versions."""
+
+    name = fields.String(required=True)
+    latest_version = fields.Integer(allow_none=True)
+    default = fields.Boolean()
+    versions = fields.List(fields.Nested(ModelVersionSchema))
+
+
+class ModelsSchema(Schema):
+    """GET /models."""
+
+    default_model = fields.String(allow_none=True)
+    models = fields.List(fields.Nested(ModelSchema))
+
+
+class HealthSchema(Schema):
+    """Liveness and readiness."""
+
+    status = fields.String(required=True)
+    reason = fields.String()
+    models = fields.Dict()

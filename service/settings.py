@@ -1,0 +1,81 @@
+"""All service settings in one frozen object, read from ``SERVING_*`` environment variables.
+
+Nothing else in the service reads ``os.environ``. Tests pass overrides to ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "SERVING_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value of the wrong kind."""
+
+
+def _tuple(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed service configuration; each field is ``SERVING_<FIELD NAME IN CAPITALS>``."""
+
+    model_repository: Path = REPO_ROOT / "models"
+    default_model: str = "fashion-mnist"
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    verify_checksums: bool = True
+    max_batch_size: int = 64
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 16_000_000
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2
+    threads: int = 4
+    timeout: int = 30
+    graceful_timeout: int = 20
+    keepalive: int = 5
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``SERVING_*`` variables, then keyword overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = PREFIX + f.name.upper()
+            if key not in environ:
+                continue
+            values[f.name] = _parse(f.name, environ[key], f.type)
+        return replace(cls(), **{**values, **overrides})
+
+    def describe(self) -> dict[str, str]:
+        """Each setting as its environment variable and current value (for docs and logs)."""
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _parse(name: str, raw: str, kind: str) -> Any:
+    parsers = {"Path": Path, "str": str, "int": int, "bool": _bool, "tuple[str, ...]": _tuple}
+    try:
+        value = parsers[kind](raw)
+    except (KeyError, ValueError) as exc:
+        raise SettingsError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from None
+    if kind == "int" and value < (0 if name == "keepalive" else 1):
+        raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
+    return value

@@ -1,0 +1,27 @@
+"""Fixtures shared by the service and end-to-end tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import MODELS
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Fashion-MNIST test images (Debian package) and the committed model's own logits."""
+    from service import metadata as contract
+    from service.predictor import OnnxPredictor
+    from service.preprocessing import pixels_to_tensor, spec_from_dict
+    from training.datasets import load
+
+    ds = load("fashion-mnist")
+    vdir = next(p for p in contract.latest_version_dirs(MODELS) if p.parent.name == "fashion-mnist")
+    meta = contract.read(vdir)
+    predictor = OnnxPredictor(vdir, meta, ["CPUExecutionProvider"])
+    predictor.load()
+    x = ds.x_test[:64]
+    logits = predictor.predict(pixels_to_tensor(x, spec_from_dict(meta["preprocessing"])))
+    return {"images": x.astype(np.uint8), "labels": ds.y_test[:64], "logits": logits,
+            "classes": meta["classes"]}  # fmt: skip
