@@ -30,6 +30,17 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
+# Debian packages the tests use as real components (installed only when missing).
+if [[ "$EXTRAS" == *dev* ]] && ! command -v chromium >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Debian package chromium (browser test of /docs)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "bootstrap: chromium missing; run as root: apt-get install chromium" >&2
+  fi
+fi
+
 # Fashion-MNIST's IDX files (training and the committed-model tests need them).
 if [[ "$EXTRAS" == *train* ]]; then
   FMNIST_DIR="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"

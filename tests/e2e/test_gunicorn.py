@@ -4,13 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,62 +13,10 @@ from service import metadata as contract
 from service.postprocessing import probabilities
 from service.predictor import OnnxPredictor
 from service.preprocessing import features_to_tensor, spec_from_dict
-from tests.helpers import MODELS, ROOT, image_bytes, multipart
+from tests.e2e.conftest import call as _call
+from tests.helpers import MODELS, image_bytes, multipart
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = {
-        **os.environ,
-        "SERVING_BIND": f"127.0.0.1:{port}",
-        "SERVING_WORKERS": "2",
-        "SERVING_THREADS": "4",
-        "SERVING_MODEL_REPOSITORY": str(MODELS),
-        "SERVING_DEFAULT_MODEL": "fashion-mnist",
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if _call("GET", base + "/health/ready")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"gunicorn not ready in 60 s:\n{log_path.read_text()}")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
-
-
-def _call(method, url, body=None, ctype=None, headers=None):
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    if ctype:
-        request.add_header("Content-Type", ctype)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
 
 
 def _post_json(base, path, payload):
