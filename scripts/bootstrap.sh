@@ -30,14 +30,20 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 
-# Debian packages the tests use as real components (installed only when missing).
-if [[ "$EXTRAS" == *dev* ]] && ! command -v chromium >/dev/null; then
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    echo "bootstrap: installing Debian package chromium (browser test of /docs)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "bootstrap: chromium missing; run as root: apt-get install chromium" >&2
+# Debian packages the tests use as real components (installed only when missing):
+# chromium renders /docs, prometheus scrapes the service, promtool checks the alert rules.
+if [[ "$EXTRAS" == *dev* ]]; then
+  missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  if ((${#missing[@]})); then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+      echo "bootstrap: installing Debian packages ${missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      echo "bootstrap: missing ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+    fi
   fi
 fi
 

@@ -7,8 +7,6 @@ onnxruntime sessions; nothing is constructed at import time.
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,14 +14,13 @@ from flask import Flask, Response, g, jsonify, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 
-from service import errors, logs
-from service.api import health, models, predict
+from service import errors, logs, observability
+from service.api import health, metrics_api, models, predict
 from service.registry import Registry
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 API_VERSION = "1.0.0"
 
 
@@ -59,32 +56,21 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     )
     api = Api(app)
     api.spec.components.schema("PredictJSON", schema=predict.PredictJSONSchema)
-    for blueprint in (predict.blp, models.blp, health.blp):
+    for blueprint in (predict.blp, models.blp, health.blp, metrics_api.blp):
         api.register_blueprint(blueprint)
 
     registry = Registry(settings)
     registry.load_all()
     app.extensions["serving"] = ServingState(settings, registry)
 
-    _register_request_ids(app)
+    observability.install(app)
     _register_error_handlers(app, settings)
     _register_swagger_assets(app)
     return app
 
 
-def _register_request_ids(app: Flask) -> None:
-    @app.before_request
-    def assign_request_id() -> None:
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-
-    @app.after_request
-    def echo_request_id(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        return response
-
-
 def _error_response(error: errors.ApiError) -> tuple[Response, int]:
+    g.error = error  # counted and logged by observability's after_request
     body = error.to_dict()
     body["request_id"] = g.get("request_id")
     return jsonify(body), error.status
@@ -93,8 +79,9 @@ def _error_response(error: errors.ApiError) -> tuple[Response, int]:
 def _register_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(errors.ApiError)
     def handle_api_error(error: errors.ApiError):
-        if error.status >= 500:
-            log.error("%s: %s", error.code, error.message)
+        level = logging.ERROR if error.status >= 500 else logging.WARNING
+        log.log(level, "%s: %s", error.code, error.message,
+                extra={"request_id": g.get("request_id"), "status": error.status})  # fmt: skip
         return _error_response(error)
 
     @app.errorhandler(HTTPException)
@@ -122,7 +109,8 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
-        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
+        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error,
+                  extra={"request_id": g.get("request_id")})  # fmt: skip
         return _error_response(
             errors.ApiError("internal error; the request id identifies it in the logs")
         )

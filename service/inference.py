@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
 
+from service import metrics
 from service.errors import InferenceFailed
 from service.postprocessing import predicted_indices, probabilities
 from service.registry import ModelEntry
@@ -19,7 +21,11 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Run the model and shape its logits into labels, confidences and probabilities."""
     try:
+        started = time.perf_counter()
         logits = entry.predictor.predict(batch)
+        metrics.INFERENCE_DURATION.labels(entry.name, str(entry.version)).observe(
+            time.perf_counter() - started
+        )
     except Exception as exc:  # validated input made onnxruntime fail: our fault, not the client's
         log.exception("inference failed for %s v%d", entry.name, entry.version)
         raise InferenceFailed(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service import metadata as contract
+from service import metrics
 from service.errors import ModelNotFound, ModelUnavailable, VersionNotFound
 from service.predictor import OnnxPredictor
 from service.preprocessing import Spec, spec_from_dict
@@ -97,6 +98,9 @@ class Registry:
             entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("model %s v%d failed to load: %s", entry.name, entry.version, entry.error)
         entry.load_seconds = time.perf_counter() - started
+        metrics.record_model(
+            entry.name, entry.version, entry.loaded, entry.load_seconds, entry.provider
+        )
 
     def names(self) -> list[str]:
         """Model names, sorted."""

@@ -6,6 +6,7 @@ Nothing else in the service reads ``os.environ``. Tests pass overrides to ``crea
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ class Settings:
     graceful_timeout: int = 20
     keepalive: int = 5
     log_level: str = "INFO"
+    metrics_dir: Path = Path(tempfile.gettempdir()) / "keras-serving-metrics"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

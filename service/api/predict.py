@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError
 
-from service import inference
+from service import inference, metrics
 from service.errors import UnsupportedMediaType, ValidationFailed
 from service.inputs import parse_json, tensor_from_images, tensor_from_json
 from service.schemas import (
@@ -88,6 +89,7 @@ def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
+    started = time.perf_counter()
     state = current_app.extensions["serving"]
     settings, registry = state.settings, state.registry
     mimetype = request.mimetype
@@ -132,7 +134,14 @@ def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
         key = next(k for k in INPUT_KEYS if k in options)
         batch = tensor_from_json(key, options[key], entry.spec, *limits)
     g.model, g.instances = entry, len(batch)
+    labels = (entry.name, str(entry.version))
+    metrics.PREPROCESSING_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    metrics.BATCH_SIZE.labels(*labels).observe(len(batch))
     predictions = inference.predict(entry, batch, options.get("top_k"), options["logits"])
+    metrics.record_predictions(
+        entry.name, entry.version, (p["label"] for p in predictions),
+        (p["confidence"] for p in predictions),
+    )  # fmt: skip
     return {
         "request_id": g.request_id,
         "model": {

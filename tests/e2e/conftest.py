@@ -10,22 +10,47 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import MODELS, ROOT
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="package")
-def server(tmp_path_factory):
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+@dataclass
+class Server:
+    """A running gunicorn: its URL, process, log file and metrics folder."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    metrics_dir: Path
+    rounds: int = 0  # for tests that repeat a traffic mix
+
+    def log_lines(self) -> list[dict]:
+        """The JSON log lines written so far."""
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+
+@contextmanager
+def running_server(workdir: Path, **settings: str) -> Iterator[Server]:
+    """Start gunicorn as the README does, wait for readiness, stop it at the end."""
+    port = free_port()
+    log_path, metrics_dir = workdir / "gunicorn.log", workdir / "metrics"
     env = {
         **os.environ,
         "SERVING_BIND": f"127.0.0.1:{port}",
@@ -33,6 +58,8 @@ def server(tmp_path_factory):
         "SERVING_THREADS": "4",
         "SERVING_MODEL_REPOSITORY": str(MODELS),
         "SERVING_DEFAULT_MODEL": "fashion-mnist",
+        "SERVING_METRICS_DIR": str(metrics_dir),
+        **{f"SERVING_{k.upper()}": v for k, v in settings.items()},
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -40,31 +67,49 @@ def server(tmp_path_factory):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn not ready in 60 s:\n{log_path.read_text()}")
+            try:
+                if call("GET", base + "/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield Server(base, process, log_path, metrics_dir)
+    finally:
+        process.terminate()
         try:
-            if call("GET", base + "/health/ready")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"gunicorn not ready in 60 s:\n{log_path.read_text()}")
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="package")
+def server(tmp_path_factory):
+    """The shared server's URL (tests that need exact counts start their own)."""
+    with running_server(tmp_path_factory.mktemp("gunicorn")) as running:
+        yield running.url
 
 
 def call(method, url, body=None, ctype=None, headers=None):
-    """(status, headers, JSON body) of one HTTP request; 4xx/5xx included."""
+    """(status, headers, body) of one HTTP request, 4xx/5xx included; JSON bodies parsed."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     if ctype:
         request.add_header("Content-Type", ctype)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            return response.status, dict(response.headers), _body(response)
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
+        return error.code, dict(error.headers), _body(error)
+
+
+def _body(response):
+    data = response.read()
+    if response.headers.get_content_type() == "application/json":
+        return json.loads(data)
+    return data.decode()

@@ -39,6 +39,6 @@ def test_swagger_ui_renders_every_operation(server, tmp_path):
     assert rendered == {
         "/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict",
         "/models", "/models/{name}", "/models/{name}/versions/{version}",
-        "/health/live", "/health/ready",
+        "/health/live", "/health/ready", "/metrics",
     }  # fmt: skip
     assert "Failed to load API definition" not in dom

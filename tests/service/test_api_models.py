@@ -52,7 +52,8 @@ def test_openapi_document_and_swagger_ui(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     for path in ("/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict",
-                 "/models", "/models/{name}", "/health/live", "/health/ready"):  # fmt: skip
+                 "/models", "/models/{name}", "/health/live", "/health/ready",
+                 "/metrics"):  # fmt: skip
         assert path in spec["paths"], path
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "image/png"} <= set(body)

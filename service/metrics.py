@@ -1,0 +1,166 @@
+"""Every Prometheus metric the service exports, and the /metrics exposition.
+
+Under gunicorn, ``gunicorn.conf.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at an emptied
+folder before the workers start; prometheus-client then keeps each worker's values in
+mmaped files there, and each scrape builds a fresh registry with ``MultiProcessCollector``
+so counts add up exactly across workers. Without that variable (tests, ``flask run``) the
+process's own registry is exposed.
+
+Labels are bounded: model, version, endpoint (the URL rule, not the path), method, status,
+error kind, and the predicted label (class names are fixed per model).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch
+# generate_latest writes the classic text format; say so (every Prometheus version reads it).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+# Tens of microseconds (a 2-feature MLP) to seconds (a big image batch under load).
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by endpoint (URL rule), method and status code.",
+    ["endpoint", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request reaching Flask to the response leaving it.",
+    ["endpoint", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_IN_PROGRESS = Gauge(
+    "http_requests_in_progress",
+    "Requests being handled now, summed over live workers.",
+    ["endpoint", "method"],
+    multiprocess_mode="livesum",
+)
+INFERENCE_DURATION = Histogram(
+    "inference_duration_seconds",
+    "onnxruntime session.run time alone, per call (a call is one request's batch).",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+PREPROCESSING_DURATION = Histogram(
+    "preprocessing_duration_seconds",
+    "Request body to input tensor: parsing, validation, image decoding, resizing.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+PREDICTIONS = Counter(
+    "predictions_total",
+    "Instances predicted, by predicted label: the class distribution.",
+    ["model", "version", "label"],
+)
+CONFIDENCE = Histogram(
+    "prediction_confidence",
+    "Probability of the winning class, per instance.",
+    ["model", "version"],
+    buckets=CONFIDENCE_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "batch_size",
+    "Instances per onnxruntime call.",
+    ["model", "version"],
+    buckets=BATCH_BUCKETS,
+)
+ERRORS = Counter(
+    "errors_total",
+    "Error responses by kind (validation, not_found, payload_too_large, unsupported_media, "
+    "bad_request, method_not_allowed, unavailable, inference, internal) and code.",
+    ["kind", "code"],
+)
+MODEL_LOADED = Gauge(
+    "model_loaded",
+    "1 when the model version is loaded and servable in every live worker, else 0.",
+    ["model", "version"],
+    multiprocess_mode="livemin",
+)
+MODEL_LOAD_DURATION = Gauge(
+    "model_load_duration_seconds",
+    "Time to validate, checksum, create and warm up the session (slowest live worker).",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+MODEL_PROVIDER = Gauge(
+    "model_execution_provider",
+    "1 for the onnxruntime execution provider the model version runs on.",
+    ["model", "version", "provider"],
+    multiprocess_mode="livemax",
+)
+
+_ERROR_KINDS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media",
+    422: "validation",
+    503: "unavailable",
+}
+
+
+def error_kind(status: int, code: str) -> str:
+    """The low-cardinality kind of an error response."""
+    if code == "inference_error":
+        return "inference"
+    return _ERROR_KINDS.get(status, "internal" if status >= 500 else "other")
+
+
+def record_model(name: str, version: int, loaded: bool, seconds: float, provider: str | None):
+    """Publish a model version's load outcome."""
+    labels = (name, str(version))
+    MODEL_LOADED.labels(*labels).set(1 if loaded else 0)
+    MODEL_LOAD_DURATION.labels(*labels).set(seconds)
+    if provider:
+        MODEL_PROVIDER.labels(*labels, provider).set(1)
+
+
+def record_predictions(name: str, version: int, labels: Iterable[str], confidences) -> None:
+    """Class distribution and confidence of one request's instances."""
+    version_label = str(version)
+    for label in labels:
+        PREDICTIONS.labels(name, version_label, label).inc()
+    histogram = CONFIDENCE.labels(name, version_label)
+    for confidence in confidences:
+        histogram.observe(confidence)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess folder, when gunicorn's config set one."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for a scrape: all workers' values in multiprocess mode."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE
+    return generate_latest(REGISTRY), CONTENT_TYPE
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn's child_exit hook: drop a dead worker's live gauges."""
+    if multiprocess_dir():
+        _multiprocess.mark_process_dead(pid)
