@@ -32,9 +32,9 @@ def test_error_kinds(status, code, kind):
     assert metrics.error_kind(status, code) == kind
 
 
-def test_a_prediction_request_records_everything(client):
+def _snapshot() -> dict[str, float]:
     labels = {"model": "blobs", "version": "1"}
-    before = {
+    return {
         "requests": _value("http_requests_total", endpoint="/predict", method="POST", status="200"),
         "blob_0": _value("predictions_total", label="blob_0", **labels),
         "batches": _value("batch_size_count", **labels),
@@ -43,17 +43,13 @@ def test_a_prediction_request_records_everything(client):
         "preprocessing": _value("preprocessing_duration_seconds_count", **labels),
         "confidence": _value("prediction_confidence_count", **labels),
     }
+
+
+def test_a_prediction_request_records_everything(client):
+    before = _snapshot()
     body = {"model": "blobs", "instances": [[-5, 2], [-5.5, 2.2], [5, -2]]}
     assert client.post("/predict", json=body).status_code == 200
-    after = {
-        "requests": _value("http_requests_total", endpoint="/predict", method="POST", status="200"),
-        "blob_0": _value("predictions_total", label="blob_0", **labels),
-        "batches": _value("batch_size_count", **labels),
-        "instances": _value("batch_size_sum", **labels),
-        "inference": _value("inference_duration_seconds_count", **labels),
-        "preprocessing": _value("preprocessing_duration_seconds_count", **labels),
-        "confidence": _value("prediction_confidence_count", **labels),
-    }
+    after = _snapshot()
     deltas = {k: after[k] - before[k] for k in before}
     assert deltas == {"requests": 1, "blob_0": 2, "batches": 1, "instances": 3, "inference": 1,
                       "preprocessing": 1, "confidence": 3}  # fmt: skip
