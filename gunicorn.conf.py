@@ -52,6 +52,14 @@ logconfig_dict = {
 }
 
 
+def worker_exit(server, worker):
+    """A worker is stopping: answer whatever is still queued for dynamic batching."""
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("serving")
+    if state is not None:
+        state.registry.close()
+
+
 def child_exit(server, worker):
     """A worker died or was replaced: drop its live gauges from the multiprocess files."""
     from prometheus_client import multiprocess

@@ -112,6 +112,12 @@ class ModelUnavailable(ServiceUnavailable):
     code = "model_unavailable"
 
 
+class InferenceTimeout(ServiceUnavailable):
+    """The model did not answer within the request's inference timeout."""
+
+    code = "inference_timeout"
+
+
 class InferenceFailed(ApiError):
     """onnxruntime raised on input that passed validation: a server-side fault."""
 

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service import metrics
-from service.errors import InferenceFailed
+from service.errors import ApiError, InferenceFailed
 from service.postprocessing import predicted_indices, probabilities
-from service.registry import ModelEntry
+
+if TYPE_CHECKING:  # the registry imports this module
+    from service.registry import ModelEntry
 
 log = logging.getLogger(__name__)
+
+
+def run_model(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:
+    """Logits for a request's batch: through the model's dynamic batcher when it has one."""
+    if entry.batcher is not None:
+        return entry.batcher.predict(batch)
+    return timed_run(entry, batch)
+
+
+def timed_run(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:
+    """The one place ``session.run`` is called: times it and records the batch size."""
+    labels = (entry.name, str(entry.version))
+    started = time.perf_counter()
+    logits = entry.predictor.predict(batch)
+    metrics.INFERENCE_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    metrics.BATCH_SIZE.labels(*labels).observe(batch.shape[0])
+    return logits
 
 
 def predict(
@@ -21,11 +40,9 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Run the model and shape its logits into labels, confidences and probabilities."""
     try:
-        started = time.perf_counter()
-        logits = entry.predictor.predict(batch)
-        metrics.INFERENCE_DURATION.labels(entry.name, str(entry.version)).observe(
-            time.perf_counter() - started
-        )
+        logits = run_model(entry, batch)
+    except ApiError:
+        raise
     except Exception as exc:  # validated input made onnxruntime fail: our fault, not the client's
         log.exception("inference failed for %s v%d", entry.name, entry.version)
         raise InferenceFailed(

@@ -84,6 +84,12 @@ BATCH_SIZE = Histogram(
     ["model", "version"],
     buckets=BATCH_BUCKETS,
 )
+BATCH_QUEUE_DURATION = Histogram(
+    "batch_queue_duration_seconds",
+    "Time a request waited in the dynamic-batching queue before its onnxruntime call.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
 ERRORS = Counter(
     "errors_total",
     "Error responses by kind (validation, not_found, payload_too_large, unsupported_media, "
@@ -122,7 +128,7 @@ _ERROR_KINDS = {
 
 def error_kind(status: int, code: str) -> str:
     """The low-cardinality kind of an error response."""
-    if code == "inference_error":
+    if code in ("inference_error", "inference_timeout"):
         return "inference"
     return _ERROR_KINDS.get(status, "internal" if status >= 500 else "other")
 

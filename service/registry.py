@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from service import inference, metrics
 from service import metadata as contract
-from service import metrics
+from service.batching import BatchingConfig, DynamicBatcher, config_for, parse_overrides
 from service.errors import ModelNotFound, ModelUnavailable, VersionNotFound
 from service.predictor import OnnxPredictor
 from service.preprocessing import Spec, spec_from_dict
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class ModelEntry:
     predictor: OnnxPredictor | None = None
     spec: Spec | None = None
     load_seconds: float = 0.0
+    batcher: DynamicBatcher | None = None
 
     @property
     def loaded(self) -> bool:
@@ -54,6 +57,16 @@ class Registry:
         # Narrowed after the first session: a provider that cannot start (CUDA libraries
         # missing) is not retried, and not logged again, for every other model.
         self.providers: list[str] = list(settings.providers)
+        try:
+            self.batching_overrides = parse_overrides(settings.batching_overrides)
+        except ValueError as exc:
+            raise SettingsError(f"SERVING_BATCHING_OVERRIDES: {exc}") from None
+        self.batching = BatchingConfig(
+            enabled=settings.batching,
+            max_batch_size=settings.batch_max_size,
+            max_delay_us=settings.batch_max_delay_us,
+            timeout_s=settings.batch_timeout_s,
+        )
 
     def load_all(self) -> None:
         """Load every ``<name>/<version>``; a failing one is recorded, the rest still load."""
@@ -86,6 +99,11 @@ class Registry:
             entry.metadata, entry.predictor = meta, predictor
             entry.spec = spec_from_dict(meta["preprocessing"])
             entry.status = "loaded"
+            batching = config_for(self.batching, self.batching_overrides, entry.name)
+            if batching.enabled:
+                entry.batcher = DynamicBatcher(
+                    entry.name, entry.version, partial(inference.timed_run, entry), batching
+                )
             log.info(
                 "loaded model %s v%d on %s in %.3f s",
                 entry.name,
@@ -101,6 +119,12 @@ class Registry:
         metrics.record_model(
             entry.name, entry.version, entry.loaded, entry.load_seconds, entry.provider
         )
+
+    def close(self) -> None:
+        """Drain and stop every batching thread (gunicorn's worker_exit calls this)."""
+        for entry in self.entries.values():
+            if entry.batcher is not None:
+                entry.batcher.close()
 
     def names(self) -> list[str]:
         """Model names, sorted."""

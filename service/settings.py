@@ -44,6 +44,11 @@ class Settings:
     inter_op_threads: int = 1
     verify_checksums: bool = True
     max_batch_size: int = 64
+    batching: bool = True
+    batch_max_size: int = 32
+    batch_max_delay_us: int = 1000
+    batch_timeout_s: float = 10.0
+    batching_overrides: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 16_000_000
     bind: str = "127.0.0.1:8000"
@@ -73,11 +78,13 @@ class Settings:
 
 
 def _parse(name: str, raw: str, kind: str) -> Any:
-    parsers = {"Path": Path, "str": str, "int": int, "bool": _bool, "tuple[str, ...]": _tuple}
+    parsers = {"Path": Path, "str": str, "int": int, "float": float, "bool": _bool,
+               "tuple[str, ...]": _tuple}  # fmt: skip
     try:
         value = parsers[kind](raw)
     except (KeyError, ValueError) as exc:
         raise SettingsError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from None
-    if kind == "int" and value < (0 if name == "keepalive" else 1):
+    may_be_zero = name in ("keepalive", "batch_max_delay_us")
+    if kind in ("int", "float") and (value < 0 or (value == 0 and not may_be_zero)):
         raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
     return value

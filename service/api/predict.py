@@ -136,7 +136,6 @@ def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
     g.model, g.instances = entry, len(batch)
     labels = (entry.name, str(entry.version))
     metrics.PREPROCESSING_DURATION.labels(*labels).observe(time.perf_counter() - started)
-    metrics.BATCH_SIZE.labels(*labels).observe(len(batch))
     predictions = inference.predict(entry, batch, options.get("top_k"), options["logits"])
     metrics.record_predictions(
         entry.name, entry.version, (p["label"] for p in predictions),

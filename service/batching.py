@@ -1,0 +1,186 @@
+"""Dynamic batching (Triton's idea, per gunicorn worker): requests for the same model that
+arrive within a short window become one onnxruntime call, split back per request.
+
+Each model version has one queue and one thread. A request thread enqueues its tensor and
+waits; the batching thread takes the oldest request, waits until ``max_batch_size``
+instances are queued or ``max_delay_us`` has passed since that request arrived, runs the
+concatenated batch once, and hands every request exactly its own rows. If a combined call
+fails, each request is retried alone, so one request's failure never reaches another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from service import metrics
+from service.errors import ApiError, InferenceFailed, InferenceTimeout, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How one model's requests are combined."""
+
+    enabled: bool = True
+    max_batch_size: int = 32
+    max_delay_us: int = 1000
+    timeout_s: float = 10.0
+
+
+def parse_overrides(text: str) -> dict[str, dict[str, Any]]:
+    """``{"model": {"max_batch_size": 64, ...}}`` from JSON; unknown keys are an error."""
+    if not text.strip():
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"batching overrides are not JSON: {exc}") from None
+    allowed = {f.name for f in fields(BatchingConfig)}
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise ValueError('batching overrides must look like {"model": {"max_batch_size": 64}}')
+    for name, values in overrides.items():
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown batching option(s) for {name}: {sorted(unknown)}")
+    return overrides
+
+
+def config_for(base: BatchingConfig, overrides: Mapping[str, Mapping[str, Any]], model: str):
+    """The base config with a model's overrides applied."""
+    return replace(base, **overrides.get(model, {}))
+
+
+class _Request:
+    __slots__ = ("batch", "cancelled", "done", "enqueued", "error", "result")
+
+    def __init__(self, batch: np.ndarray) -> None:
+        self.batch = batch
+        self.enqueued = time.perf_counter()
+        self.done = threading.Event()
+        self.result: np.ndarray | None = None
+        self.error: ApiError | None = None
+        self.cancelled = False
+
+
+class DynamicBatcher:
+    """One model version's queue and batching thread."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        run: Callable[[np.ndarray], np.ndarray],
+        config: BatchingConfig,
+    ) -> None:
+        self.name, self.version, self.config = name, version, config
+        self._run = run
+        self._queue: deque[_Request] = deque()
+        self._queued_instances = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._labels = (name, str(version))
+        self._thread = threading.Thread(
+            target=self._loop, name=f"batcher-{name}-v{version}", daemon=True
+        )
+        self._thread.start()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """This request's logits, computed together with whatever else is queued."""
+        if batch.shape[0] >= self.config.max_batch_size:
+            return self._run(batch)  # already a full batch: nothing to wait for
+        request = _Request(batch)
+        with self._cond:
+            if self._closed:
+                raise ServiceUnavailable("the worker is shutting down")
+            self._queue.append(request)
+            self._queued_instances += batch.shape[0]
+            self._cond.notify_all()
+        if not request.done.wait(self.config.timeout_s):
+            with self._cond:
+                if not request.done.is_set():
+                    request.cancelled = True
+            if request.cancelled:
+                raise InferenceTimeout(
+                    f"model {self.name!r} did not answer within {self.config.timeout_s:g} s"
+                )
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, answer everything still queued, and stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        delay = self.config.max_delay_us / 1e6
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closed and drained
+                deadline = self._queue[0].enqueued + delay
+                while self._queued_instances < self.config.max_batch_size and not self._closed:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                taken = self._take()
+            self._execute(taken)
+
+    def _take(self) -> list[_Request]:
+        """Oldest requests up to max_batch_size instances (always at least one)."""
+        taken, size = [], 0
+        while self._queue:
+            n = self._queue[0].batch.shape[0]
+            if taken and size + n > self.config.max_batch_size:
+                break
+            request = self._queue.popleft()
+            self._queued_instances -= n
+            if not request.cancelled:
+                taken.append(request)
+                size += n
+        return taken
+
+    def _execute(self, requests: list[_Request]) -> None:
+        if not requests:
+            return
+        now = time.perf_counter()
+        queue_time = metrics.BATCH_QUEUE_DURATION.labels(*self._labels)
+        for request in requests:
+            queue_time.observe(now - request.enqueued)
+        self._answer(requests)
+
+    def _answer(self, requests: list[_Request]) -> None:
+        try:
+            if len(requests) == 1:
+                requests[0].result = self._run(requests[0].batch)
+            else:
+                logits = self._run(np.concatenate([r.batch for r in requests]))
+                offsets = np.cumsum([0] + [r.batch.shape[0] for r in requests])
+                for request, start, end in zip(requests, offsets, offsets[1:], strict=False):
+                    request.result = logits[start:end]
+        except Exception:
+            if len(requests) > 1:  # find the culprit: every request on its own
+                log.warning("combined batch for %s v%d failed; retrying each request alone",
+                            self.name, self.version)  # fmt: skip
+                for request in requests:
+                    self._answer([request])
+                return
+            log.exception("inference failed for %s v%d", self.name, self.version)
+            requests[0].error = InferenceFailed(f"inference failed in model {self.name!r}")
+        for request in requests:
+            request.done.set()
