@@ -10,6 +10,8 @@ child_exit marks dead workers so their live gauges disappear.
 import os
 import shutil
 
+from gunicorn.glogging import Logger
+
 from service.settings import Settings
 
 _settings = Settings.from_env()
@@ -32,7 +34,17 @@ preload_app = False  # onnxruntime sessions must not be shared across fork()
 proc_name = "keras-classifier-serving"
 control_socket_disable = True
 
+
 # No access log: the service writes one JSON line per request itself (service.access).
+class NoAccessLogger(Logger):
+    """gunicorn's logger minus the access line (it would be formatted per request even
+    when discarded, because logconfig_dict is set)."""
+
+    def access(self, resp, req, environ, request_time):
+        return None
+
+
+logger_class = NoAccessLogger
 accesslog = None
 loglevel = _settings.log_level.lower()
 logconfig_dict = {

@@ -31,11 +31,13 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 # Debian packages the tests use as real components (installed only when missing):
-# chromium renders /docs, prometheus scrapes the service, promtool checks the alert rules.
+# chromium renders /docs, prometheus scrapes the service, promtool checks the alert rules,
+# wrk drives the benchmark.
 if [[ "$EXTRAS" == *dev* ]]; then
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+  command -v wrk >/dev/null || missing+=(wrk)
   if ((${#missing[@]})); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
       echo "bootstrap: installing Debian packages ${missing[*]}"

@@ -1,11 +1,13 @@
 """Dynamic batching (Triton's idea, per gunicorn worker): requests for the same model that
-arrive within a short window become one onnxruntime call, split back per request.
+arrive while it is busy become one onnxruntime call, split back per request.
 
-Each model version has one queue and one thread. A request thread enqueues its tensor and
-waits; the batching thread takes the oldest request, waits until ``max_batch_size``
-instances are queued or ``max_delay_us`` has passed since that request arrived, runs the
-concatenated batch once, and hands every request exactly its own rows. If a combined call
-fails, each request is retried alone, so one request's failure never reaches another.
+Leader/follower, with no thread of its own: a request that finds the model idle becomes the
+leader and runs at once, so a lone request pays nothing. Requests that arrive while a call
+is in flight queue up; when the call ends, the first of them is promoted to leader and runs
+everything queued (up to ``max_batch_size`` instances, optionally after waiting
+``max_delay_us`` for more) as one call, handing each request exactly its own rows. If a
+combined call fails, each request is retried alone, so one request's failure never reaches
+another. Every queued request is eventually run by a leader, so the queue always drains.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class BatchingConfig:
 
     enabled: bool = True
     max_batch_size: int = 32
-    max_delay_us: int = 1000
+    max_delay_us: int = 0
     timeout_s: float = 10.0
 
 
@@ -61,19 +63,21 @@ def config_for(base: BatchingConfig, overrides: Mapping[str, Mapping[str, Any]],
 
 
 class _Request:
-    __slots__ = ("batch", "cancelled", "done", "enqueued", "error", "result")
+    __slots__ = ("batch", "cancelled", "done", "enqueued", "error", "lead", "result", "wake")
 
     def __init__(self, batch: np.ndarray) -> None:
         self.batch = batch
         self.enqueued = time.perf_counter()
-        self.done = threading.Event()
+        self.wake = threading.Event()  # set when answered or promoted to leader
+        self.done = False
+        self.lead = False
+        self.cancelled = False
         self.result: np.ndarray | None = None
         self.error: ApiError | None = None
-        self.cancelled = False
 
 
 class DynamicBatcher:
-    """One model version's queue and batching thread."""
+    """One model version's queue; the requests themselves take turns running batches."""
 
     def __init__(
         self,
@@ -87,59 +91,63 @@ class DynamicBatcher:
         self._queue: deque[_Request] = deque()
         self._queued_instances = 0
         self._cond = threading.Condition()
+        self._busy = False
         self._closed = False
         self._labels = (name, str(version))
-        self._thread = threading.Thread(
-            target=self._loop, name=f"batcher-{name}-v{version}", daemon=True
-        )
-        self._thread.start()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """This request's logits, computed together with whatever else is queued."""
-        if batch.shape[0] >= self.config.max_batch_size:
-            return self._run(batch)  # already a full batch: nothing to wait for
         request = _Request(batch)
         with self._cond:
             if self._closed:
                 raise ServiceUnavailable("the worker is shutting down")
             self._queue.append(request)
             self._queued_instances += batch.shape[0]
+            if not self._busy:
+                self._busy = request.lead = True
             self._cond.notify_all()
-        if not request.done.wait(self.config.timeout_s):
-            with self._cond:
-                if not request.done.is_set():
-                    request.cancelled = True
-            if request.cancelled:
-                raise InferenceTimeout(
-                    f"model {self.name!r} did not answer within {self.config.timeout_s:g} s"
-                )
+        if not request.lead:
+            self._wait_turn(request)
+        if request.lead:
+            self._lead()
         if request.error is not None:
             raise request.error
         return request.result
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop accepting, answer everything still queued, and stop the thread."""
+    def _wait_turn(self, request: _Request) -> None:
+        if request.wake.wait(self.config.timeout_s):
+            return
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
+            if request.done or request.lead:
+                return
+            request.cancelled = True  # a leader will skip it
+        raise InferenceTimeout(
+            f"model {self.name!r} did not answer within {self.config.timeout_s:g} s"
+        )
 
-    def _loop(self) -> None:
+    def _lead(self) -> None:
+        """Run one batch (this request is the oldest queued, so it is in it), then pass on."""
         delay = self.config.max_delay_us / 1e6
-        while True:
-            with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if not self._queue:
-                    return  # closed and drained
+        with self._cond:
+            if delay:
                 deadline = self._queue[0].enqueued + delay
-                while self._queued_instances < self.config.max_batch_size and not self._closed:
+                while self._queued_instances < self.config.max_batch_size:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                taken = self._take()
-            self._execute(taken)
+            taken = self._take()
+        self._execute(taken)
+        with self._cond:
+            while self._queue and self._queue[0].cancelled:  # gave up waiting: skip them
+                self._queued_instances -= self._queue.popleft().batch.shape[0]
+            if self._queue:
+                successor = self._queue[0]  # the oldest waiting request leads next
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._busy = False
+                self._cond.notify_all()
 
     def _take(self) -> list[_Request]:
         """Oldest requests up to max_batch_size instances (always at least one)."""
@@ -155,11 +163,19 @@ class DynamicBatcher:
                 size += n
         return taken
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new requests and wait until everything queued has been answered."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closed = True
+            while (self._busy or self._queue) and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+
     def _execute(self, requests: list[_Request]) -> None:
         if not requests:
             return
         now = time.perf_counter()
-        queue_time = metrics.BATCH_QUEUE_DURATION.labels(*self._labels)
+        queue_time = metrics.child(metrics.BATCH_QUEUE_DURATION, *self._labels)
         for request in requests:
             queue_time.observe(now - request.enqueued)
         self._answer(requests)
@@ -183,4 +199,5 @@ class DynamicBatcher:
             log.exception("inference failed for %s v%d", self.name, self.version)
             requests[0].error = InferenceFailed(f"inference failed in model {self.name!r}")
         for request in requests:
-            request.done.set()
+            request.done = True
+            request.wake.set()

@@ -30,8 +30,8 @@ def timed_run(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:
     labels = (entry.name, str(entry.version))
     started = time.perf_counter()
     logits = entry.predictor.predict(batch)
-    metrics.INFERENCE_DURATION.labels(*labels).observe(time.perf_counter() - started)
-    metrics.BATCH_SIZE.labels(*labels).observe(batch.shape[0])
+    metrics.child(metrics.INFERENCE_DURATION, *labels).observe(time.perf_counter() - started)
+    metrics.child(metrics.BATCH_SIZE, *labels).observe(batch.shape[0])
     return logits
 
 

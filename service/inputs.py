@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import BatchTooLarge, InvalidJSON, ValidationFailed
 from service.images import decode_base64, decode_image
@@ -30,7 +32,15 @@ def _reject_constant(name: str) -> float:
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a JSON body; NaN/Infinity literals and bad encodings are 400 invalid_json."""
+    """Parse a JSON body; NaN/Infinity literals and bad encodings are 400 invalid_json.
+
+    orjson parses valid bodies (several times faster than json on pixel arrays); a body it
+    refuses is parsed again by json, whose messages say precisely what is wrong.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     if not body.strip():
         raise InvalidJSON("the request body is empty; expected a JSON object")
     try:
@@ -39,16 +49,33 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSON(f"malformed JSON: {exc}") from None
 
 
+_NUMBER_TYPES = {int, float}
+
+
 def _check_numbers(value: Any, path: str) -> None:
-    """Every leaf must be an int or float (bool is not a number here)."""
+    """Every leaf must be an int or float (bool is not a number here).
+
+    Checked a nesting level at a time with C-speed ``set(map(type, ...))``; only a failing
+    level is walked in Python, to name the first bad value.
+    """
+    level = [value]
+    while level:
+        kinds = set(map(type, level))
+        if kinds <= _NUMBER_TYPES:
+            return  # finiteness is checked on the array (JSON's NaN/Infinity never get here)
+        if kinds != {list}:
+            _locate_bad_value(value, path)
+            return  # mixed nesting of numbers and lists: numpy reports the shape
+        level = list(chain.from_iterable(level))
+
+
+def _locate_bad_value(value: Any, path: str) -> None:
     kind = type(value)
     if kind is float or kind is int:
-        if kind is float and not np.isfinite(value):
-            raise ValidationFailed(f"{path} must be a finite number")
         return
     if kind is list:
         for i, item in enumerate(value):
-            _check_numbers(item, f"{path}[{i}]")
+            _locate_bad_value(item, f"{path}[{i}]")
         return
     shown = json.dumps(value)[:40] if value is None or kind in (str, bool) else kind.__name__
     raise ValidationFailed(f"{path} must be a number, got {shown}")

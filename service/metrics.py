@@ -126,6 +126,18 @@ _ERROR_KINDS = {
 }
 
 
+_children: dict[tuple, object] = {}
+
+
+def child(metric, *labels: str):
+    """``metric.labels(*labels)``, memoized: the lookup and its lock cost more than the update."""
+    key = (id(metric), *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def error_kind(status: int, code: str) -> str:
     """The low-cardinality kind of an error response."""
     if code in ("inference_error", "inference_timeout"):
@@ -146,8 +158,8 @@ def record_predictions(name: str, version: int, labels: Iterable[str], confidenc
     """Class distribution and confidence of one request's instances."""
     version_label = str(version)
     for label in labels:
-        PREDICTIONS.labels(name, version_label, label).inc()
-    histogram = CONFIDENCE.labels(name, version_label)
+        child(PREDICTIONS, name, version_label, label).inc()
+    histogram = child(CONFIDENCE, name, version_label)
     for confidence in confidences:
         histogram.observe(confidence)
 

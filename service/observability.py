@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
@@ -14,6 +15,16 @@ from service import metrics
 access_log = logging.getLogger("service.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+_ids = {"pid": 0, "prefix": "", "counter": itertools.count()}
+
+
+def new_request_id() -> str:
+    """32 hex characters: a random prefix per process and a counter (cheaper than uuid4)."""
+    if _ids["pid"] != os.getpid():  # first call in this (forked) worker
+        _ids.update(pid=os.getpid(), prefix=os.urandom(8).hex(), counter=itertools.count())
+    return f"{_ids['prefix']}{next(_ids['counter']):016x}"
 
 
 def _endpoint() -> str:
@@ -27,10 +38,10 @@ def install(app: Flask) -> None:
     @app.before_request
     def start() -> None:
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = given if _REQUEST_ID.match(given) else new_request_id()
         g.started = time.perf_counter()
         g.endpoint = _endpoint()
-        metrics.HTTP_IN_PROGRESS.labels(g.endpoint, request.method).inc()
+        metrics.child(metrics.HTTP_IN_PROGRESS, g.endpoint, request.method).inc()
         g.in_progress = True
 
     @app.after_request
@@ -39,8 +50,8 @@ def install(app: Flask) -> None:
         endpoint = g.get("endpoint") or _endpoint()
         status = str(response.status_code)
         duration = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.HTTP_REQUESTS.labels(endpoint, request.method, status).inc()
-        metrics.HTTP_DURATION.labels(endpoint, request.method, status).observe(duration)
+        metrics.child(metrics.HTTP_REQUESTS, endpoint, request.method, status).inc()
+        metrics.child(metrics.HTTP_DURATION, endpoint, request.method, status).observe(duration)
         error = g.get("error")
         if error is not None:
             metrics.ERRORS.labels(metrics.error_kind(error.status, error.code), error.code).inc()
@@ -68,4 +79,4 @@ def install(app: Flask) -> None:
     @app.teardown_request
     def leave(exc: BaseException | None) -> None:
         if g.pop("in_progress", False):
-            metrics.HTTP_IN_PROGRESS.labels(g.endpoint, request.method).dec()
+            metrics.child(metrics.HTTP_IN_PROGRESS, g.endpoint, request.method).dec()

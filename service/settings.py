@@ -46,7 +46,7 @@ class Settings:
     max_batch_size: int = 64
     batching: bool = True
     batch_max_size: int = 32
-    batch_max_delay_us: int = 1000
+    batch_max_delay_us: int = 0
     batch_timeout_s: float = 10.0
     batching_overrides: str = ""
     max_body_bytes: int = 8 * 1024 * 1024

@@ -72,13 +72,28 @@ def test_a_failing_request_does_not_fail_the_others_in_its_batch():
             np.testing.assert_array_equal(y, x * 10.0)
 
 
-def test_a_request_timeout_is_honoured():
-    batcher = _batcher(Recorder(delay=0.5), max_batch_size=8, max_delay_us=0, timeout_s=0.1)
-    started = time.perf_counter()
-    with pytest.raises(InferenceTimeout, match=r"did not answer within 0\.1 s"):
-        batcher.predict(np.zeros((1, 2)))
-    assert time.perf_counter() - started < 0.4
+def test_a_waiting_request_gives_up_at_its_timeout_and_the_queue_moves_on():
+    run = Recorder(delay=0.5)
+    batcher = _batcher(run, max_batch_size=8, max_delay_us=0, timeout_s=0.1)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher.predict, np.ones((1, 2)))  # leads: a 0.5 s call
+        time.sleep(0.05)
+        started = time.perf_counter()
+        with pytest.raises(InferenceTimeout, match=r"did not answer within 0\.1 s"):
+            batcher.predict(np.zeros((1, 2)))  # queued behind it, gives up
+        assert time.perf_counter() - started < 0.4
+        np.testing.assert_array_equal(first.result(timeout=5), np.full((1, 2), 10.0))
+    # The abandoned request was skipped, not promoted: the batcher still serves.
+    np.testing.assert_array_equal(batcher.predict(np.ones((1, 2))), np.full((1, 2), 10.0))
+    assert run.sizes == [1, 1]
     batcher.close()
+
+
+def test_a_lone_request_runs_in_its_own_thread_at_once():
+    calls = []
+    batcher = _batcher(lambda b: calls.append(threading.current_thread()) or b, max_delay_us=0)
+    batcher.predict(np.ones((1, 2)))
+    assert calls == [threading.current_thread()]  # no hand-off to another thread
 
 
 def test_close_drains_the_queue_then_refuses_new_work():
@@ -96,7 +111,7 @@ def test_close_drains_the_queue_then_refuses_new_work():
         batcher.predict(np.zeros((1, 2)))
 
 
-def test_a_full_batch_skips_the_queue():
+def test_a_full_batch_runs_alone_without_waiting():
     run = Recorder()
     batcher = _batcher(run, max_batch_size=4, max_delay_us=1_000_000)
     started = time.perf_counter()

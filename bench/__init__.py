@@ -1,0 +1,1 @@
+"""Benchmark harness: this service beside the hardware limit and the alternatives users pick."""

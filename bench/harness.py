@@ -1,0 +1,542 @@
+"""Run every system on every workload with wrk; write results.json, results.md and a plot.
+
+python -m bench                 # the full run (10 s a point, all systems), bench/results/
+python -m bench --quick ...     # seconds a point, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = ROOT / "bench" / "lua" / "post.lua"
+BENTO_VENV = ROOT / "bench" / ".venv-bentoml"
+BENTO_REQUIREMENTS = ["bentoml==1.4.*", "onnxruntime==1.31.*", "numpy", "pillow"]
+WORKERS = 2  # the same for every server
+THREADS = 4
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One request shape, spelled per system."""
+
+    name: str
+    description: str
+
+
+WORKLOADS = {
+    "fashion-json": Workload("fashion-json", "a Fashion-MNIST image as a JSON pixel array"),
+    "fashion-png": Workload("fashion-png", "the same image as a PNG upload"),
+    "circles": Workload("circles", "a circles feature vector as JSON"),
+}
+
+
+@dataclass
+class System:
+    """An HTTP server under test: how to start it and where each workload goes."""
+
+    name: str
+    description: str
+    command: list[str]
+    env: dict[str, str]
+    ready_path: str
+    routes: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # path, type, body
+
+
+def payloads() -> dict[str, bytes]:
+    """The request bodies: a real Fashion-MNIST test image and a circles test vector."""
+    from PIL import Image
+
+    from training.datasets import load
+
+    image = load("fashion-mnist").x_test[0].astype(np.uint8)
+    vector = load("circles").x_test[0].tolist()
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    return {"pixels": json.dumps({"instances": [image.tolist()]}).encode(),
+            "png": buffer.getvalue(),
+            "vector": json.dumps({"instances": [vector]}).encode()}  # fmt: skip
+
+
+def _multipart(field_name: str, filename: str, data: bytes) -> tuple[str, bytes]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
+        f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def systems(port: int, bodies: dict[str, bytes], metrics_dir: Path) -> dict[str, System]:
+    """Every HTTP system, configured for 2 workers on the given port."""
+    venv_bin = Path(sys.executable).parent
+    gunicorn = [str(venv_bin / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
+                "-k", "gthread", "--threads", str(THREADS),
+                "--log-level", "warning"]  # fmt: skip
+    flask_routes = {
+        "fashion-json": ("/fashion/json", "application/json", bodies["pixels"]),
+        "fashion-png": ("/fashion/png", "image/png", bodies["png"]),
+        "circles": ("/circles", "application/json", bodies["vector"]),
+    }
+    service_env = {
+        "SERVING_BIND": f"127.0.0.1:{port}",
+        "SERVING_WORKERS": str(WORKERS),
+        "SERVING_THREADS": str(THREADS),
+        "SERVING_METRICS_DIR": str(metrics_dir),
+    }
+    service_routes = {
+        "fashion-json": ("/predict?model=fashion-mnist", "application/json", bodies["pixels"]),
+        "fashion-png": ("/predict?model=fashion-mnist", "image/png", bodies["png"]),
+        "circles": ("/predict?model=circles", "application/json", bodies["vector"]),
+    }
+    png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
+    return {
+        "service": System("service", "this service as the README starts it (batching on)",
+                          [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+                          {**service_env, "SERVING_BATCHING": "true"}, "/health/ready",
+                          service_routes),
+        "service-nobatch": System("service-nobatch", "this service, dynamic batching off",
+                                  [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+                                  {**service_env, "SERVING_BATCHING": "false"}, "/health/ready",
+                                  service_routes),
+        "minimal": System("minimal", "minimal Flask + gunicorn + onnxruntime (no validation, "
+                          "metrics or logs)", [*gunicorn, "bench.systems.minimal_app:app"], {},
+                          None, flask_routes),
+        "keras": System("keras", "naive baseline: Flask calling Keras model.predict",
+                        [*gunicorn, "bench.systems.keras_app:app"],
+                        {"TF_CPP_MIN_LOG_LEVEL": "3"}, None, flask_routes),
+        "bentoml": System("bentoml", "BentoML 1.4 with onnxruntime, same post-processing",
+                          [str(BENTO_VENV / "bin" / "bentoml"), "serve",
+                           "bench.systems.bentoml_service:Classifier", "--host", "127.0.0.1",
+                           "--port", str(port)],
+                          {"BENTOML_DO_NOT_TRACK": "true"}, "/readyz",
+                          {"fashion-json": ("/fashion_json", "application/json", bodies["pixels"]),
+                           "fashion-png": ("/fashion_png", png_type, png_multipart),
+                           "circles": ("/circles", "application/json", bodies["vector"])}),
+    }  # fmt: skip
+
+
+def ensure_bentoml_venv() -> None:
+    """BentoML gets its own virtual environment (its dependencies clash with ours)."""
+    if (BENTO_VENV / "bin" / "bentoml").exists():
+        return
+    log.info("creating %s with %s", BENTO_VENV, " ".join(BENTO_REQUIREMENTS))
+    subprocess.run([sys.executable, "-m", "venv", str(BENTO_VENV)], check=True)
+    subprocess.run([str(BENTO_VENV / "bin" / "pip"), "install", "--quiet", *BENTO_REQUIREMENTS],
+                   check=True)  # fmt: skip
+
+
+def _post(url: str, ctype: str, body: bytes) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": ctype})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status
+
+
+@contextmanager
+def running(system: System, port: int, log_dir: Path) -> Iterator[dict]:
+    """Start a system, wait until it answers, yield facts about it, stop it."""
+    env = {**os.environ, **system.env, "PYTHONPATH": str(ROOT)}
+    log_file = (log_dir / f"{system.name}.log").open("wb")
+    started = time.perf_counter()
+    process = subprocess.Popen(system.command, cwd=ROOT, env=env, stdout=log_file,
+                               stderr=subprocess.STDOUT)  # fmt: skip
+    facts: dict = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        path, ctype, body = system.routes["circles"]
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{system.name} exited; see {log_file.name}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{system.name} not ready in 180 s")
+            try:
+                if system.ready_path:
+                    urllib.request.urlopen(base + system.ready_path, timeout=2).close()
+                if _post(base + path, ctype, body) == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        facts["start_to_ready_s"] = round(time.perf_counter() - started, 3)
+        facts["pid"] = process.pid
+        yield facts
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log_file.close()
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each child of a process (gunicorn's workers), in MB."""
+    sizes = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields_ = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields_.get("PPid", "").strip() == str(master_pid):
+            sizes.append(round(int(fields_["VmRSS"].split()[0]) / 1024, 1))
+    return sorted(sizes)
+
+
+def wrk(url: str, ctype: str, body_file: Path, concurrency: int, seconds: float) -> dict:
+    """One wrk run; the Lua script prints a JSON summary."""
+    threads = min(2, concurrency)
+    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": ctype}
+    steal_before, total_before = cpu_ticks()
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+         "--timeout", "10s",
+         "-s", str(LUA), url], env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(li for li in out.stdout.splitlines() if li.startswith("{"))
+    steal_after, total_after = cpu_ticks()
+    steal_pct = 100 * (steal_after - steal_before) / max(1, total_after - total_before)
+    raw = json.loads(line)
+    seconds_run = raw["duration_us"] / 1e6
+    errors = sum(raw["errors"].values())
+    return {
+        "concurrency": concurrency,
+        "requests": raw["requests"],
+        "rps": round(raw["requests"] / seconds_run, 1),
+        "p50_ms": raw["latency_us"]["p50"] / 1000,
+        "p90_ms": raw["latency_us"]["p90"] / 1000,
+        "p99_ms": raw["latency_us"]["p99"] / 1000,
+        "errors": errors,
+        "steal_pct": round(steal_pct, 1),
+    }
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies from /proc/stat: time the hypervisor gave to other guests."""
+    fields_ = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields_[7] if len(fields_) > 7 else 0, sum(fields_)
+
+
+def aggregate(rounds: list[dict]) -> dict:
+    """One point from interleaved rounds: total throughput, median percentiles."""
+    seconds = sum(r["requests"] / r["rps"] for r in rounds if r["rps"])
+    requests = sum(r["requests"] for r in rounds)
+    return {
+        "concurrency": rounds[0]["concurrency"],
+        "requests": requests,
+        "rps": round(requests / seconds, 1) if seconds else 0.0,
+        "p50_ms": float(np.median([r["p50_ms"] for r in rounds])),
+        "p90_ms": float(np.median([r["p90_ms"] for r in rounds])),
+        "p99_ms": float(np.median([r["p99_ms"] for r in rounds])),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds": len(rounds),
+        "steal_pct": round(float(np.mean([r["steal_pct"] for r in rounds])), 1),
+    }
+
+
+def measure_limit(seconds: float) -> dict:
+    """onnxruntime in-process, no HTTP: batch 1 in a loop and batch 64, per model."""
+    import onnxruntime as ort
+
+    from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
+    from training.datasets import load
+
+    results = {}
+    for name, loader in (("fashion-mnist", "fashion-mnist"), ("circles", "circles")):
+        meta = json.loads((ROOT / "models" / name / "1" / "metadata.json").read_text())
+        spec = spec_from_dict(meta["preprocessing"])
+        ds = load(loader)
+        to_tensor = pixels_to_tensor if name == "fashion-mnist" else features_to_tensor
+        x = to_tensor(ds.x_test[:64], spec)
+        session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        for batch in (1, 64):
+            feed = {"input": x[:batch]}
+            for _ in range(20):
+                session.run(None, feed)
+            calls, timings, stop = 0, [], time.perf_counter() + seconds
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                timings.append(time.perf_counter() - t0)
+                calls += 1
+            total = sum(timings)
+            results[f"{name}/batch{batch}"] = {
+                "instances_per_s": round(calls * batch / total, 1),
+                "calls_per_s": round(calls / total, 1),
+                "p50_ms": round(float(np.percentile(timings, 50)) * 1000, 4),
+                "p99_ms": round(float(np.percentile(timings, 99)) * 1000, 4),
+            }
+    return results
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole benchmark; returns the results document."""
+    out_dir: Path = args.output
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    bodies = payloads()
+    body_dir = out_dir / "bodies"
+    body_dir.mkdir(exist_ok=True)
+    port = args.port
+    catalogue = systems(port, bodies, out_dir / "metrics")
+    chosen = args.systems or list(catalogue)
+    if "bentoml" in chosen:
+        ensure_bentoml_venv()
+    document = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "-m", "bench", *args.argv]),
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "rounds_per_point": args.rounds,
+            "seconds_per_point": args.seconds,
+            "warmup_seconds": args.warmup,
+            "concurrency": args.concurrency,
+            "workers": WORKERS,
+            "threads": THREADS,
+            "workloads": args.workloads,
+        },
+        "limit": {},
+        "systems": {},
+    }
+    if not args.skip_limit:
+        log.info("measuring the in-process onnxruntime limit")
+        document["limit"] = measure_limit(max(1.0, args.seconds / 2))
+    # Every system runs at once on its own port; each point interleaves them in rounds
+    # (order alternating) so that the machine's noisy spells fall on all of them alike.
+    per_round = max(1, math.ceil(args.seconds / args.rounds))
+    with ExitStack() as stack:
+        live: dict[str, tuple[System, int, dict]] = {}
+        for offset, name in enumerate(chosen):
+            system_port = port + offset
+            system = systems(system_port, bodies, out_dir / f"metrics-{name}")[name]
+            log.info("starting %s on port %d", name, system_port)
+            facts = stack.enter_context(running(system, system_port, out_dir / "logs"))
+            live[name] = (system, system_port, facts)
+            entry = {"description": system.description, "workloads": {},
+                     "start_to_ready_s": facts["start_to_ready_s"]}  # fmt: skip
+            if name.startswith("service"):
+                entry["worker_rss_mb"] = worker_rss_mb(facts["pid"])
+            document["systems"][name] = entry
+        for workload in args.workloads:
+            targets_ = {}
+            for name, (system, system_port, _) in live.items():
+                path, ctype, body = system.routes[workload]
+                body_file = body_dir / f"{name}-{workload}.body"
+                body_file.write_bytes(body)
+                targets_[name] = (f"http://127.0.0.1:{system_port}{path}", ctype, body_file)
+                wrk(*targets_[name], 8, args.warmup)  # warm-up, not recorded
+            for concurrency in args.concurrency:
+                rounds: dict[str, list[dict]] = {name: [] for name in live}
+                for r in range(args.rounds):
+                    order = list(live) if r % 2 == 0 else list(reversed(live))
+                    for name in order:
+                        rounds[name].append(wrk(*targets_[name], concurrency, per_round))
+                for name, measured in rounds.items():
+                    point = aggregate(measured)
+                    document["systems"][name]["workloads"].setdefault(workload, []).append(point)
+                    log.info(
+                        "%s %s c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms errors %d steal %.1f%%",
+                        name, workload, concurrency, point["rps"], point["p50_ms"],
+                        point["p99_ms"], point["errors"], point["steal_pct"],
+                    )  # fmt: skip
+        for name, (_, _, facts) in live.items():
+            if name.startswith("service"):
+                document["systems"][name]["worker_rss_mb_after"] = worker_rss_mb(facts["pid"])
+    document["targets"] = targets(document)
+    (out_dir / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown(document))
+    plot(document, out_dir / "results.png")
+    return document
+
+
+def _point(document: dict, system: str, workload: str, concurrency: int) -> dict | None:
+    points = document["systems"].get(system, {}).get("workloads", {}).get(workload, [])
+    return next((p for p in points if p["concurrency"] == concurrency), None)
+
+
+def targets(document: dict) -> list[dict]:
+    """The issue's targets, measured in this run (Fashion-MNIST JSON, concurrency 32)."""
+    ours = _point(document, "service", "fashion-json", 32)
+    checks = []
+    if ours is None:
+        return checks
+
+    def ratio_check(other: str, factor: float, label: str) -> None:
+        theirs = _point(document, other, "fashion-json", 32)
+        if theirs is None:
+            return
+        ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("inf")
+        checks.append({"target": label, "measured": f"{ratio:.2f}x", "met": ratio >= factor})
+
+    ratio_check("keras", 100, ">= 100x the naive Keras baseline's throughput")
+    ratio_check("bentoml", 2, ">= 2x BentoML's throughput")
+    bento = _point(document, "bentoml", "fashion-json", 32)
+    if bento:
+        checks.append({"target": "p99 below BentoML's",
+                       "measured": f"{ours['p99_ms']:.2f} ms vs {bento['p99_ms']:.2f} ms",
+                       "met": ours["p99_ms"] < bento["p99_ms"]})  # fmt: skip
+    ratio_check("minimal", 1, ">= the minimal Flask + onnxruntime app")
+    checks.append({"target": "p99 <= 2x p50",
+                   "measured": f"{ours['p99_ms']:.2f} / {ours['p50_ms']:.2f} ms",
+                   "met": ours["p99_ms"] <= 2 * ours["p50_ms"]})  # fmt: skip
+    service = document["systems"]["service"]
+    rss = max(service.get("worker_rss_mb_after", service.get("worker_rss_mb", [0])) or [0])
+    checks.append({"target": "RSS per worker < 250 MB", "measured": f"{rss:.1f} MB",
+                   "met": rss < 250})  # fmt: skip
+    checks.append({"target": "start to ready < 3 s",
+                   "measured": f"{service['start_to_ready_s']:.2f} s",
+                   "met": service["start_to_ready_s"] < 3})  # fmt: skip
+    return checks
+
+
+def markdown(document: dict) -> str:
+    """The results as Markdown tables."""
+    lines = [
+        f"# Benchmark results ({document['created_at']})",
+        "",
+        f"Command: `{document['command']}` — machine: {document['machine']['cores']} cores, "
+        f"{document['machine']['platform']}, Python {document['machine']['python']}. Load from "
+        f"wrk; each point is {document['settings']['rounds_per_point']} interleaved rounds "
+        f"totalling at least {document['settings']['seconds_per_point']} s per system, after a "
+        f"{document['settings']['warmup_seconds']} s warm-up; req/s is total requests over total "
+        f"time, latencies the median of the rounds' percentiles; every server runs "
+        f"{document['settings']['workers']} workers x {document['settings']['threads']} threads; "
+        "wrk shares the 2 cores; `steal %` is CPU time the hypervisor gave elsewhere meanwhile.",
+        "",
+    ]
+    if document["limit"]:
+        lines += [
+            "## The limit: onnxruntime in-process, no HTTP", "",
+            "| model / batch | instances/s | calls/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]  # fmt: skip
+        for key, r in document["limit"].items():
+            lines.append(f"| {key} | {r['instances_per_s']:,.0f} | {r['calls_per_s']:,.0f} | "
+                         f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")  # fmt: skip
+        lines.append("")
+    for workload in document["settings"]["workloads"]:
+        lines += [f"## {workload}: {WORKLOADS[workload].description}", "",
+                  "| system | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | steal % |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, entry in document["systems"].items():
+            for p in entry["workloads"].get(workload, []):
+                lines.append(f"| {name} | {p['concurrency']} | {p['rps']:,.1f} | "
+                             f"{p['p50_ms']:.2f} | {p['p90_ms']:.2f} | {p['p99_ms']:.2f} | "
+                             f"{p['errors']} | {p.get('steal_pct', 0):.1f} |")  # fmt: skip
+        lines.append("")
+    lines += ["## Systems", ""]
+    for name, entry in document["systems"].items():
+        extra = f", start to ready {entry['start_to_ready_s']:.2f} s"
+        if "worker_rss_mb_after" in entry:
+            extra += f", worker RSS {entry['worker_rss_mb_after']} MB (all models loaded)"
+        lines.append(f"- **{name}**: {entry['description']}{extra}")
+    if document["targets"]:
+        lines += ["", "## Targets (Fashion-MNIST JSON, concurrency 32)", "",
+                  "| target | measured | met |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+                  for t in document["targets"]]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(document: dict, path: Path) -> None:
+    """Throughput and p50/p99 latency against concurrency, one column per workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = document["settings"]["workloads"]
+    fig, axes = plt.subplots(2, len(workloads), figsize=(6 * len(workloads), 8), squeeze=False)
+    for col, workload in enumerate(workloads):
+        for name, entry in document["systems"].items():
+            points = entry["workloads"].get(workload, [])
+            if not points:
+                continue
+            c = [p["concurrency"] for p in points]
+            line = axes[0][col].plot(c, [p["rps"] for p in points], marker="o", label=name)[0]
+            axes[1][col].plot(c, [p["p50_ms"] for p in points], marker="o",
+                              color=line.get_color(), label=f"{name} p50")  # fmt: skip
+            axes[1][col].plot(c, [p["p99_ms"] for p in points], marker="x", linestyle="--",
+                              color=line.get_color(), label=f"{name} p99")  # fmt: skip
+        axes[0][col].set_title(f"{workload}: throughput")
+        axes[0][col].set_ylabel("requests/s")
+        axes[1][col].set_title(f"{workload}: latency (solid p50, dashed p99)")
+        axes[1][col].set_ylabel("ms")
+        for row in (0, 1):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_yscale("log")
+            axes[row][col].set_xlabel("concurrency")
+            axes[row][col].grid(alpha=0.3, which="both")
+        axes[0][col].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="2 s points, 1 s warm-up, service vs minimal, fashion-json, c=1,8",
+    )  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per workload")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per point (their seconds add up to --seconds)",
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--systems", nargs="+", help="subset of: service service-nobatch "
+                        "minimal keras bentoml")  # fmt: skip
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
+                        choices=list(WORKLOADS))  # fmt: skip
+    parser.add_argument("--skip-limit", action="store_true", help="no in-process measurement")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.rounds = 2.0, 1.0, 1
+        args.concurrency = [1, 8]
+        args.systems = args.systems or ["service", "minimal"]
+        args.workloads = ["fashion-json"]
+    args.argv = argv
+    if not shutil.which("wrk"):
+        parser.error("wrk is missing: apt-get install wrk (scripts/test.sh installs it)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    run(args)
+    log.info("wrote %s", args.output / "results.md")
+    return 0

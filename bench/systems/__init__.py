@@ -1,0 +1,1 @@
+"""The systems the benchmark compares (each serves the same three workloads)."""

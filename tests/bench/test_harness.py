@@ -1,0 +1,104 @@
+"""bench/: the quick harness run (so it cannot rot) and its pure parts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench import harness
+from tests.e2e.conftest import free_port
+from tests.helpers import ROOT
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path),
+         "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert set(document["systems"]) == {"service", "minimal"}
+    for entry in document["systems"].values():
+        points = entry["workloads"]["fashion-json"]
+        assert [p["concurrency"] for p in points] == [1, 8]
+        for point in points:
+            assert point["errors"] == 0
+            assert point["requests"] > 100
+            assert 0 < point["p50_ms"] <= point["p99_ms"]
+            assert point["rps"] > 50
+    limit = document["limit"]
+    assert limit["fashion-mnist/batch64"]["instances_per_s"] > 0
+    assert limit["circles/batch1"]["calls_per_s"] > 0
+    service = document["systems"]["service"]
+    assert len(service["worker_rss_mb_after"]) == 2  # two gunicorn workers measured
+    assert all(0 < rss < 1000 for rss in service["worker_rss_mb_after"])
+    assert 0 < service["start_to_ready_s"] < 60
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| service | 8 |" in markdown
+    assert "| minimal | 1 |" in markdown
+    assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _document(service_rps, other_rps, p50=1.0, p99=1.5):
+    def point(rps, p50_ms, p99_ms):
+        return [{"concurrency": 32, "rps": rps, "p50_ms": p50_ms, "p99_ms": p99_ms,
+                 "p90_ms": p99_ms, "errors": 0, "requests": 1}]  # fmt: skip
+
+    systems = {
+        "service": {
+            "workloads": {"fashion-json": point(service_rps, p50, p99)},
+            "worker_rss_mb_after": [90.0, 91.0],
+            "start_to_ready_s": 0.4,
+        }
+    }
+    for name, rps in other_rps.items():
+        systems[name] = {"workloads": {"fashion-json": point(rps, 5.0, 20.0)}}
+    return {"systems": systems}  # fmt: skip
+
+
+def test_targets_are_computed_from_the_same_run():
+    checks = {c["target"]: c for c in harness.targets(_document(
+        3000, {"keras": 20, "bentoml": 1000, "minimal": 3500}
+    ))}  # fmt: skip
+    assert checks[">= 100x the naive Keras baseline's throughput"]["met"] is True
+    assert checks[">= 100x the naive Keras baseline's throughput"]["measured"] == "150.00x"
+    assert checks[">= 2x BentoML's throughput"]["met"] is True
+    assert checks["p99 below BentoML's"]["met"] is True
+    assert checks[">= the minimal Flask + onnxruntime app"]["met"] is False
+    assert checks["p99 <= 2x p50"]["met"] is True
+    assert checks["RSS per worker < 250 MB"]["measured"] == "91.0 MB"
+    assert checks["start to ready < 3 s"]["met"] is True
+
+
+def test_tail_latency_target_fails_when_p99_is_more_than_twice_p50():
+    checks = {c["target"]: c for c in harness.targets(_document(3000, {}, p50=1.0, p99=2.5))}
+    assert checks["p99 <= 2x p50"]["met"] is False
+
+
+def test_multipart_body_is_well_formed():
+    ctype, body = harness._multipart("image", "a.png", b"\x89PNGdata")
+    boundary = ctype.split("boundary=")[1]
+    assert body.startswith(f"--{boundary}\r\n".encode())
+    assert b'name="image"; filename="a.png"' in body
+    assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
+
+
+def test_readme_performance_tables_come_from_the_committed_results():
+    results = (ROOT / "bench" / "results" / "results.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- bench:start -->")[1].split("<!-- bench:end -->")[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) > 10
+    for row in rows:
+        assert row in results, row
+    document = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
+    assert document["settings"]["seconds_per_point"] >= 10
+    assert document["settings"]["concurrency"] == [1, 8, 32, 64]
+    assert set(document["systems"]) == {"service", "service-nobatch", "minimal", "keras",
+                                        "bentoml"}  # fmt: skip
+    assert document["command"] in readme
