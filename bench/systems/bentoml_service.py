@@ -14,18 +14,7 @@ from PIL.Image import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # service.postprocessing needs numpy only
 
-from service.postprocessing import probabilities  # noqa: E402
-
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
-
-
-def _answer(logits, classes):
-    return {"predictions": [
-        {"label": classes[int(p.argmax())], "confidence": float(p.max()),
-         "probabilities": dict(zip(classes, map(float, p), strict=True))}
-        for p in probabilities(logits)
-    ]}  # fmt: skip
+from bench.systems.common import CIRCLES_CLASSES, FASHION_CLASSES, answer  # noqa: E402
 
 
 @bentoml.service(workers=2, traffic={"timeout": 30})
@@ -48,14 +37,14 @@ class Classifier:
     @bentoml.api
     def fashion_json(self, instances: list) -> dict:
         x = np.asarray(instances, np.float32).reshape(-1, 28, 28, 1) / 255.0
-        return _answer(self.fashion_session.run(None, {"input": x})[0], FASHION_CLASSES)
+        return answer(self.fashion_session.run(None, {"input": x})[0], FASHION_CLASSES)
 
     @bentoml.api
     def fashion_png(self, image: Image) -> dict:
         x = np.asarray(image.convert("L").resize((28, 28)), np.float32).reshape(1, 28, 28, 1)
-        return _answer(self.fashion_session.run(None, {"input": x / 255.0})[0], FASHION_CLASSES)
+        return answer(self.fashion_session.run(None, {"input": x / 255.0})[0], FASHION_CLASSES)
 
     @bentoml.api
     def circles(self, instances: list) -> dict:
         x = np.asarray(instances, np.float32)
-        return _answer(self.circles_session.run(None, {"input": x})[0], ["outer", "inner"])
+        return answer(self.circles_session.run(None, {"input": x})[0], CIRCLES_CLASSES)

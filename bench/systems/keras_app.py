@@ -13,12 +13,9 @@ import numpy as np
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from service.postprocessing import probabilities
+from bench.systems.common import CIRCLES_CLASSES, FASHION_CLASSES, answer
 from training.architectures import build_cnn, build_mlp
 from training.config import default_config
-
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
 
 _fashion_cfg, _circles_cfg = default_config("fashion-mnist"), default_config("circles")
 fashion = build_cnn((28, 28, 1), 10, _fashion_cfg.filters, _fashion_cfg.convs_per_block,
@@ -27,29 +24,20 @@ circles = build_mlp(2, 2, _circles_cfg.hidden)
 app = Flask(__name__)
 
 
-def _answer(logits, classes):
-    probs = probabilities(np.asarray(logits))
-    return jsonify(predictions=[
-        {"label": classes[int(p.argmax())], "confidence": float(p.max()),
-         "probabilities": dict(zip(classes, map(float, p), strict=True))}
-        for p in probs
-    ])  # fmt: skip
-
-
 @app.post("/fashion/json")
 def fashion_json():
     x = np.asarray(request.get_json()["instances"], np.float32).reshape(-1, 28, 28, 1) / 255.0
-    return _answer(fashion.predict(x, verbose=0), FASHION_CLASSES)
+    return jsonify(answer(fashion.predict(x, verbose=0), FASHION_CLASSES))
 
 
 @app.post("/fashion/png")
 def fashion_png():
     image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((28, 28))
     x = np.asarray(image, np.float32).reshape(1, 28, 28, 1) / 255.0
-    return _answer(fashion.predict(x, verbose=0), FASHION_CLASSES)
+    return jsonify(answer(fashion.predict(x, verbose=0), FASHION_CLASSES))
 
 
 @app.post("/circles")
 def circles_json():
     x = np.asarray(request.get_json()["instances"], np.float32)
-    return _answer(circles.predict(x, verbose=0), ["outer", "inner"])
+    return jsonify(answer(circles.predict(x, verbose=0), CIRCLES_CLASSES))

@@ -12,11 +12,9 @@ import onnxruntime as ort
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from service.postprocessing import probabilities
+from bench.systems.common import CIRCLES_CLASSES, FASHION_CLASSES, answer
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
 
 
 def _session(name: str) -> ort.InferenceSession:
@@ -30,29 +28,20 @@ app = Flask(__name__)
 fashion, circles = _session("fashion-mnist"), _session("circles")
 
 
-def _answer(logits, classes):
-    probs = probabilities(logits)
-    return jsonify(predictions=[
-        {"label": classes[int(p.argmax())], "confidence": float(p.max()),
-         "probabilities": dict(zip(classes, map(float, p), strict=True))}
-        for p in probs
-    ])  # fmt: skip
-
-
 @app.post("/fashion/json")
 def fashion_json():
     x = np.asarray(request.get_json()["instances"], np.float32).reshape(-1, 28, 28, 1) / 255.0
-    return _answer(fashion.run(None, {"input": x})[0], FASHION_CLASSES)
+    return jsonify(answer(fashion.run(None, {"input": x})[0], FASHION_CLASSES))
 
 
 @app.post("/fashion/png")
 def fashion_png():
     image = Image.open(io.BytesIO(request.get_data())).convert("L").resize((28, 28))
     x = np.asarray(image, np.float32).reshape(1, 28, 28, 1) / 255.0
-    return _answer(fashion.run(None, {"input": x})[0], FASHION_CLASSES)
+    return jsonify(answer(fashion.run(None, {"input": x})[0], FASHION_CLASSES))
 
 
 @app.post("/circles")
 def circles_json():
     x = np.asarray(request.get_json()["instances"], np.float32)
-    return _answer(circles.run(None, {"input": x})[0], ["outer", "inner"])
+    return jsonify(answer(circles.run(None, {"input": x})[0], CIRCLES_CLASSES))
