@@ -11,6 +11,7 @@ import numpy as np
 from service import metrics
 from service.errors import ApiError, InferenceFailed
 from service.postprocessing import predicted_indices, probabilities
+from service.postprocessing import top_k as most_probable
 
 if TYPE_CHECKING:  # the registry imports this module
     from service.registry import ModelEntry
@@ -58,14 +59,14 @@ def results(
     probs = probabilities(logits)
     winners = predicted_indices(logits)
     k = len(classes) if top_k is None else min(top_k, len(classes))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    best = most_probable(probs, classes, k)
     out = []
-    for row, (p, idx, win) in enumerate(zip(probs, order, winners, strict=True)):
+    for row, (p, pairs, win) in enumerate(zip(probs, best, winners, strict=True)):
         item: dict[str, Any] = {
             "label": classes[win],
             "index": int(win),
             "confidence": float(p[win]),
-            "probabilities": {classes[j]: float(p[j]) for j in idx},
+            "probabilities": dict(pairs),
         }
         if with_logits:
             item["logits"] = [float(v) for v in logits[row]]
