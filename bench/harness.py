@@ -7,6 +7,8 @@ python -m bench --quick ...     # seconds a point, for the test suite
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
 import logging
 import math
@@ -63,16 +65,20 @@ class System:
     routes: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # path, type, body
 
 
+@functools.cache
+def dataset(name: str):
+    """A training dataset, loaded once per run (bodies and the limit both need it)."""
+    from training.datasets import load
+
+    return load(name)
+
+
 def payloads() -> dict[str, bytes]:
     """The request bodies: a real Fashion-MNIST test image and a circles test vector."""
     from PIL import Image
 
-    from training.datasets import load
-
-    image = load("fashion-mnist").x_test[0].astype(np.uint8)
-    vector = load("circles").x_test[0].tolist()
-    import io
-
+    image = dataset("fashion-mnist").x_test[0].astype(np.uint8)
+    vector = dataset("circles").x_test[0].tolist()
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
     return {"pixels": json.dumps({"instances": [image.tolist()]}).encode(),
@@ -264,13 +270,12 @@ def measure_limit(seconds: float) -> dict:
     import onnxruntime as ort
 
     from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
-    from training.datasets import load
 
     results = {}
-    for name, loader in (("fashion-mnist", "fashion-mnist"), ("circles", "circles")):
+    for name in ("fashion-mnist", "circles"):
         meta = json.loads((ROOT / "models" / name / "1" / "metadata.json").read_text())
         spec = spec_from_dict(meta["preprocessing"])
-        ds = load(loader)
+        ds = dataset(name)
         to_tensor = pixels_to_tensor if name == "fashion-mnist" else features_to_tensor
         x = to_tensor(ds.x_test[:64], spec)
         session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
