@@ -33,7 +33,7 @@ LUA = ROOT / "bench" / "lua" / "post.lua"
 BENTO_VENV = ROOT / "bench" / ".venv-bentoml"
 BENTO_REQUIREMENTS = ["bentoml==1.4.*", "onnxruntime==1.31.*", "numpy", "pillow"]
 WORKERS = 2  # the same for every server
-THREADS = 4
+THREADS = 2  # per gunicorn worker, the same for every gunicorn server (--threads)
 
 log = logging.getLogger("bench")
 
@@ -96,11 +96,13 @@ def _multipart(field_name: str, filename: str, data: bytes) -> tuple[str, bytes]
     return f"multipart/form-data; boundary={boundary}", body
 
 
-def systems(port: int, bodies: dict[str, bytes], metrics_dir: Path) -> dict[str, System]:
+def systems(
+    port: int, bodies: dict[str, bytes], metrics_dir: Path, threads: int = THREADS
+) -> dict[str, System]:
     """Every HTTP system, configured for 2 workers on the given port."""
     venv_bin = Path(sys.executable).parent
     gunicorn = [str(venv_bin / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
-                "-k", "gthread", "--threads", str(THREADS),
+                "-k", "gthread", "--threads", str(threads),
                 "--log-level", "warning"]  # fmt: skip
     flask_routes = {
         "fashion-json": ("/fashion/json", "application/json", bodies["pixels"]),
@@ -110,7 +112,7 @@ def systems(port: int, bodies: dict[str, bytes], metrics_dir: Path) -> dict[str,
     service_env = {
         "SERVING_BIND": f"127.0.0.1:{port}",
         "SERVING_WORKERS": str(WORKERS),
-        "SERVING_THREADS": str(THREADS),
+        "SERVING_THREADS": str(threads),
         "SERVING_METRICS_DIR": str(metrics_dir),
     }
     service_routes = {
@@ -308,7 +310,7 @@ def run(args: argparse.Namespace) -> dict:
     body_dir = out_dir / "bodies"
     body_dir.mkdir(exist_ok=True)
     port = args.port
-    catalogue = systems(port, bodies, out_dir / "metrics")
+    catalogue = systems(port, bodies, out_dir / "metrics", args.threads)
     chosen = args.systems or list(catalogue)
     if "bentoml" in chosen:
         ensure_bentoml_venv()
@@ -326,7 +328,7 @@ def run(args: argparse.Namespace) -> dict:
             "warmup_seconds": args.warmup,
             "concurrency": args.concurrency,
             "workers": WORKERS,
-            "threads": THREADS,
+            "threads": args.threads,
             "workloads": args.workloads,
         },
         "limit": {},
@@ -342,7 +344,7 @@ def run(args: argparse.Namespace) -> dict:
         live: dict[str, tuple[System, int, dict]] = {}
         for offset, name in enumerate(chosen):
             system_port = port + offset
-            system = systems(system_port, bodies, out_dir / f"metrics-{name}")[name]
+            system = systems(system_port, bodies, out_dir / f"metrics-{name}", args.threads)[name]
             log.info("starting %s on port %d", name, system_port)
             facts = stack.enter_context(running(system, system_port, out_dir / "logs"))
             live[name] = (system, system_port, facts)
@@ -529,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
                         choices=list(WORKLOADS))  # fmt: skip
     parser.add_argument("--skip-limit", action="store_true", help="no in-process measurement")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help="threads per gunicorn worker, for every gunicorn server")  # fmt: skip
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

@@ -6,7 +6,6 @@ onnxruntime sessions; nothing is constructed at import time.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,10 +17,9 @@ from werkzeug.exceptions import HTTPException
 
 from service import errors, logs, observability
 from service.api import health, metrics_api, models, predict
+from service.fastpath import FastPredict
 from service.registry import Registry
 from service.settings import Settings
-
-log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 
@@ -84,22 +82,19 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     observability.install(app)
     _register_error_handlers(app, settings)
     _register_swagger_assets(app)
+    app.wsgi_app = FastPredict(app)  # the predict routes skip Flask's per-request plumbing
     return app
 
 
 def _error_response(error: errors.ApiError) -> tuple[Response, int]:
     g.error = error  # counted and logged by observability's after_request
-    body = error.to_dict()
-    body["request_id"] = g.get("request_id")
-    return jsonify(body), error.status
+    return jsonify(observability.error_body(error, g.get("request_id"))), error.status
 
 
 def _register_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(errors.ApiError)
     def handle_api_error(error: errors.ApiError):
-        level = logging.ERROR if error.status >= 500 else logging.WARNING
-        log.log(level, "%s: %s", error.code, error.message,
-                extra={"request_id": g.get("request_id"), "status": error.status})  # fmt: skip
+        observability.log_error(error, g.get("request_id"))
         return _error_response(error)
 
     @app.errorhandler(HTTPException)
@@ -115,9 +110,7 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
                 details={"allowed": sorted(error.valid_methods or [])},
             )
         elif code == 413:
-            mapped = errors.PayloadTooLarge(
-                f"the request body is above the limit of {settings.max_body_bytes:,} bytes"
-            )
+            mapped = errors.PayloadTooLarge.over(settings.max_body_bytes)
         elif code == 400:
             mapped = errors.BadRequest(f"the request could not be parsed: {error.description}")
         else:
@@ -127,11 +120,9 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
-        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error,
-                  extra={"request_id": g.get("request_id")})  # fmt: skip
-        return _error_response(
-            errors.ApiError("internal error; the request id identifies it in the logs")
-        )
+        rid = g.get("request_id")
+        mapped = observability.log_unexpected(request.method, request.path, error, rid)
+        return _error_response(mapped)
 
 
 def _register_swagger_assets(app: Flask) -> None:

@@ -75,6 +75,11 @@ class PayloadTooLarge(ApiError):
 
     status, code = 413, "payload_too_large"
 
+    @classmethod
+    def over(cls, limit: int) -> PayloadTooLarge:
+        """The error for a body above ``limit`` bytes."""
+        return cls(f"the request body is above the limit of {limit:,} bytes")
+
 
 class ImageTooLarge(PayloadTooLarge):
     """The image declares more pixels than allowed (checked before decoding)."""

@@ -6,6 +6,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+import orjson
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -23,7 +25,10 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits
+            return json.dumps(entry, default=str)
 
 
 def configure(level: str) -> None:

@@ -53,7 +53,7 @@ class Settings:
     max_image_pixels: int = 16_000_000
     bind: str = "127.0.0.1:8000"
     workers: int = 2
-    threads: int = 4
+    threads: int = 2
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 5

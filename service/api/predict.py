@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
@@ -18,7 +20,12 @@ from service.schemas import (
     PredictJSONSchema,
     PredictOptionsSchema,
     PredictResponseSchema,
+    plain_options,
 )
+
+if TYPE_CHECKING:  # service.app imports this module
+    from service.app import ServingState
+    from service.registry import ModelEntry
 
 blp = Blueprint("predict", __name__, description="Predictions from a model's logits")
 
@@ -88,36 +95,83 @@ def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(f"{where}{message}", details=exc.messages) from None
 
 
-def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
-    started = time.perf_counter()
-    state = current_app.extensions["serving"]
-    settings, registry = state.settings, state.registry
-    mimetype = request.mimetype
+def _predict(path_name: str | None, path_version: int | None):
+    """The Flask adapter: gather the request's parts, answer through ``answer``."""
+    kind = body_kind(request.mimetype)
     query = request.args.to_dict()
-    blobs: list[tuple[str, bytes]] = []
+    if kind == "multipart":
+        outcome = answer(
+            current_app.extensions["serving"], kind, query, g.request_id, path_name,
+            path_version, form=request.form.to_dict(),
+            files=[(f"file {upload.filename or field!r}", upload.read())
+                   for field, upload in request.files.items(multi=True)],
+        )  # fmt: skip
+    else:
+        outcome = answer(current_app.extensions["serving"], kind, query, g.request_id,
+                         path_name, path_version, body=request.get_data(cache=False))  # fmt: skip
+    g.model, g.instances = outcome.entry, outcome.instances
+    return current_app.json.response(outcome.payload)
+
+
+def body_kind(mimetype: str) -> str:
+    """json, multipart or image (raw bytes); any other Content-Type is a 415."""
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        body = parse_json(request.get_data(cache=False))
-        if not isinstance(body, dict):
+        return "json"
+    if mimetype == "multipart/form-data":
+        return "multipart"
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        return "image"
+    raise UnsupportedMediaType(
+        f"Content-Type {mimetype or '(none)'!r} is not supported; send application/json, "
+        "multipart/form-data or an image (image/png, image/jpeg, ...)"
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A predict call's response body, and what the access log says about it."""
+
+    payload: dict[str, Any]
+    entry: ModelEntry
+    instances: int
+
+
+def answer(
+    state: ServingState,
+    kind: str,
+    query: dict[str, str],
+    request_id: str,
+    path_name: str | None = None,
+    path_version: int | None = None,
+    *,
+    body: bytes = b"",
+    form: dict[str, str] | None = None,
+    files: Sequence[tuple[str, bytes]] = (),
+) -> Outcome:
+    """A predict call, whichever HTTP layer received it (this view or service.fastpath).
+
+    kind is body_kind's; body is the JSON or raw image bytes, form and files a multipart
+    body's fields and (description, bytes) files. Raises ApiError for anything wrong.
+    """
+    started = time.perf_counter()
+    settings, registry = state.settings, state.registry
+    blobs: Sequence[tuple[str, bytes]] = ()
+    if kind == "json":
+        parsed = parse_json(body)
+        if not isinstance(parsed, dict):
             raise ValidationFailed(
                 "the JSON body must be an object with one of: " + ", ".join(INPUT_KEYS)
             )
-        options = _load(_JSON_SCHEMA, {**query, **body})
-    elif mimetype == "multipart/form-data":
-        options = _load(_OPTIONS_SCHEMA, {**query, **request.form.to_dict()})
-        blobs = [
-            (f"file {upload.filename or field!r}", upload.read())
-            for field, upload in request.files.items(multi=True)
-        ]
+        merged = {**query, **parsed}
+        options = plain_options(merged) or _load(_JSON_SCHEMA, merged)
+    elif kind == "multipart":
+        options = _load(_OPTIONS_SCHEMA, {**query, **(form or {})})
+        blobs = files
         if not blobs:
             raise ValidationFailed("the multipart body has no file; attach one or more images")
-    elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
-        options = _load(_OPTIONS_SCHEMA, query)
-        blobs = [("the request body", request.get_data(cache=False))]
     else:
-        raise UnsupportedMediaType(
-            f"Content-Type {mimetype or '(none)'!r} is not supported; send application/json, "
-            "multipart/form-data or an image (image/png, image/jpeg, ...)"
-        )
+        options = _load(_OPTIONS_SCHEMA, query)
+        blobs = [("the request body", body)]
     if path_name and options.get("model", path_name) != path_name:
         raise ValidationFailed(f"model {options['model']!r} conflicts with the URL's {path_name!r}")
     name = path_name or options.get("model") or settings.default_model
@@ -133,7 +187,6 @@ def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
     else:
         key = next(k for k in INPUT_KEYS if k in options)
         batch = tensor_from_json(key, options[key], entry.spec, *limits)
-    g.model, g.instances = entry, len(batch)
     labels = (entry.name, str(entry.version))
     metrics.child(metrics.PREPROCESSING_DURATION, *labels).observe(time.perf_counter() - started)
     predictions = inference.predict(entry, batch, options.get("top_k"), options["logits"])
@@ -143,15 +196,14 @@ def _predict(path_name: str | None, path_version: int | None) -> dict[str, Any]:
     )  # fmt: skip
     # Built directly (the schema documents it): a marshmallow dump of every probability
     # would cost more than the model itself on small inputs.
-    return current_app.json.response(
-        {
-            "request_id": g.request_id,
-            "model": {
-                "name": entry.name,
-                "version": entry.version,
-                "task": entry.metadata["task"],
-                "provider": entry.provider,
-            },
-            "predictions": predictions,
-        }
-    )
+    payload = {
+        "request_id": request_id,
+        "model": {
+            "name": entry.name,
+            "version": entry.version,
+            "task": entry.metadata["task"],
+            "provider": entry.provider,
+        },
+        "predictions": predictions,
+    }
+    return Outcome(payload, entry, len(batch))
