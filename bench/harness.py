@@ -436,7 +436,8 @@ def markdown(document: dict) -> str:
         f"totalling at least {document['settings']['seconds_per_point']} s per system, after a "
         f"{document['settings']['warmup_seconds']} s warm-up; req/s is total requests over total "
         f"time, latencies the median of the rounds' percentiles; every server runs "
-        f"{document['settings']['workers']} workers x {document['settings']['threads']} threads; "
+        f"{document['settings']['workers']} workers, the gunicorn ones "
+        f"{document['settings']['threads']} threads each; "
         "wrk shares the 2 cores; `steal %` is CPU time the hypervisor gave elsewhere meanwhile.",
         "",
     ]

@@ -17,7 +17,7 @@ from tests.helpers import ROOT
 def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path),
-         "--port", str(free_port())],
+         "--port", str(free_port()), "--threads", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -41,6 +41,8 @@ def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "| service | 8 |" in markdown
     assert "| minimal | 1 |" in markdown
+    assert document["settings"]["threads"] == 3
+    assert "every server runs 2 workers, the gunicorn ones 3 threads each" in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -102,3 +104,40 @@ def test_readme_performance_tables_come_from_the_committed_results():
     assert set(document["systems"]) == {"service", "service-nobatch", "minimal", "keras",
                                         "bentoml"}  # fmt: skip
     assert document["command"] in readme
+
+
+def test_readme_thread_sweep_comes_from_the_committed_runs():
+    readme = (ROOT / "README.md").read_text()
+    for threads in (2, 4):
+        document = json.loads(
+            (ROOT / "bench" / "results" / "threads" / str(threads) / "results.json").read_text()
+        )
+        assert document["settings"]["threads"] == threads
+        cells = [f"| {threads} "]
+        for system in ("service", "service-nobatch", "minimal"):
+            (point,) = document["systems"][system]["workloads"]["fashion-json"]
+            cells.append(
+                f"| {point['rps']:,.0f} | {point['p99_ms']:.2f} / {point['p50_ms']:.2f} ms "
+            )
+        assert "".join(cells) + "|" in readme
+
+
+def test_readme_fast_path_before_after_comes_from_the_committed_runs():
+    readme = (ROOT / "README.md").read_text()
+    runs = [
+        json.loads((ROOT / "bench" / "results" / name).read_text())
+        for name in ("before-after/fastpath-before.json", "results.json")
+    ]
+
+    def point(document, system, concurrency):
+        points = document["systems"][system]["workloads"]["fashion-json"]
+        return next(p for p in points if p["concurrency"] == concurrency)
+
+    for c in (1, 8, 32):
+        (b, a), (mb, ma) = ([point(d, s, c) for d in runs] for s in ("service", "minimal"))
+        row = (
+            f"| concurrency {c} | {b['rps']:,.0f} | {a['rps']:,.0f} "
+            f"| {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} "
+            f"| {mb['rps']:,.0f} / {ma['rps']:,.0f} |"
+        )
+        assert row in readme, row
