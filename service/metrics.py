@@ -45,7 +45,7 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
-    "Time from the request reaching Flask to the response leaving it.",
+    "Time from the request reaching the app (Flask, or the predict fast path) to its response.",
     ["endpoint", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
