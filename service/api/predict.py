@@ -100,15 +100,15 @@ def _predict(path_name: str | None, path_version: int | None):
     kind = body_kind(request.mimetype)
     query = request.args.to_dict()
     if kind == "multipart":
-        outcome = answer(
-            current_app.extensions["serving"], kind, query, g.request_id, path_name,
-            path_version, form=request.form.to_dict(),
-            files=[(f"file {upload.filename or field!r}", upload.read())
-                   for field, upload in request.files.items(multi=True)],
-        )  # fmt: skip
+        parts: dict[str, Any] = {
+            "form": request.form.to_dict(),
+            "files": [(f"file {upload.filename or field!r}", upload.read())
+                      for field, upload in request.files.items(multi=True)],
+        }  # fmt: skip
     else:
-        outcome = answer(current_app.extensions["serving"], kind, query, g.request_id,
-                         path_name, path_version, body=request.get_data(cache=False))  # fmt: skip
+        parts = {"body": request.get_data(cache=False)}
+    outcome = answer(current_app.extensions["serving"], kind, query, g.request_id, path_name,
+                     path_version, **parts)  # fmt: skip
     g.model, g.instances = outcome.entry, outcome.instances
     return current_app.json.response(outcome.payload)
 
