@@ -12,13 +12,12 @@ another. Every queued request is eventually run by a leader, so the queue always
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,24 +36,6 @@ class BatchingConfig:
     max_batch_size: int = 32
     max_delay_us: int = 0
     timeout_s: float = 10.0
-
-
-def parse_overrides(text: str) -> dict[str, dict[str, Any]]:
-    """``{"model": {"max_batch_size": 64, ...}}`` from JSON; unknown keys are an error."""
-    if not text.strip():
-        return {}
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"batching overrides are not JSON: {exc}") from None
-    allowed = {f.name for f in fields(BatchingConfig)}
-    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-        raise ValueError('batching overrides must look like {"model": {"max_batch_size": 64}}')
-    for name, values in overrides.items():
-        unknown = set(values) - allowed
-        if unknown:
-            raise ValueError(f"unknown batching option(s) for {name}: {sorted(unknown)}")
-    return overrides
 
 
 def config_for(base: BatchingConfig, overrides: Mapping[str, Mapping[str, Any]], model: str):

@@ -15,10 +15,13 @@ class ApiError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(
+        self, message: str, details: Any = None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers  # response headers the error implies (405's Allow)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body of the error response."""
@@ -69,6 +72,12 @@ class MethodNotAllowed(ApiError):
 
     status, code = 405, "method_not_allowed"
 
+    @classmethod
+    def on(cls, method: str, path: str, allowed: list[str]) -> MethodNotAllowed:
+        """The error for ``method`` on a path that answers only ``allowed``."""
+        return cls(f"{method} is not allowed on {path}", details={"allowed": allowed},
+                   headers=(("Allow", ", ".join(allowed)),))  # fmt: skip
+
 
 class PayloadTooLarge(ApiError):
     """The body is above the configured maximum."""
@@ -100,7 +109,7 @@ class ValidationFailed(ApiError):
 
 
 class BatchTooLarge(ValidationFailed):
-    """More instances than the configured maximum batch size."""
+    """More instances, or instances x elements, than the model's request limits allow."""
 
     code = "batch_too_large"
 

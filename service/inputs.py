@@ -1,4 +1,13 @@
-"""Request content -> the model's input tensor (JSON numbers, base64 images, image bytes).
+"""What a request carries -> the model's input tensor, for every protocol.
+
+A protocol codec wraps what it decoded in one of three input kinds, and the dataplane asks
+it for the model's tensor under the model's request limits (checked before any decoding):
+
+- :class:`JsonInstances`: the native API's JSON (feature vectors, pixel arrays in the
+  dataset's raw units, base64 images, mixed in one batch);
+- :class:`EncodedImages`: image files (uploads, V2 ``image`` BYTES, ``{"b64"}`` instances);
+- :class:`ModelTensor`: numbers already in the model's units and shape (V2's FP32 input,
+  TF Serving's instances).
 
 Strict where numpy is lenient: ``np.asarray`` turns ``true`` and ``"1"`` into numbers, so
 every leaf is checked to be a real JSON number first, with the path of the first bad one.
@@ -9,12 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any
+from math import prod
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from service.errors import BatchTooLarge, InvalidJSON, ValidationFailed
+from service.errors import InvalidJSON, ValidationFailed
 from service.images import decode_base64, decode_image
 from service.preprocessing import (
     FeatureSpec,
@@ -25,6 +35,9 @@ from service.preprocessing import (
     image_to_pixels,
     pixels_to_tensor,
 )
+
+if TYPE_CHECKING:
+    from service.limits import Limits
 
 
 def _reject_constant(name: str) -> float:
@@ -52,7 +65,7 @@ def parse_json(body: bytes) -> Any:
 _NUMBER_TYPES = {int, float}
 
 
-def _check_numbers(value: Any, path: str) -> None:
+def check_numbers(value: Any, path: str) -> None:
     """Every leaf must be an int or float (bool is not a number here).
 
     Checked a nesting level at a time with C-speed ``set(map(type, ...))``; only a failing
@@ -81,76 +94,106 @@ def _locate_bad_value(value: Any, path: str) -> None:
     raise ValidationFailed(f"{path} must be a number, got {shown}")
 
 
-def check_batch_size(n: int, maximum: int) -> None:
-    """Empty and oversized batches are rejected before any work."""
-    if n == 0:
-        raise ValidationFailed("the batch is empty: send at least one instance")
-    if n > maximum:
-        raise BatchTooLarge(
-            f"batch of {n} instances is above the maximum of {maximum}",
-            details={"batch_size": n, "max_batch_size": maximum},
-        )
-
-
 def _is_image_ref(item: Any) -> bool:
     return isinstance(item, str) or (isinstance(item, dict) and set(item) == {"b64"})
 
 
-def tensor_from_json(
-    key: str, value: Any, spec: Spec, max_batch: int, max_pixels: int
-) -> np.ndarray:
-    """The tensor for a JSON body's ``instances`` / ``instance`` / ``images`` / ``image``."""
-    if key in ("instance", "image"):
-        items = [value]
-    elif isinstance(spec, FeatureSpec) and value and all(type(v) in (int, float) for v in value):
-        items = [value]  # a flat list of numbers is one feature vector
-    else:
-        items = value
-    check_batch_size(len(items), max_batch)
-    if isinstance(spec, FeatureSpec):
-        for i, item in enumerate(items):
-            if not isinstance(item, list) or any(type(v) is list for v in item):
-                raise ValidationFailed(
-                    f"{key}[{i}] must be a flat list of {spec.n_features} numbers"
-                )
-            _check_numbers(item, f"{key}[{i}]")
-            if len(item) != spec.n_features:
-                raise ValidationFailed(
-                    f"{key}[{i}] has {len(item)} features; the model expects "
-                    f"{spec.n_features} ({', '.join(spec.feature_names)})"
-                )
-        return _preprocess(features_to_tensor, items, spec)
-    tensors = []
-    for i, item in enumerate(items):
-        where = f"{key}[{i}]" if key in ("instances", "images") else key
-        if _is_image_ref(item):
-            text = item if isinstance(item, str) else item["b64"]
-            if not isinstance(text, str):
-                raise ValidationFailed(f"{where}.b64 must be a base64 string")
-            image, full_scale = decode_image(decode_base64(text, where), max_pixels, where)
-            tensors.append(_pixels(image, full_scale, spec, where))
-        elif isinstance(item, list):
-            _check_numbers(item, where)
-            tensors.append(_preprocess(pixels_to_tensor, item, spec, where))
+class JsonInstances:
+    """The native JSON body's ``instances`` / ``instance`` / ``images`` / ``image`` value."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: str, value: Any) -> None:
+        self.key, self.value = key, value
+
+    def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
+        """The model's input batch; raw units are scaled, images decoded and preprocessed."""
+        key, value = self.key, self.value
+        if key in ("instance", "image"):
+            items = [value]
+        elif isinstance(spec, FeatureSpec) and value and all(type(v) in (int, float)
+                                                             for v in value):  # fmt: skip
+            items = [value]  # a flat list of numbers is one feature vector
         else:
+            items = value
+        limits.check(len(items), prod(spec.tensor_shape))
+        if isinstance(spec, FeatureSpec):
+            for i, item in enumerate(items):
+                if not isinstance(item, list) or any(type(v) is list for v in item):
+                    raise ValidationFailed(
+                        f"{key}[{i}] must be a flat list of {spec.n_features} numbers"
+                    )
+                check_numbers(item, f"{key}[{i}]")
+                if len(item) != spec.n_features:
+                    raise ValidationFailed(
+                        f"{key}[{i}] has {len(item)} features; the model expects "
+                        f"{spec.n_features} ({', '.join(spec.feature_names)})"
+                    )
+            return _preprocess(features_to_tensor, items, spec)
+        tensors = []
+        for i, item in enumerate(items):
+            where = f"{key}[{i}]" if key in ("instances", "images") else key
+            if _is_image_ref(item):
+                text = item if isinstance(item, str) else item["b64"]
+                if not isinstance(text, str):
+                    raise ValidationFailed(f"{where}.b64 must be a base64 string")
+                data = decode_base64(text, where)
+                image, full_scale = decode_image(data, limits.max_image_pixels, where)
+                tensors.append(_pixels(image, full_scale, spec, where))
+            elif isinstance(item, list):
+                check_numbers(item, where)
+                tensors.append(_preprocess(pixels_to_tensor, item, spec, where))
+            else:
+                raise ValidationFailed(
+                    f'{where} must be a base64 image, a {{"b64": ...}} object or a pixel array '
+                    f"of shape [{spec.height}, {spec.width}]"
+                )
+        return np.concatenate(tensors)
+
+
+class EncodedImages:
+    """Image files, each with a description for error messages (``file 'a.png'``)."""
+
+    __slots__ = ("blobs",)
+
+    def __init__(self, blobs: Sequence[tuple[str, bytes]]) -> None:
+        self.blobs = blobs
+
+    def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
+        """Decoded, grayscale, resized, scaled: the model's input batch."""
+        if not isinstance(spec, ImageSpec):
+            raise ValidationFailed("this model takes feature vectors, not images; send JSON")
+        limits.check(len(self.blobs), prod(spec.tensor_shape))
+        tensors = []
+        for what, data in self.blobs:
+            image, full_scale = decode_image(data, limits.max_image_pixels, what)
+            tensors.append(_pixels(image, full_scale, spec, what))
+        return np.concatenate(tensors)
+
+
+class ModelTensor:
+    """A float32 batch already in the model's units; its shape is checked, nothing scaled."""
+
+    __slots__ = ("array", "where")
+
+    def __init__(self, array: np.ndarray, where: str) -> None:
+        self.array, self.where = array, where
+
+    def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
+        """The batch itself, once its shape and values are known to fit the model."""
+        array = self.array
+        expected = spec.tensor_shape
+        if array.ndim != len(expected) + 1 or array.shape[1:] != expected:
             raise ValidationFailed(
-                f'{where} must be a base64 image, a {{"b64": ...}} object or a pixel array '
-                f"of shape [{spec.height}, {spec.width}]"
+                f"{self.where} has shape {list(array.shape)}; the model takes {[-1, *expected]}"
             )
-    return np.concatenate(tensors)
+        limits.check(array.shape[0], prod(expected))
+        if not np.isfinite(array).all():
+            raise ValidationFailed(f"{self.where} must be finite numbers (no NaN or Infinity)")
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def tensor_from_images(blobs: Sequence[tuple[str, bytes]], spec: Spec, max_batch: int,
-                       max_pixels: int) -> np.ndarray:  # fmt: skip
-    """The tensor for uploaded image files (multipart or a raw image body)."""
-    if not isinstance(spec, ImageSpec):
-        raise ValidationFailed("this model takes feature vectors, not images; send JSON")
-    check_batch_size(len(blobs), max_batch)
-    tensors = []
-    for what, data in blobs:
-        image, full_scale = decode_image(data, max_pixels, what)
-        tensors.append(_pixels(image, full_scale, spec, what))
-    return np.concatenate(tensors)
+Inputs = JsonInstances | EncodedImages | ModelTensor
 
 
 def _pixels(image: np.ndarray, full_scale: float, spec: ImageSpec, where: str) -> np.ndarray:

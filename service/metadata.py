@@ -119,7 +119,11 @@ def versions(repository: Path, name: str) -> list[int]:
     model_dir = Path(repository) / name
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    )
 
 
 def latest_version_dirs(repository: Path) -> list[Path]:

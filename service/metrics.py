@@ -67,6 +67,25 @@ PREPROCESSING_DURATION = Histogram(
     ["model", "version"],
     buckets=LATENCY_BUCKETS,
 )
+POSTPROCESSING_DURATION = Histogram(
+    "postprocessing_duration_seconds",
+    "Logits to probabilities, labels and the class distribution metrics.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_REQUESTS = Histogram(
+    "model_request_duration_seconds",
+    "Inference requests that reached a model, by outcome (success or fail), from the "
+    "start of decoding to the result: the V2 statistics' success and fail.",
+    ["model", "version", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+LAST_INFERENCE = Gauge(
+    "model_last_inference_timestamp_seconds",
+    "Unix time of the model version's last successful inference (latest of all workers).",
+    ["model", "version"],
+    multiprocess_mode="max",
+)
 PREDICTIONS = Counter(
     "predictions_total",
     "Instances predicted, by predicted label: the class distribution.",
@@ -115,6 +134,8 @@ MODEL_PROVIDER = Gauge(
     multiprocess_mode="livemax",
 )
 
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+
 _ERROR_KINDS = {
     400: "bad_request",
     404: "not_found",
@@ -138,6 +159,11 @@ def child(metric, *labels: str):
     return found
 
 
+def method_label(method: str) -> str:
+    """The HTTP method as a label: any method outside the standard few is ``other``."""
+    return method if method in _METHODS else "other"
+
+
 def error_kind(status: int, code: str) -> str:
     """The low-cardinality kind of an error response."""
     if code in ("inference_error", "inference_timeout"):
@@ -154,12 +180,11 @@ def record_model(name: str, version: int, loaded: bool, seconds: float, provider
         MODEL_PROVIDER.labels(*labels, provider).set(1)
 
 
-def record_predictions(name: str, version: int, labels: Iterable[str], confidences) -> None:
+def record_predictions(name: str, version: str, labels: Iterable[str], confidences) -> None:
     """Class distribution and confidence of one request's instances."""
-    version_label = str(version)
     for label in labels:
-        child(PREDICTIONS, name, version_label, label).inc()
-    histogram = child(CONFIDENCE, name, version_label)
+        child(PREDICTIONS, name, version, label).inc()
+    histogram = child(CONFIDENCE, name, version)
     for confidence in confidences:
         histogram.observe(confidence)
 
@@ -169,13 +194,18 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format for a scrape: all workers' values in multiprocess mode."""
+def current_registry() -> CollectorRegistry:
+    """All workers' values (a fresh multiprocess registry), or this process's own."""
     if multiprocess_dir():
         registry = CollectorRegistry()
         _multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE
-    return generate_latest(REGISTRY), CONTENT_TYPE
+        return registry
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for a scrape: all workers' values in multiprocess mode."""
+    return generate_latest(current_registry()), CONTENT_TYPE
 
 
 def mark_process_dead(pid: int) -> None:

@@ -1,8 +1,7 @@
 """Per-request bookkeeping: request ids, HTTP metrics, and one JSON log line per request.
 
-Two HTTP layers use it: Flask's hooks (installed here) and service.fastpath, which answers
-the predict routes without Flask's request machinery; both record the same metrics, log
-the same line and render errors the same way.
+The dispatcher calls these around every route, so every protocol's routes (and any route
+added later) are counted, timed and logged alike.
 """
 
 from __future__ import annotations
@@ -11,10 +10,7 @@ import itertools
 import logging
 import os
 import re
-import time
-from typing import TYPE_CHECKING, Any
-
-from flask import Flask, Response, g, request
+from typing import TYPE_CHECKING
 
 from service import metrics
 from service.errors import ApiError
@@ -45,19 +41,12 @@ def request_id(given: str) -> str:
 
 def begin(endpoint: str, method: str) -> None:
     """A request entered: count it in progress."""
-    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, method).inc()
+    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, metrics.method_label(method)).inc()
 
 
 def end(endpoint: str, method: str) -> None:
     """A request left (answered or not)."""
-    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, method).dec()
-
-
-def error_body(error: ApiError, rid: str | None) -> dict[str, Any]:
-    """The JSON body of an error response: the error and the request id."""
-    body = error.to_dict()
-    body["request_id"] = rid
-    return body
+    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, metrics.method_label(method)).dec()
 
 
 def log_error(error: ApiError, rid: str | None) -> None:
@@ -87,9 +76,9 @@ def record(
     error: ApiError | None = None,
 ) -> None:
     """An answered request: HTTP metrics, the error count, and its access-log line."""
-    code = str(status)
-    metrics.child(metrics.HTTP_REQUESTS, endpoint, method, code).inc()
-    metrics.child(metrics.HTTP_DURATION, endpoint, method, code).observe(duration)
+    code, method_label = str(status), metrics.method_label(method)
+    metrics.child(metrics.HTTP_REQUESTS, endpoint, method_label, code).inc()
+    metrics.child(metrics.HTTP_DURATION, endpoint, method_label, code).observe(duration)
     if error is not None:
         kind = metrics.error_kind(error.status, error.code)
         metrics.child(metrics.ERRORS, kind, error.code).inc()
@@ -113,42 +102,3 @@ def record(
             "error": error.code if error is not None else None,
         },
     )
-
-
-def _endpoint() -> str:
-    """The URL rule (bounded), never the raw path."""
-    return request.url_rule.rule if request.url_rule is not None else "unmatched"
-
-
-def install(app: Flask) -> None:
-    """Register the before/after/teardown hooks on an app."""
-
-    @app.before_request
-    def start() -> None:
-        g.request_id = request_id(request.headers.get("X-Request-ID", ""))
-        g.started = time.perf_counter()
-        g.endpoint = _endpoint()
-        begin(g.endpoint, request.method)
-        g.in_progress = True
-
-    @app.after_request
-    def finish(response: Response) -> Response:
-        rid = g.get("request_id")
-        response.headers["X-Request-ID"] = rid or ""
-        record(
-            rid=rid,
-            method=request.method,
-            path=request.path,
-            endpoint=g.get("endpoint") or _endpoint(),
-            status=response.status_code,
-            duration=time.perf_counter() - g.get("started", time.perf_counter()),
-            entry=g.get("model"),
-            instances=g.get("instances"),
-            error=g.get("error"),
-        )
-        return response
-
-    @app.teardown_request
-    def leave(exc: BaseException | None) -> None:
-        if g.pop("in_progress", False):
-            end(g.endpoint, request.method)

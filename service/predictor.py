@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service import metadata as contract
+from service import metrics
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ class OnnxPredictor:
             )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a float32 batch shaped like the model's input."""
+        """Logits for a float32 batch shaped like the model's input; the call is timed."""
         if self.session is None:
             raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
+        started = time.perf_counter()
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
+        labels = (self.name, str(self.version))
+        metrics.child(metrics.INFERENCE_DURATION, *labels).observe(time.perf_counter() - started)
+        metrics.child(metrics.BATCH_SIZE, *labels).observe(batch.shape[0])
         return logits

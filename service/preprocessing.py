@@ -34,6 +34,11 @@ class FeatureSpec:
 
     kind = "features"
 
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """The model input's shape without the batch dimension."""
+        return (self.n_features,)
+
     def to_dict(self) -> dict[str, Any]:
         """The ``preprocessing`` block of ``metadata.json``."""
         return {

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from service import inference, metrics
 from service import metadata as contract
-from service.batching import BatchingConfig, DynamicBatcher, config_for, parse_overrides
+from service import metrics
+from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.errors import ModelNotFound, ModelUnavailable, VersionNotFound
 from service.predictor import OnnxPredictor
 from service.preprocessing import Spec, spec_from_dict
-from service.settings import Settings, SettingsError
+from service.settings import Settings, model_overrides
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,11 @@ class ModelEntry:
         return self.status == "loaded"
 
     @property
+    def labels(self) -> tuple[str, str]:
+        """(model, version) as metric labels."""
+        return self.name, str(self.version)
+
+    @property
     def provider(self) -> str | None:
         """Execution provider actually in use, where loaded."""
         return self.predictor.provider if self.predictor and self.loaded else None
@@ -57,10 +61,11 @@ class Registry:
         # Narrowed after the first session: a provider that cannot start (CUDA libraries
         # missing) is not retried, and not logged again, for every other model.
         self.providers: list[str] = list(settings.providers)
-        try:
-            self.batching_overrides = parse_overrides(settings.batching_overrides)
-        except ValueError as exc:
-            raise SettingsError(f"SERVING_BATCHING_OVERRIDES: {exc}") from None
+        self.batching_overrides = model_overrides(
+            "SERVING_BATCHING_OVERRIDES",
+            settings.batching_overrides,
+            (f.name for f in fields(BatchingConfig)),
+        )
         self.batching = BatchingConfig(
             enabled=settings.batching,
             max_batch_size=settings.batch_max_size,
@@ -102,7 +107,7 @@ class Registry:
             batching = config_for(self.batching, self.batching_overrides, entry.name)
             if batching.enabled:
                 entry.batcher = DynamicBatcher(
-                    entry.name, entry.version, partial(inference.timed_run, entry), batching
+                    entry.name, entry.version, predictor.predict, batching
                 )
             log.info(
                 "loaded model %s v%d on %s in %.3f s",
@@ -134,23 +139,28 @@ class Registry:
         """All versions of a model, ascending."""
         return sorted((e for e in self.entries.values() if e.name == name), key=lambda e: e.version)
 
-    def find(self, name: str, version: int | None = None) -> ModelEntry:
-        """The entry for a name and version (latest loaded version when none is given)."""
+    def find(self, name: str, version: int | str | None = None) -> ModelEntry:
+        """The entry for a name and version (latest loaded version when none is given).
+
+        A version may come as a number or as the digits of one (a URL segment, V2's
+        ``model_version``); anything else names no version.
+        """
         versions = self.versions_of(name)
         if not versions:
             raise ModelNotFound(f"model {name!r} not found", details={"available": self.names()})
         if version is None:
             loaded = [e for e in versions if e.loaded]
             return loaded[-1] if loaded else versions[-1]
+        number = version_number(version)
         for entry in versions:
-            if entry.version == version:
+            if entry.version == number:
                 return entry
         raise VersionNotFound(
             f"model {name!r} has no version {version}",
             details={"available": [e.version for e in versions]},
         )
 
-    def get(self, name: str, version: int | None = None) -> ModelEntry:
+    def get(self, name: str, version: int | str | None = None) -> ModelEntry:
         """Like find, but the entry must be servable."""
         entry = self.find(name, version)
         if not entry.loaded:
@@ -178,3 +188,12 @@ class Registry:
         if failed:
             return True, f"serving; failed to load: {', '.join(failed)}"
         return True, "all models loaded"
+
+
+def version_number(version: int | str) -> int | None:
+    """The integer a version names, or None (a version number is ASCII digits)."""
+    if type(version) is int:
+        return version
+    if isinstance(version, str) and version.isascii() and version.isdigit():
+        return int(version)
+    return None

@@ -127,9 +127,10 @@ class ErrorBodySchema(Schema):
 
 
 class ApiErrorSchema(Schema):
-    """Every error response."""
+    """Every error response of the native API."""
 
     error = fields.Nested(ErrorBodySchema, required=True)
+    request_id = fields.String(required=True)
 
 
 class ModelVersionSchema(Schema):

@@ -5,9 +5,10 @@ Nothing else in the service reads ``os.environ``. Tests pass overrides to ``crea
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ class Settings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     verify_checksums: bool = True
-    max_batch_size: int = 64
+    max_instances: int = 8192
+    max_elements: int = 16_777_216
+    limit_overrides: str = ""
     batching: bool = True
     batch_max_size: int = 32
     batch_max_delay_us: int = 0
@@ -88,3 +91,24 @@ def _parse(name: str, raw: str, kind: str) -> Any:
     if kind in ("int", "float") and (value < 0 or (value == 0 and not may_be_zero)):
         raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
     return value
+
+
+def model_overrides(variable: str, text: str, allowed: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """A per-model JSON setting, ``{"model": {"option": value}}``; unknown options are errors."""
+    if not text.strip():
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{variable} is not JSON: {exc}") from None
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise SettingsError(f'{variable} must look like {{"model": {{"option": value}}}}')
+    allowed = set(allowed)
+    for name, values in overrides.items():
+        unknown = set(values) - allowed
+        if unknown:
+            raise SettingsError(
+                f"{variable}: unknown option(s) for {name}: {sorted(unknown)}; "
+                f"known: {sorted(allowed)}"
+            )
+    return overrides

@@ -87,7 +87,7 @@ def test_http_request_counts_are_exact_across_workers(loaded):
     samples = scrape(loaded.url)
     by_status = Counter()
     for (path, _, _, status), count in TRAFFIC:
-        endpoint = "/models/<string:name>/predict" if path.startswith("/models") else "/predict"
+        endpoint = "/models/{model}/predict" if path.startswith("/models") else "/predict"
         by_status[(endpoint, str(status))] += count
     for (endpoint, status), count in by_status.items():
         count *= loaded.rounds

@@ -51,14 +51,17 @@ def test_health(client):
 def test_openapi_document_and_swagger_ui(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    for path in ("/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict",
-                 "/models", "/models/{name}", "/health/live", "/health/ready",
-                 "/metrics"):  # fmt: skip
+    for path in ("/predict", "/models/{model}/predict",
+                 "/models/{model}/versions/{version}/predict", "/models", "/models/{model}",
+                 "/health/live", "/health/ready", "/metrics", "/v2/models/{model}/infer",
+                 "/v1/models/{model}:predict"):  # fmt: skip
         assert path in spec["paths"], path
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data", "image/png"} <= set(body)
     assert "PredictResponse" in spec["components"]["schemas"]
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
+    error = spec["components"]["schemas"]["ApiError"]
+    assert set(error["required"]) == {"error", "request_id"}  # what every native error carries
     page = client.get("/docs").get_data(as_text=True)
     assert "/docs/assets/swagger-ui-bundle.js" in page
     with client.get("/docs/assets/swagger-ui-bundle.js") as asset:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.batching import BatchingConfig, DynamicBatcher, config_for, parse_overrides
+from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.errors import InferenceFailed, InferenceTimeout, ServiceUnavailable
 from service.settings import SettingsError
 
@@ -131,17 +131,27 @@ def test_a_lone_request_waits_at_most_the_delay():
 
 
 def test_overrides_parse_and_apply():
-    overrides = parse_overrides('{"fashion-mnist": {"max_batch_size": 64, "max_delay_us": 2000},'
-                                ' "circles": {"enabled": false}}')  # fmt: skip
+    from dataclasses import fields
+
+    from service.settings import model_overrides
+
+    def parse(text):
+        allowed = (f.name for f in fields(BatchingConfig))
+        return model_overrides("SERVING_BATCHING_OVERRIDES", text, allowed)
+
+    overrides = parse('{"fashion-mnist": {"max_batch_size": 64, "max_delay_us": 2000},'
+                      ' "circles": {"enabled": false}}')  # fmt: skip
     base = BatchingConfig()
     assert config_for(base, overrides, "fashion-mnist").max_batch_size == 64
     assert config_for(base, overrides, "circles").enabled is False
     assert config_for(base, overrides, "blobs") == base
-    assert parse_overrides("") == {}
-    with pytest.raises(ValueError, match="unknown batching option"):
-        parse_overrides('{"circles": {"max_size": 3}}')
-    with pytest.raises(ValueError, match="not JSON"):
-        parse_overrides("{circles")
+    assert parse("") == {}
+    with pytest.raises(SettingsError, match=r"unknown option\(s\) for circles: \['max_size'\]"):
+        parse('{"circles": {"max_size": 3}}')
+    with pytest.raises(SettingsError, match="SERVING_BATCHING_OVERRIDES is not JSON"):
+        parse("{circles")
+    with pytest.raises(SettingsError, match="must look like"):
+        parse('{"circles": 3}')
 
 
 def test_app_settings_switch_batching_per_model(settings):

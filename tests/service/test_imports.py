@@ -31,3 +31,73 @@ def test_the_whole_app_serving_requests_never_loads_tensorflow():
         "assert client.get('/models').status_code == 200\n"
     )
     assert _loaded_after(code, [*TRAINING_ONLY, "tensorboard", "sklearn"]) == []
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """service module -> the service modules it imports (type-checking imports included;
+    importing ``a.b.c`` also runs the package ``a.b``)."""
+    import ast
+
+    from tests.helpers import ROOT
+
+    root = ROOT / "service"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+
+    def packages_of(module: str) -> set[str]:
+        pieces = module.split(".")
+        return {".".join(pieces[:i]) for i in range(1, len(pieces)) if ".".join(pieces[:i])
+                in modules}  # fmt: skip
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else node.module)
+        targets = {t for t in targets if t in modules}
+        for target in set(targets):
+            targets |= packages_of(target)
+        graph[name] = targets - {name} - packages_of(name)
+    return graph
+
+
+def test_no_import_cycles_in_service():
+    graph = _import_graph()
+    assert {"service.app", "service.dataplane", "service.protocols.v2"} <= set(graph)
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append([*trail[trail.index(target) :], target])
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_nothing_imports_the_app_factory_and_the_dataplane_knows_no_http():
+    graph = _import_graph()
+    assert [m for m, targets in graph.items() if "service.app" in targets] == []
+    http = {"service.web", "service.dispatcher", "service.routing", "service.routes"}
+    for module in ("service.dataplane", "service.inputs", "service.registry", "service.limits"):
+        reachable, todo = set(), [module]
+        while todo:
+            for target in graph[todo.pop()] - reachable:
+                reachable.add(target)
+                todo.append(target)
+        assert reachable & http == set(), module

@@ -57,7 +57,7 @@ def test_a_prediction_request_records_everything(client):
 
 def test_errors_are_counted_by_kind_and_route_template(client):
     before = _value("errors_total", kind="not_found", code="version_not_found")
-    route = "/models/<string:name>/versions/<int:version>/predict"
+    route = "/models/{model}/versions/{version}/predict"
     before_http = _value("http_requests_total", endpoint=route, method="POST", status="404")
     client.post("/models/circles/versions/7/predict", json={"instance": [0, 0]})
     assert _value("errors_total", kind="not_found", code="version_not_found") == before + 1

@@ -22,14 +22,14 @@ def test_environment_values_are_typed():
         "SERVING_PROVIDERS": "CPUExecutionProvider",
         "SERVING_VERIFY_CHECKSUMS": "false",
         "SERVING_MODEL_REPOSITORY": "/srv/models",
-        "SERVING_MAX_BATCH_SIZE": "8",
+        "SERVING_MAX_INSTANCES": "8",
         "UNRELATED": "x",
     })  # fmt: skip
     assert s.workers == 4
     assert s.providers == ("CPUExecutionProvider",)
     assert s.verify_checksums is False
     assert s.model_repository == Path("/srv/models")
-    assert s.max_batch_size == 8
+    assert s.max_instances == 8
 
 
 def test_overrides_win_over_environment():

@@ -1,1 +1,0 @@
-"""HTTP blueprints, one per API family: predict, models, health."""

@@ -1,0 +1,20 @@
+"""What every handler is given: the worker's settings, model registry and dataplane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.dataplane import DataPlane
+from service.registry import Registry
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Serving:
+    """One worker's serving state (``app.extensions["serving"]``); ``openapi`` is the
+    OpenAPI document generated from the route table, as JSON bytes."""
+
+    settings: Settings
+    registry: Registry
+    dataplane: DataPlane
+    openapi: bytes = b"{}"

@@ -1,0 +1,131 @@
+"""The dataplane: one inference request -> one result, whatever protocol carried it.
+
+No HTTP here. A protocol codec decodes its wire format into an :class:`InferRequest`
+(model, version, inputs) and encodes the :class:`InferResult` (logits, probabilities,
+winning classes) in its own shape. Model resolution, request limits, preprocessing, the
+dynamic batcher, the softmax/sigmoid and the model metrics happen here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import metrics
+from service.errors import ApiError, InferenceFailed, ValidationFailed
+from service.inputs import Inputs
+from service.limits import LimitTable
+from service.postprocessing import predicted_indices, probabilities
+from service.registry import ModelEntry, Registry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """What to run: a model (or the default), a version (or the latest), and the inputs.
+
+    ``started`` is when the protocol began decoding the request, so that preprocessing and
+    request durations include parsing; ``entry`` skips resolution when the codec needed the
+    model to decode (V2 input names).
+    """
+
+    inputs: Inputs
+    model: str | None = None
+    version: int | str | None = None
+    started: float = 0.0
+    entry: ModelEntry | None = None
+
+
+@dataclass(slots=True)
+class InferResult:
+    """A request's answer: the model's logits, probabilities (float64) and winning indices."""
+
+    entry: ModelEntry
+    logits: np.ndarray
+    probabilities: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        return self.entry.metadata["classes"]
+
+    @property
+    def instances(self) -> int:
+        """Rows in the batch."""
+        return len(self.indices)
+
+
+class DataPlane:
+    """Runs inference requests against the registry's models."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings, self.registry = settings, registry
+        self.limits = LimitTable(settings)
+
+    def resolve(self, model: str | None, version: int | str | None = None) -> ModelEntry:
+        """The servable entry for a model name (the default model when None) and version."""
+        name = model or self.settings.default_model
+        if not name:
+            raise ValidationFailed(
+                "name a model (the model field or ?model=): no default model is configured",
+                details={"available": self.registry.names()},
+            )
+        return self.registry.get(name, version)
+
+    def infer(self, request: InferRequest) -> InferResult:
+        """Resolve, check limits, preprocess, run (batched), post-process, record metrics."""
+        started = request.started or time.perf_counter()
+        entry = request.entry or self.resolve(request.model, request.version)
+        labels = entry.labels
+        try:
+            batch = request.inputs.tensor(entry.spec, self.limits.of(entry.name))
+            ran = time.perf_counter()
+            metrics.child(metrics.PREPROCESSING_DURATION, *labels).observe(ran - started)
+            logits = self._run(entry, batch)
+            finished = time.perf_counter()
+            if not np.isfinite(logits).all():
+                rows = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
+                raise ValidationFailed(
+                    f"the model's output is not finite for instance(s) {rows[:10]}: inputs far "
+                    "outside the range the model was trained on",
+                    details={"instances": rows[:100]},
+                )
+            probs = probabilities(logits)
+            winners = predicted_indices(logits)
+            classes = entry.metadata["classes"]
+            metrics.record_predictions(entry.name, labels[1], map(classes.__getitem__, winners),
+                                       probs[np.arange(len(winners)), winners])  # fmt: skip
+            done = time.perf_counter()
+            metrics.child(metrics.POSTPROCESSING_DURATION, *labels).observe(done - finished)
+        except ApiError:
+            self._record(labels, "fail", started)
+            raise
+        self._record(labels, "success", started, done)
+        return InferResult(entry, logits, probs, winners)
+
+    @staticmethod
+    def _record(labels: tuple[str, str], outcome: str, started: float, now: float = 0.0) -> None:
+        now = now or time.perf_counter()
+        metrics.child(metrics.MODEL_REQUESTS, *labels, outcome).observe(now - started)
+        if outcome == "success":
+            metrics.child(metrics.LAST_INFERENCE, *labels).set(time.time())
+
+    @staticmethod
+    def _run(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:
+        try:
+            if entry.batcher is not None:
+                return entry.batcher.predict(batch)
+            return entry.predictor.predict(batch)
+        except ApiError:
+            raise
+        except Exception as exc:  # validated input made onnxruntime fail: our fault
+            log.exception("inference failed for %s v%d", entry.name, entry.version)
+            raise InferenceFailed(
+                f"inference failed in model {entry.name!r}: {type(exc).__name__}"
+            ) from exc

@@ -1,0 +1,89 @@
+"""The WSGI application every request goes through: route table -> handler -> response.
+
+Flask's own per-request plumbing (contexts, URL matching, hooks, werkzeug request and
+response objects) costs more CPU than a small model's inference, so the service answers
+every route here, from the route table, without it. What every route needs is done once,
+around the handler: the request id, the in-progress gauge, the HTTP metrics and access-log
+line, the error body in the route's protocol's shape (a traceback never leaves), HEAD and
+OPTIONS, 404 and 405 with ``Allow``, and response compression when the client accepts it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from service import observability
+from service.errors import ApiError, MethodNotAllowed, NotFound
+from service.web import Request, Response, compress
+
+if TYPE_CHECKING:
+    from service.context import Serving
+    from service.routing import Router
+
+StartResponse = Callable[..., Any]
+
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+_COMPRESS_ABOVE = 1024  # bytes: smaller bodies gain nothing worth the CPU
+
+
+class Dispatcher:
+    """``app.wsgi_app``: answers every request from the router's table."""
+
+    def __init__(self, router: Router, serving: Serving) -> None:
+        self.router, self.serving = router, serving
+        self.max_body = serving.settings.max_body_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "") or "/"
+        route, params, endpoint, allowed = self.router.match(method, path)
+        protocol = route.protocol if route else self.router.protocol_for(path)
+        rid = observability.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
+        observability.begin(endpoint, method)
+        try:
+            error: ApiError | None = None
+            try:
+                if route is not None:
+                    request = Request(environ, method, path, params, rid, self.max_body)
+                    response = route.handler(self.serving, request)
+                elif method == "OPTIONS" and allowed:
+                    response = Response(b"", 204, headers=(("Allow", ", ".join(allowed)),))
+                elif allowed:
+                    raise MethodNotAllowed.on(method, path, allowed)
+                else:
+                    raise NotFound(f"no route for {method} {path}; see /docs")
+            except ApiError as exc:
+                observability.log_error(exc, rid)
+                error = exc
+            except Exception as exc:  # a bug: logged with its traceback, never shown
+                error = observability.log_unexpected(method, path, exc, rid)
+            if error is not None:
+                response = protocol.error_response(error, rid)
+            body = response.body
+            headers = [("Content-Type", response.content_type), ("X-Request-ID", rid),
+                       *response.headers]  # fmt: skip
+            accept = environ.get("HTTP_ACCEPT_ENCODING")
+            if accept and len(body) > _COMPRESS_ABOVE:
+                body, encoding = compress(body, accept)
+                if encoding:
+                    headers += [("Content-Encoding", encoding), ("Vary", "Accept-Encoding")]
+            headers.append(("Content-Length", str(len(body))))
+            start_response(_STATUS_LINES.get(response.status, str(response.status)), headers)
+            observability.record(
+                rid=rid,
+                method=method,
+                path=path,
+                endpoint=endpoint,
+                status=response.status,
+                duration=time.perf_counter() - started,
+                entry=response.entry,
+                instances=response.instances,
+                error=error,
+            )
+            return [] if method == "HEAD" else [body]
+        finally:
+            observability.end(endpoint, method)

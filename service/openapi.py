@@ -1,0 +1,48 @@
+"""The OpenAPI 3 document, generated from the route table (marshmallow schemas via apispec)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from service.routing import Route
+from service.schemas import PredictJSONSchema
+
+TITLE = "Keras classifier serving"
+VERSION = "1.0.0"
+DESCRIPTION = (
+    "Classifiers trained in Keras, exported to ONNX and served with onnxruntime. "
+    "Probabilities are the softmax (or sigmoid) of the model's logits. Three protocols on "
+    "one port: the native API, the Open Inference Protocol (KServe V2, /v2) and "
+    "TensorFlow Serving's REST API (/v1)."
+)
+_MESSAGE_ERROR = {"type": "object", "required": ["error"],
+                  "properties": {"error": {"type": "string"}}}  # fmt: skip
+
+
+def document(routes: Iterable[Route], schemas: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every documented route as an OpenAPI operation, with its path parameters."""
+    spec = APISpec(title=TITLE, version=VERSION, openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin()], info={"description": DESCRIPTION})  # fmt: skip
+    spec.components.schema("PredictJSON", schema=PredictJSONSchema)
+    spec.components.schema("MessageError", _MESSAGE_ERROR)
+    for name, schema in schemas.items():
+        spec.components.schema(name, schema)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if route.doc is None:
+            continue
+        operation = dict(route.doc)
+        operation["parameters"] = [
+            {"in": "path", "name": p, "required": True, "schema": {"type": "string"}}
+            for p in route.params
+        ] + list(operation.get("parameters", []))
+        operation["operationId"] = "_".join((route.protocol.name, route.handler.__name__,
+                                             *route.params))  # fmt: skip
+        paths.setdefault(route.template, {})[route.method.lower()] = operation
+    for template, operations in paths.items():
+        spec.path(path=template, operations=operations)
+    return spec.to_dict()

@@ -1,0 +1,309 @@
+"""The native API: /predict (JSON, multipart, raw images), /models, /health.
+
+Errors are ``{"error": {"code", "message", "details"?}, "request_id"}`` with the error's own
+status. Predictions name every class with its probability, best first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from marshmallow import Schema, ValidationError
+
+from service.context import Serving
+from service.dataplane import InferRequest, InferResult
+from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
+from service.inputs import EncodedImages, JsonInstances, parse_json
+from service.postprocessing import top_k as most_probable
+from service.registry import ModelEntry, version_number
+from service.routing import Protocol, Route
+from service.schemas import (
+    INPUT_KEYS,
+    ApiErrorSchema,
+    HealthSchema,
+    ModelSchema,
+    ModelsSchema,
+    ModelVersionSchema,
+    PredictJSONSchema,
+    PredictOptionsSchema,
+    PredictResponseSchema,
+    plain_options,
+)
+from service.web import Request, Response, json_response
+
+
+def render_error(error: ApiError, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The native error body, with the error's own status."""
+    body = error.to_dict()
+    body["request_id"] = request_id
+    return error.status, body
+
+
+PROTOCOL = Protocol("native", "/", render_error)
+
+_JSON_SCHEMA = PredictJSONSchema()
+_OPTIONS_SCHEMA = PredictOptionsSchema()
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/tiff", "image/webp")
+
+
+# --- predict ---------------------------------------------------------------------------------
+
+
+def body_kind(mimetype: str) -> str:
+    """json, multipart or image (raw bytes); any other Content-Type is a 415."""
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        return "json"
+    if mimetype == "multipart/form-data":
+        return "multipart"
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        return "image"
+    raise UnsupportedMediaType(
+        f"Content-Type {mimetype or '(none)'!r} is not supported; send application/json, "
+        "multipart/form-data or an image (image/png, image/jpeg, ...)"
+    )
+
+
+def _load(schema: Schema, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        first = next(iter(exc.messages.items()))
+        field, message = first[0], first[1][0] if isinstance(first[1], list) else first[1]
+        where = "" if field == "_schema" else f"{field}: "
+        raise ValidationFailed(f"{where}{message}", details=exc.messages) from None
+
+
+def _agree(what: str, in_path: str | None, in_body: Any) -> Any:
+    """The URL's model or version, or the body's; both given and different is a 422."""
+    if in_path is None:
+        return in_body
+    same = in_body == in_path if what == "model" else in_body == version_number(in_path)
+    if in_body is not None and not same:
+        raise ValidationFailed(f"{what} {in_body!r} conflicts with the URL's {in_path!r}")
+    return in_path
+
+
+def decode(request: Request, model: str | None, version: str | None) -> tuple[InferRequest, dict]:
+    """The dataplane request and the output options (top_k, logits) of a predict call."""
+    started = time.perf_counter()
+    kind = body_kind(request.mimetype)
+    query = request.query()
+    if kind == "json":
+        parsed = parse_json(request.body())
+        if not isinstance(parsed, dict):
+            raise ValidationFailed(
+                "the JSON body must be an object with one of: " + ", ".join(INPUT_KEYS)
+            )
+        merged = {**query, **parsed}
+        options = plain_options(merged) or _load(_JSON_SCHEMA, merged)
+        key = next(k for k in INPUT_KEYS if k in options)
+        inputs: JsonInstances | EncodedImages = JsonInstances(key, options[key])
+    elif kind == "multipart":
+        form, files = request.form()
+        options = _load(_OPTIONS_SCHEMA, {**query, **form})
+        if not files:
+            raise ValidationFailed("the multipart body has no file; attach one or more images")
+        inputs = EncodedImages(files)
+    else:
+        options = _load(_OPTIONS_SCHEMA, query)
+        inputs = EncodedImages([("the request body", request.body())])
+    model = _agree("model", model, options.get("model"))
+    version = _agree("version", version, options.get("version"))
+    return InferRequest(inputs, model, version, started), options
+
+
+def predictions(
+    result: InferResult, top_k: int | None = None, with_logits: bool = False
+) -> list[dict[str, Any]]:
+    """One dict per instance: label, index, confidence, probabilities (all or the top k)."""
+    classes, probs = result.classes, result.probabilities
+    k = len(classes) if top_k is None else min(top_k, len(classes))
+    out = []
+    for row, (p, pairs, win) in enumerate(
+        zip(probs, most_probable(probs, classes, k), result.indices, strict=True)
+    ):
+        item: dict[str, Any] = {
+            "label": classes[win],
+            "index": int(win),
+            "confidence": float(p[win]),
+            "probabilities": dict(pairs),
+        }
+        if with_logits:
+            item["logits"] = [float(v) for v in result.logits[row]]
+        out.append(item)
+    return out
+
+
+def predict(serving: Serving, request: Request) -> Response:
+    """POST /predict, /models/{model}/predict, /models/{model}/versions/{version}/predict."""
+    params = request.params
+    infer, options = decode(request, params.get("model"), params.get("version"))
+    result = serving.dataplane.infer(infer)
+    entry = result.entry
+    # Built directly (the schema documents it): a marshmallow dump of every probability
+    # would cost more than the model itself on small inputs.
+    payload = {
+        "request_id": request.id,
+        "model": {"name": entry.name, "version": entry.version,
+                  "task": entry.metadata["task"], "provider": entry.provider},
+        "predictions": predictions(result, options.get("top_k"), options["logits"]),
+    }  # fmt: skip
+    return json_response(payload, entry=entry, instances=result.instances)
+
+
+# --- models and health -----------------------------------------------------------------------
+
+
+def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
+    """Status, provider and the metadata a client needs (all of it when ``full``)."""
+    view: dict[str, Any] = {
+        "name": entry.name,
+        "version": entry.version,
+        "status": entry.status,
+        "error": entry.error,
+        "provider": entry.provider,
+        "load_seconds": round(entry.load_seconds, 4),
+    }
+    meta = entry.metadata
+    if meta:
+        view.update(
+            task=meta["task"],
+            classes=meta["classes"],
+            input=meta["input"],
+            output=meta["output"],
+            preprocessing=meta["preprocessing"],
+            metrics={k: v for k, v in meta["metrics"]["test"].items() if k != "per_class"},
+        )
+        if full:
+            view["metadata"] = meta
+    return view
+
+
+def model_view(serving: Serving, name: str, full: bool = False) -> dict[str, Any]:
+    """A model with every version."""
+    versions = serving.registry.versions_of(name)
+    loaded = [e.version for e in versions if e.loaded]
+    return {
+        "name": name,
+        "latest_version": loaded[-1] if loaded else None,
+        "default": name == serving.settings.default_model,
+        "versions": [version_view(e, full) for e in versions],
+    }
+
+
+def list_models(serving: Serving, request: Request) -> Response:
+    """GET /models."""
+    return json_response({
+        "default_model": serving.settings.default_model or None,
+        "models": [model_view(serving, name) for name in serving.registry.names()],
+    })  # fmt: skip
+
+
+def get_model(serving: Serving, request: Request) -> Response:
+    """GET /models/{model}."""
+    name = request.params["model"]
+    serving.registry.find(name)  # 404 when unknown
+    return json_response(model_view(serving, name))
+
+
+def get_version(serving: Serving, request: Request) -> Response:
+    """GET /models/{model}/versions/{version}."""
+    entry = serving.registry.find(request.params["model"], request.params["version"])
+    return json_response(version_view(entry, full=True))
+
+
+def live(serving: Serving, request: Request) -> Response:
+    """GET /health/live."""
+    return json_response({"status": "alive"})
+
+
+def ready(serving: Serving, request: Request) -> Response:
+    """GET /health/ready: 200 when servable, 503 with the reason otherwise."""
+    registry = serving.registry
+    is_ready, reason = registry.readiness()
+    body = {
+        "status": "ready" if is_ready else "not_ready",
+        "reason": reason,
+        "models": {
+            f"{e.name}/{e.version}": e.status
+            for e in sorted(registry.entries.values(), key=lambda e: (e.name, e.version))
+        },
+    }
+    return json_response(body, 200 if is_ready else 503)
+
+
+# --- the route table -------------------------------------------------------------------------
+
+_ERRORS = {str(s): {"description": d, "content": {"application/json": {"schema": ApiErrorSchema}}}
+           for s, d in ((400, "Malformed request"), (404, "Unknown model or version"),
+                        (413, "Body or image too large"), (415, "Unsupported Content-Type"),
+                        (422, "Invalid content"), (503, "Model unavailable"))}  # fmt: skip
+_PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": "PredictJSON"},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "model": {"type": "string"},
+                    "version": {"type": "integer"},
+                    "top_k": {"type": "integer"},
+                },
+            }
+        },
+        **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+    },
+}
+_PREDICT_QUERY = [
+    {"in": "query", "name": n, "schema": {"type": t}, "required": False}
+    for n, t in (("model", "string"), ("version", "integer"), ("top_k", "integer"),
+                 ("logits", "boolean"))
+]  # fmt: skip
+_TAG = ["native"]
+
+
+def _ok(schema: type[Schema], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _predict_doc(summary: str) -> dict[str, Any]:
+    return {
+        "tags": _TAG,
+        "summary": summary,
+        "description": "Probabilities are the softmax (sigmoid for a binary model) of the "
+        "model's logits, every class named, best first.",
+        "parameters": _PREDICT_QUERY,
+        "requestBody": _PREDICT_BODY,
+        "responses": {"200": _ok(PredictResponseSchema), **_ERRORS},
+    }
+
+
+def _get_doc(summary: str, schema: type[Schema], errors: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"tags": _TAG, "summary": summary,
+            "responses": {"200": _ok(schema), **{s: _ERRORS[s] for s in errors}}}  # fmt: skip
+
+
+ROUTES = [
+    Route("POST", "/predict", predict, PROTOCOL,
+          _predict_doc("Predict with the model named in the body or query (or the default)")),
+    Route("POST", "/models/{model}/predict", predict, PROTOCOL,
+          _predict_doc("Predict with the latest loaded version of a model")),
+    Route("POST", "/models/{model}/versions/{version}/predict", predict, PROTOCOL,
+          _predict_doc("Predict with one version of a model")),
+    Route("GET", "/models", list_models, PROTOCOL,
+          _get_doc("Every model and version: status, provider, classes, input, test metrics",
+                   ModelsSchema)),
+    Route("GET", "/models/{model}", get_model, PROTOCOL,
+          _get_doc("One model and its versions", ModelSchema, ("404",))),
+    Route("GET", "/models/{model}/versions/{version}", get_version, PROTOCOL,
+          _get_doc("One version, with its whole metadata.json", ModelVersionSchema, ("404",))),
+    Route("GET", "/health/live", live, PROTOCOL,
+          _get_doc("200 while the process can answer", HealthSchema)),
+    Route("GET", "/health/ready", ready, PROTOCOL,
+          {**_get_doc("200 when the models are servable; 503 with the reason otherwise",
+                      HealthSchema),
+           "responses": {"200": _ok(HealthSchema), "503": _ok(HealthSchema, "Not ready")}}),
+]  # fmt: skip

@@ -1,0 +1,79 @@
+"""What operators and browsers read: /metrics, /openapi.json and Swagger UI at /docs."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from swagger_ui_bundle import swagger_ui_path
+
+from service import metrics
+from service.context import Serving
+from service.errors import NotFound
+from service.protocols.native import PROTOCOL
+from service.routing import Route
+from service.web import Request, Response
+
+ASSETS = Path(swagger_ui_path)
+_PAGE = b"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Keras classifier serving: API</title>
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script src="/docs/assets/docs-init.js"></script>
+</body>
+</html>
+"""
+# Swagger UI's start-up, served as a file (not inline) so a strict CSP can allow 'self' only.
+_INIT = b"""window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+  deepLinking: true, tryItOutEnabled: true});
+"""
+
+
+def scrape(serving: Serving, request: Request) -> Response:
+    """GET /metrics: every metric of every live and dead worker, built fresh per scrape."""
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+def openapi(serving: Serving, request: Request) -> Response:
+    """GET /openapi.json: the document generated from the route table."""
+    return Response(serving.openapi)
+
+
+def docs(serving: Serving, request: Request) -> Response:
+    """GET /docs: Swagger UI, its assets served locally (no CDN)."""
+    return Response(_PAGE, content_type="text/html; charset=utf-8")
+
+
+def asset(serving: Serving, request: Request) -> Response:
+    """GET /docs/assets/{filename}: Swagger UI's files."""
+    name = request.params["filename"]
+    if name == "docs-init.js":
+        return Response(_INIT, content_type="text/javascript; charset=utf-8")
+    path = ASSETS / name
+    if name.startswith(".") or "\\" in name or not path.is_file():
+        raise NotFound(f"no asset {name!r}")
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    return Response(path.read_bytes(), content_type=content_type,
+                    headers=(("Cache-Control", "public, max-age=86400"),))  # fmt: skip
+
+
+ROUTES = [
+    Route("GET", "/metrics", scrape, PROTOCOL, {
+        "tags": ["operations"],
+        "summary": "Prometheus metrics, summed over gunicorn's workers",
+        "responses": {"200": {"description": "Prometheus text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }),
+    Route("GET", "/openapi.json", openapi, PROTOCOL),
+    Route("GET", "/docs", docs, PROTOCOL),
+    Route("GET", "/docs/assets/{filename}", asset, PROTOCOL),
+]  # fmt: skip

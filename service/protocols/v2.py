@@ -1,0 +1,402 @@
+"""The Open Inference Protocol (KServe V2, as Triton and ``tritonclient`` speak it) under /v2.
+
+Inputs: the model's own tensor (its ONNX name, FP32, already scaled) or, for image models,
+``image``: BYTES elements that are encoded image files, preprocessed like native uploads.
+Outputs: ``logits``, ``probabilities`` and ``label``; the classification extension turns
+any of them into ``"<score>:<index>:<label>"`` strings, best first. Errors are
+``{"error": "<message>"}``: 400 for every malformed request, 404 for unknown models.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata as package_metadata
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service import statistics
+from service.context import Serving
+from service.dataplane import InferRequest, InferResult
+from service.errors import ApiError, BadRequest, ModelUnavailable
+from service.images import decode_base64
+from service.inputs import EncodedImages, ModelTensor
+from service.postprocessing import top_k
+from service.preprocessing import ImageSpec
+from service.protocols import v2_tensors as tensors
+from service.registry import ModelEntry
+from service.routing import Protocol, Route
+from service.web import Request, Response, json_response
+
+SERVER_NAME = "keras-classifier-serving"
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
+              "model_repository", "statistics"]  # fmt: skip
+IMAGE_INPUT = "image"
+OUTPUTS = ("logits", "probabilities", "label")
+PLATFORM = "onnxruntime_onnx"
+
+
+def render_error(error: ApiError, request_id: str) -> tuple[int, dict[str, Any]]:
+    """``{"error": message}``; content errors (422 natively) are 400 here, as in Triton."""
+    return (400 if error.status == 422 else error.status), {"error": error.message}
+
+
+PROTOCOL = Protocol("v2", "/v2", render_error)
+
+
+def _server_version() -> str:
+    try:
+        return package_metadata.version(SERVER_NAME)
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- server and model metadata ---------------------------------------------------------------
+
+
+def server_metadata(serving: Serving, request: Request) -> Response:
+    """GET /v2."""
+    return json_response(
+        {"name": SERVER_NAME, "version": _server_version(), "extensions": EXTENSIONS}
+    )
+
+
+def live(serving: Serving, request: Request) -> Response:
+    """GET /v2/health/live."""
+    return json_response({"live": True})
+
+
+def ready(serving: Serving, request: Request) -> Response:
+    """GET /v2/health/ready: 200 when servable, else 400 with the reason (the V2 spec: 4xx)."""
+    is_ready, reason = serving.registry.readiness()
+    if is_ready:
+        return json_response({"ready": True})
+    return json_response({"ready": False, "error": reason}, 400)
+
+
+def _entry(serving: Serving, request: Request) -> ModelEntry:
+    return serving.registry.find(request.params["model"], request.params.get("version"))
+
+
+def _inputs(entry: ModelEntry) -> list[dict[str, Any]]:
+    meta = entry.metadata
+    shape = [-1, *meta["input"]["shape"][1:]]
+    described = [{"name": meta["input"]["name"], "datatype": "FP32", "shape": shape}]
+    if meta["preprocessing"]["kind"] == "image":
+        described.append({"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]})
+    return described
+
+
+def _outputs(entry: ModelEntry) -> list[dict[str, Any]]:
+    meta = entry.metadata
+    return [
+        {"name": "logits", "datatype": "FP32", "shape": [-1, meta["output"]["shape"][-1]]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(meta["classes"])]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
+
+
+def _servable(serving: Serving, request: Request) -> ModelEntry:
+    entry = _entry(serving, request)
+    if not entry.loaded:
+        raise ModelUnavailable(f"model {entry.name!r} version {entry.version} is not ready: "
+                               f"{entry.error}")  # fmt: skip
+    return entry
+
+
+def model_metadata(serving: Serving, request: Request) -> Response:
+    """GET /v2/models/{model}[/versions/{version}]."""
+    entry = _servable(serving, request)
+    if "version" in request.params:
+        versions = [str(entry.version)]
+    else:
+        versions = [str(e.version) for e in serving.registry.versions_of(entry.name) if e.loaded]
+    meta = entry.metadata
+    return json_response({
+        "name": entry.name,
+        "versions": versions,
+        "platform": PLATFORM,
+        "inputs": _inputs(entry),
+        "outputs": _outputs(entry),
+        "parameters": {"task": meta["task"], "classes": meta["classes"],
+                       "preprocessing": meta["preprocessing"], "provider": entry.provider},
+    })  # fmt: skip
+
+
+def model_config(serving: Serving, request: Request) -> Response:
+    """GET /v2/models/{model}[/versions/{version}]/config: Triton's model configuration."""
+    entry = _servable(serving, request)
+    types = {"FP32": "TYPE_FP32", "BYTES": "TYPE_STRING"}
+    config: dict[str, Any] = {
+        "name": entry.name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": serving.dataplane.limits.of(entry.name).max_instances,
+        "input": [{"name": t["name"], "data_type": types[t["datatype"]],
+                   "dims": t["shape"][1:] or [1]} for t in _inputs(entry)],
+        "output": [{"name": t["name"], "data_type": types[t["datatype"]],
+                    "dims": t["shape"][1:] or [1]} for t in _outputs(entry)],
+        "instance_group": [{"count": serving.settings.workers,
+                            "kind": "KIND_GPU" if entry.provider == "CUDAExecutionProvider"
+                            else "KIND_CPU"}],
+    }  # fmt: skip
+    if entry.batcher is not None:
+        config["dynamic_batching"] = {
+            "max_queue_delay_microseconds": entry.batcher.config.max_delay_us,
+            "preferred_batch_size": [entry.batcher.config.max_batch_size],
+        }
+    return json_response(config)
+
+
+def model_ready(serving: Serving, request: Request) -> Response:
+    """GET /v2/models/{model}[/versions/{version}]/ready: 200, or 400 with why not."""
+    entry = _entry(serving, request)
+    if entry.loaded:
+        return json_response({"name": entry.name, "ready": True})
+    return json_response(
+        {"name": entry.name, "ready": False, "error": f"failed to load: {entry.error}"}, 400
+    )
+
+
+def repository_index(serving: Serving, request: Request) -> Response:
+    """POST /v2/repository/index: every model version and its state (``{"ready": true}``
+    lists only the servable ones; tritonclient posts an empty body)."""
+    body = request.body()
+    only_ready = False
+    if body.strip():
+        try:
+            options = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(options, dict) or type(options.get("ready", False)) is not bool:
+            raise BadRequest('the body must be {} or {"ready": true|false}')
+        only_ready = options.get("ready", False)
+    index = []
+    for entry in sorted(serving.registry.entries.values(), key=lambda e: (e.name, e.version)):
+        if only_ready and not entry.loaded:
+            continue
+        index.append({"name": entry.name, "version": str(entry.version),
+                      "state": "READY" if entry.loaded else "UNAVAILABLE",
+                      "reason": "" if entry.loaded else (entry.error or entry.status)})  # fmt: skip
+    return json_response(index)
+
+
+def stats(serving: Serving, request: Request) -> Response:
+    """GET /v2/models[/{model}[/versions/{version}]]/stats, summed over all workers."""
+    registry, params = serving.registry, request.params
+    if "version" in params:
+        entries = [registry.find(params["model"], params["version"])]
+    elif "model" in params:
+        registry.find(params["model"])  # 404 when unknown
+        entries = registry.versions_of(params["model"])
+    else:
+        entries = sorted(registry.entries.values(), key=lambda e: (e.name, e.version))
+    return json_response({"model_stats": statistics.model_stats(entries)})
+
+
+# --- infer -----------------------------------------------------------------------------------
+
+
+def _model_input(entry: ModelEntry, given: list[tensors.Tensor]) -> ModelTensor | EncodedImages:
+    """The one input the request gives, as the dataplane's input kind."""
+    input_name = entry.metadata["input"]["name"]
+    accepted = [input_name]
+    if isinstance(entry.spec, ImageSpec):
+        accepted.append(IMAGE_INPUT)
+    names = " or ".join(repr(n) for n in accepted)
+    if len(given) != 1:
+        raise BadRequest(f"model {entry.name!r} takes one input, {names}; got {len(given)}")
+    (tensor,) = given
+    if tensor.name == input_name:
+        if tensor.datatype != "FP32":
+            raise BadRequest(f"input {input_name!r} has datatype {tensor.datatype}; the model "
+                             "takes FP32")  # fmt: skip
+        return ModelTensor(tensor.data, f"input {input_name!r}")
+    if tensor.name == IMAGE_INPUT and IMAGE_INPUT in accepted:
+        if tensor.datatype != "BYTES":
+            raise BadRequest(f"input {IMAGE_INPUT!r} must be BYTES (encoded image files), "
+                             f"got {tensor.datatype}")  # fmt: skip
+        if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
+            raise BadRequest(f"input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]), got "
+                             f"{list(tensor.shape)}")  # fmt: skip
+        if tensor.binary:
+            return EncodedImages([(f"{IMAGE_INPUT}[{i}]", data)
+                                  for i, data in enumerate(tensor.data)])  # fmt: skip
+        # JSON has no bytes: image elements sent as JSON strings are base64 (or data URLs).
+        return EncodedImages([(f"{IMAGE_INPUT}[{i}]",
+                               decode_base64(data.decode(), f"{IMAGE_INPUT}[{i}]"))
+                              for i, data in enumerate(tensor.data)])  # fmt: skip
+    raise BadRequest(f"unknown input {tensor.name!r}; model {entry.name!r} takes {names}")
+
+
+def _requested(document: dict[str, Any], entry: ModelEntry) -> list[tuple[str, bool, int | None]]:
+    """(output name, as binary, classification k) for every output to return."""
+    parameters = document.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest("'parameters' must be an object")
+    default_binary = parameters.get("binary_data_output", False)
+    if type(default_binary) is not bool:
+        raise BadRequest("binary_data_output must be true or false")
+    requested = document.get("outputs")
+    if requested is None or requested == []:
+        return [(name, default_binary, None) for name in OUTPUTS]
+    if not isinstance(requested, list):
+        raise BadRequest("'outputs' must be a list")
+    chosen, seen = [], set()
+    for i, spec in enumerate(requested):
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name not in OUTPUTS:
+            raise BadRequest(f"unknown output {name!r} in outputs[{i}]; model {entry.name!r} "
+                             f"has {', '.join(OUTPUTS)}")  # fmt: skip
+        if name in seen:
+            raise BadRequest(f"output {name!r} is requested twice")
+        seen.add(name)
+        options = spec.get("parameters") or {}
+        if not isinstance(options, dict):
+            raise BadRequest(f"output {name!r}: 'parameters' must be an object")
+        binary, k = options.get("binary_data", default_binary), options.get("classification")
+        if type(binary) is not bool:
+            raise BadRequest(f"output {name!r}: binary_data must be true or false")
+        if k is not None and (type(k) is not int or k < 1):
+            raise BadRequest(f"output {name!r}: classification must be a positive integer")
+        if k is not None and name == "logits" and entry.metadata["output"]["shape"][-1] == 1:
+            raise BadRequest("classification of 'logits' needs one logit per class; this "
+                             "binary model has one: ask it of 'probabilities'")  # fmt: skip
+        chosen.append((name, binary, k))
+    return chosen
+
+
+def _classification(values: np.ndarray, classes: list[str], k: int) -> list[str]:
+    """Triton's classification strings, row-major [N, k]: "<value>:<index>:<label>"."""
+    index = {c: i for i, c in enumerate(classes)}
+    return [f"{np.float32(v)!s}:{index[c]}:{c}"
+            for row in top_k(values, classes, min(k, len(classes))) for c, v in row]  # fmt: skip
+
+
+def _encode(result: InferResult, name: str, binary: bool, k: int | None):
+    classes, n = result.classes, result.instances
+    if k is not None:
+        values = result.logits if name == "logits" else result.probabilities
+        strings = _classification(values, classes, k)
+        return tensors.output(name, "BYTES", [n, min(k, len(classes))], strings, binary)
+    if name == "logits":
+        return tensors.output(name, "FP32", list(result.logits.shape), result.logits, binary)
+    if name == "probabilities":
+        probs = result.probabilities.astype(np.float32)
+        return tensors.output(name, "FP32", list(probs.shape), probs, binary)
+    return tensors.output(name, "BYTES", [n], [classes[i] for i in result.indices], binary)
+
+
+def infer(serving: Serving, request: Request) -> Response:
+    """POST /v2/models/{model}[/versions/{version}]/infer (JSON, or JSON + binary tensors)."""
+    started = time.perf_counter()
+    entry = serving.dataplane.resolve(request.params["model"], request.params.get("version"))
+    header, binary = tensors.split_body(request.body(), request.header(tensors.HEADER_LENGTH))
+    document = tensors.parse_header(header)
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("'id' must be a string")
+    given = tensors.parse_inputs(document.get("inputs"), binary)
+    outputs = _requested(document, entry)
+    inputs = _model_input(entry, given)
+    result = serving.dataplane.infer(InferRequest(inputs, started=started, entry=entry))
+    head: dict[str, Any] = {"model_name": entry.name, "model_version": str(entry.version)}
+    if request_id is not None:
+        head["id"] = request_id
+    encoded = [_encode(result, *spec) for spec in outputs]
+    head["outputs"] = [meta for meta, _ in encoded]
+    json_part = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not any(binary for _, binary, _ in outputs):
+        return Response(json_part, entry=entry, instances=result.instances)
+    body = json_part + b"".join(part for _, part in encoded)
+    return Response(body, content_type="application/octet-stream",
+                    headers=((tensors.HEADER_LENGTH, str(len(json_part))),),
+                    entry=entry, instances=result.instances)  # fmt: skip
+
+
+# --- the route table -------------------------------------------------------------------------
+
+_TAG = ["Open Inference Protocol (V2)"]
+_ERROR = {
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageError"}}}
+}
+
+
+def _doc(summary: str, ok: str, *errors: tuple[str, str], body: dict | None = None) -> dict:
+    operation: dict[str, Any] = {
+        "tags": _TAG,
+        "summary": summary,
+        "responses": {
+            "200": {"description": ok, "content": {"application/json": {"schema": {}}}},
+            **{status: {"description": why, **_ERROR} for status, why in errors},
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+_UNKNOWN = ("404", "Unknown model or version")
+_INFER_BODY = {
+    "required": True,
+    "description": "An inference request: JSON, or (binary tensor data extension) the JSON "
+    "header followed by the tensors' bytes, its length in Inference-Header-Content-Length.",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/V2InferenceRequest"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+_INFER_DOC = _doc("Infer: logits, probabilities and labels", "The inference response",
+                  ("400", "Malformed request"), _UNKNOWN, ("413", "Body or image too large"),
+                  body=_INFER_BODY)  # fmt: skip
+_M, _MV = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+
+ROUTES = [
+    Route("GET", "/v2", server_metadata, PROTOCOL,
+          _doc("Server metadata: name, version, extensions", "Server metadata")),
+    Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness", "Live")),
+    Route("GET", "/v2/health/ready", ready, PROTOCOL,
+          _doc("Server readiness", "Ready", ("400", "Not ready"))),
+    Route("GET", _M, model_metadata, PROTOCOL, _doc("Model metadata", "Metadata", _UNKNOWN)),
+    Route("GET", _MV, model_metadata, PROTOCOL, _doc("Model version metadata", "Metadata",
+                                                     _UNKNOWN)),
+    Route("GET", _M + "/config", model_config, PROTOCOL,
+          _doc("Model configuration (Triton's)", "Configuration", _UNKNOWN)),
+    Route("GET", _MV + "/config", model_config, PROTOCOL,
+          _doc("Model version configuration (Triton's)", "Configuration", _UNKNOWN)),
+    Route("GET", _M + "/ready", model_ready, PROTOCOL,
+          _doc("Model readiness", "Ready", ("400", "Not ready"), _UNKNOWN)),
+    Route("GET", _MV + "/ready", model_ready, PROTOCOL,
+          _doc("Model version readiness", "Ready", ("400", "Not ready"), _UNKNOWN)),
+    Route("POST", _M + "/infer", infer, PROTOCOL, _INFER_DOC),
+    Route("POST", _MV + "/infer", infer, PROTOCOL, _INFER_DOC),
+    Route("POST", "/v2/repository/index", repository_index, PROTOCOL,
+          _doc("Every model version and its state", "The index", ("400", "Malformed body"))),
+    Route("GET", "/v2/models/stats", stats, PROTOCOL,
+          _doc("Statistics of every model version, summed over workers", "Statistics")),
+    Route("GET", _M + "/stats", stats, PROTOCOL,
+          _doc("Statistics of a model's versions", "Statistics", _UNKNOWN)),
+    Route("GET", _MV + "/stats", stats, PROTOCOL,
+          _doc("Statistics of a model version", "Statistics", _UNKNOWN)),
+]  # fmt: skip
+
+SCHEMAS = {
+    "V2InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "items": {
+                "type": "object", "required": ["name", "datatype", "shape"],
+                "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                               "shape": {"type": "array", "items": {"type": "integer"}},
+                               "parameters": {"type": "object"}, "data": {}}}},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string", "enum": list(OUTPUTS)},
+                               "parameters": {"type": "object"}}}},
+        },
+    },
+}  # fmt: skip
