@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     """Build an app: load every model, then answer from the route table."""
     settings = replace(settings, **overrides) if settings else Settings.from_env(**overrides)
     logs.configure(settings.log_level)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # every route is in the route table
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     registry = Registry(settings)
     dataplane = DataPlane(settings, registry)  # checks the limit settings before loading
