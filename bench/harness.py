@@ -2,6 +2,7 @@
 
 python -m bench                 # the full run (10 s a point, all systems), bench/results/
 python -m bench --quick ...     # seconds a point, for the test suite
+python -m bench --baseline REF  # also this service as of git REF, in the same rounds
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ WORKLOADS = {
     "fashion-json": Workload("fashion-json", "a Fashion-MNIST image as a JSON pixel array"),
     "fashion-png": Workload("fashion-png", "the same image as a PNG upload"),
     "circles": Workload("circles", "a circles feature vector as JSON"),
+    "fashion-v2-binary": Workload(
+        "fashion-v2-binary",
+        "the same image as an Open Inference Protocol (V2) binary FP32 tensor, all outputs "
+        "in binary (what tritonclient sends by default)",
+    ),
+    "fashion-v2-json": Workload(
+        "fashion-v2-json", "the same image as a V2 JSON FP32 tensor, outputs as JSON"
+    ),
 }
+V2_HEADER = "Inference-Header-Content-Length"
 
 
 @dataclass
@@ -62,7 +72,9 @@ class System:
     command: list[str]
     env: dict[str, str]
     ready_path: str
-    routes: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # path, type, body
+    # workload -> (path, content type, body, extra headers)
+    routes: dict[str, tuple[str, str, bytes, dict[str, str]]] = field(default_factory=dict)
+    cwd: Path = ROOT
 
 
 @functools.cache
@@ -81,9 +93,19 @@ def payloads() -> dict[str, bytes]:
     vector = dataset("circles").x_test[0].tolist()
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, "PNG")
+    tensor = (image.astype(np.float32) / 255.0).reshape(1, 28, 28, 1)
+    raw = tensor.astype("<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
+                                     "shape": [1, 28, 28, 1],
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    v2_json = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1],
+                           "data": tensor.ravel().tolist()}]}  # fmt: skip
     return {"pixels": json.dumps({"instances": [image.tolist()]}).encode(),
             "png": buffer.getvalue(),
-            "vector": json.dumps({"instances": [vector]}).encode()}  # fmt: skip
+            "vector": json.dumps({"instances": [vector]}).encode(),
+            "v2-binary": header + raw, "v2-binary-header": str(len(header)).encode(),
+            "v2-json": json.dumps(v2_json).encode()}  # fmt: skip
 
 
 def _multipart(field_name: str, filename: str, data: bytes) -> tuple[str, bytes]:
@@ -97,17 +119,22 @@ def _multipart(field_name: str, filename: str, data: bytes) -> tuple[str, bytes]
 
 
 def systems(
-    port: int, bodies: dict[str, bytes], metrics_dir: Path, threads: int = THREADS
+    port: int,
+    bodies: dict[str, bytes],
+    metrics_dir: Path,
+    threads: int = THREADS,
+    baseline: Path | None = None,
 ) -> dict[str, System]:
-    """Every HTTP system, configured for 2 workers on the given port."""
+    """Every HTTP system, configured for 2 workers on the given port (``baseline``: a
+    checkout of this service at another commit, served from there)."""
     venv_bin = Path(sys.executable).parent
     gunicorn = [str(venv_bin / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
                 "-k", "gthread", "--threads", str(threads),
                 "--log-level", "warning"]  # fmt: skip
     flask_routes = {
-        "fashion-json": ("/fashion/json", "application/json", bodies["pixels"]),
-        "fashion-png": ("/fashion/png", "image/png", bodies["png"]),
-        "circles": ("/circles", "application/json", bodies["vector"]),
+        "fashion-json": ("/fashion/json", "application/json", bodies["pixels"], {}),
+        "fashion-png": ("/fashion/png", "image/png", bodies["png"], {}),
+        "circles": ("/circles", "application/json", bodies["vector"], {}),
     }
     service_env = {
         "SERVING_BIND": f"127.0.0.1:{port}",
@@ -116,12 +143,18 @@ def systems(
         "SERVING_METRICS_DIR": str(metrics_dir),
     }
     service_routes = {
-        "fashion-json": ("/predict?model=fashion-mnist", "application/json", bodies["pixels"]),
-        "fashion-png": ("/predict?model=fashion-mnist", "image/png", bodies["png"]),
-        "circles": ("/predict?model=circles", "application/json", bodies["vector"]),
-    }
+        "fashion-json": ("/predict?model=fashion-mnist", "application/json", bodies["pixels"], {}),
+        "fashion-png": ("/predict?model=fashion-mnist", "image/png", bodies["png"], {}),
+        "circles": ("/predict?model=circles", "application/json", bodies["vector"], {}),
+        "fashion-v2-binary": ("/v2/models/fashion-mnist/infer", "application/octet-stream",
+                              bodies["v2-binary"],
+                              {V2_HEADER: bodies["v2-binary-header"].decode()}),
+        "fashion-v2-json": ("/v2/models/fashion-mnist/infer", "application/json",
+                            bodies["v2-json"], {}),
+    }  # fmt: skip
+    baseline_routes = {k: v for k, v in service_routes.items() if not k.startswith("fashion-v2")}
     png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
-    return {
+    found = {
         "service": System("service", "this service as the README starts it (batching on)",
                           [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
                           {**service_env, "SERVING_BATCHING": "true"}, "/health/ready",
@@ -141,10 +174,31 @@ def systems(
                            "bench.systems.bentoml_service:Classifier", "--host", "127.0.0.1",
                            "--port", str(port)],
                           {"BENTOML_DO_NOT_TRACK": "true"}, "/readyz",
-                          {"fashion-json": ("/fashion_json", "application/json", bodies["pixels"]),
-                           "fashion-png": ("/fashion_png", png_type, png_multipart),
-                           "circles": ("/circles", "application/json", bodies["vector"])}),
+                          {"fashion-json": ("/fashion_json", "application/json", bodies["pixels"],
+                                            {}),
+                           "fashion-png": ("/fashion_png", png_type, png_multipart, {}),
+                           "circles": ("/circles", "application/json", bodies["vector"], {})}),
     }  # fmt: skip
+    if baseline is not None:
+        found["baseline"] = System(
+            "baseline", f"this service as of commit {baseline.name} (batching on)",
+            [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+            {**service_env, "SERVING_BATCHING": "true",
+             "SERVING_MODEL_REPOSITORY": str(ROOT / "models")},
+            "/health/ready", baseline_routes, cwd=baseline,
+        )  # fmt: skip
+    return found
+
+
+def baseline_checkout(ref: str) -> Path:
+    """A detached git worktree of this repository at ``ref`` (reused when it exists)."""
+    commit = subprocess.run(["git", "rev-parse", "--short=12", f"{ref}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    path = ROOT / "bench" / ".worktrees" / commit
+    if not path.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT,
+                       check=True, capture_output=True)  # fmt: skip
+    return path
 
 
 def ensure_bentoml_venv() -> None:
@@ -157,9 +211,9 @@ def ensure_bentoml_venv() -> None:
                    check=True)  # fmt: skip
 
 
-def _post(url: str, ctype: str, body: bytes) -> int:
+def _post(url: str, ctype: str, body: bytes, headers: dict[str, str]) -> int:
     request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": ctype})  # fmt: skip
+                                     headers={"Content-Type": ctype, **headers})  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status
 
@@ -167,15 +221,15 @@ def _post(url: str, ctype: str, body: bytes) -> int:
 @contextmanager
 def running(system: System, port: int, log_dir: Path) -> Iterator[dict]:
     """Start a system, wait until it answers, yield facts about it, stop it."""
-    env = {**os.environ, **system.env, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **system.env, "PYTHONPATH": str(system.cwd)}
     log_file = (log_dir / f"{system.name}.log").open("wb")
     started = time.perf_counter()
-    process = subprocess.Popen(system.command, cwd=ROOT, env=env, stdout=log_file,
+    process = subprocess.Popen(system.command, cwd=system.cwd, env=env, stdout=log_file,
                                stderr=subprocess.STDOUT)  # fmt: skip
     facts: dict = {}
     try:
         base = f"http://127.0.0.1:{port}"
-        path, ctype, body = system.routes["circles"]
+        path, ctype, body, headers = system.routes["circles"]
         deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
@@ -185,7 +239,7 @@ def running(system: System, port: int, log_dir: Path) -> Iterator[dict]:
             try:
                 if system.ready_path:
                     urllib.request.urlopen(base + system.ready_path, timeout=2).close()
-                if _post(base + path, ctype, body) == 200:
+                if _post(base + path, ctype, body, headers) == 200:
                     break
             except OSError:
                 pass
@@ -216,10 +270,18 @@ def worker_rss_mb(master_pid: int) -> list[float]:
     return sorted(sizes)
 
 
-def wrk(url: str, ctype: str, body_file: Path, concurrency: int, seconds: float) -> dict:
+def wrk(
+    url: str,
+    ctype: str,
+    body_file: Path,
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+) -> dict:
     """One wrk run; the Lua script prints a JSON summary."""
     threads = min(2, concurrency)
-    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": ctype}
+    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": ctype,
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}  # fmt: skip
     steal_before, total_before = cpu_ticks()
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
@@ -310,8 +372,11 @@ def run(args: argparse.Namespace) -> dict:
     body_dir = out_dir / "bodies"
     body_dir.mkdir(exist_ok=True)
     port = args.port
-    catalogue = systems(port, bodies, out_dir / "metrics", args.threads)
-    chosen = args.systems or list(catalogue)
+    baseline = baseline_checkout(args.baseline) if args.baseline else None
+    catalogue = systems(port, bodies, out_dir / "metrics", args.threads, baseline)
+    chosen = args.systems or [name for name in catalogue if name != "baseline"]
+    if baseline is not None and "baseline" not in chosen:
+        chosen.append("baseline")
     if "bentoml" in chosen:
         ensure_bentoml_venv()
     document = {
@@ -330,6 +395,7 @@ def run(args: argparse.Namespace) -> dict:
             "workers": WORKERS,
             "threads": args.threads,
             "workloads": args.workloads,
+            "baseline": args.baseline,
         },
         "limit": {},
         "systems": {},
@@ -344,7 +410,8 @@ def run(args: argparse.Namespace) -> dict:
         live: dict[str, tuple[System, int, dict]] = {}
         for offset, name in enumerate(chosen):
             system_port = port + offset
-            system = systems(system_port, bodies, out_dir / f"metrics-{name}", args.threads)[name]
+            system = systems(system_port, bodies, out_dir / f"metrics-{name}", args.threads,
+                             baseline)[name]  # fmt: skip
             log.info("starting %s on port %d", name, system_port)
             facts = stack.enter_context(running(system, system_port, out_dir / "logs"))
             live[name] = (system, system_port, facts)
@@ -356,15 +423,18 @@ def run(args: argparse.Namespace) -> dict:
         for workload in args.workloads:
             targets_ = {}
             for name, (system, system_port, _) in live.items():
-                path, ctype, body = system.routes[workload]
+                if workload not in system.routes:  # e.g. the V2 workloads on other servers
+                    continue
+                path, ctype, body, headers = system.routes[workload]
                 body_file = body_dir / f"{name}-{workload}.body"
                 body_file.write_bytes(body)
-                targets_[name] = (f"http://127.0.0.1:{system_port}{path}", ctype, body_file)
+                targets_[name] = (f"http://127.0.0.1:{system_port}{path}", ctype, body_file,
+                                  headers)  # fmt: skip
                 wrk(*targets_[name], 8, args.warmup)  # warm-up, not recorded
             for concurrency in args.concurrency:
-                rounds: dict[str, list[dict]] = {name: [] for name in live}
+                rounds: dict[str, list[dict]] = {name: [] for name in targets_}
                 for r in range(args.rounds):
-                    order = list(live) if r % 2 == 0 else list(reversed(live))
+                    order = list(targets_) if r % 2 == 0 else list(reversed(targets_))
                     for name in order:
                         rounds[name].append(wrk(*targets_[name], concurrency, per_round))
                 for name, measured in rounds.items():
@@ -425,6 +495,31 @@ def targets(document: dict) -> list[dict]:
     return checks
 
 
+def _ratios(document: dict) -> list[tuple[str, dict[int, float]]]:
+    """Throughput ratios worth reading side by side, where both points were measured."""
+    pairs = [
+        ("service / baseline, fashion-json", ("service", "fashion-json"),
+         ("baseline", "fashion-json")),
+        ("service / minimal, fashion-json", ("service", "fashion-json"),
+         ("minimal", "fashion-json")),
+        ("service V2 binary / service native JSON", ("service", "fashion-v2-binary"),
+         ("service", "fashion-json")),
+        ("service V2 JSON / service native JSON", ("service", "fashion-v2-json"),
+         ("service", "fashion-json")),
+    ]  # fmt: skip
+    found = []
+    for label, (system, workload), (other, other_workload) in pairs:
+        values = {}
+        for c in document["settings"]["concurrency"]:
+            ours = _point(document, system, workload, c)
+            theirs = _point(document, other, other_workload, c)
+            if ours and theirs and theirs["rps"]:
+                values[c] = ours["rps"] / theirs["rps"]
+        if values and len(values) == len(document["settings"]["concurrency"]):
+            found.append((label, values))
+    return found
+
+
 def markdown(document: dict) -> str:
     """The results as Markdown tables."""
     lines = [
@@ -460,6 +555,14 @@ def markdown(document: dict) -> str:
                 lines.append(f"| {name} | {p['concurrency']} | {p['rps']:,.1f} | "
                              f"{p['p50_ms']:.2f} | {p['p90_ms']:.2f} | {p['p99_ms']:.2f} | "
                              f"{p['errors']} | {p.get('steal_pct', 0):.1f} |")  # fmt: skip
+        lines.append("")
+    ratios = _ratios(document)
+    if ratios:
+        lines += ["## Ratios (same run, same rounds)", "",
+                  "| comparison | " + " | ".join(f"c={c}" for c in ratios[0][1]) + " |",
+                  "|---|" + "---|" * len(ratios[0][1])]  # fmt: skip
+        lines += [f"| {label} | " + " | ".join(f"{v:.2f}x" for v in values.values()) + " |"
+                  for label, values in ratios]  # fmt: skip
         lines.append("")
     lines += ["## Systems", ""]
     for name, entry in document["systems"].items():
@@ -529,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--systems", nargs="+", help="subset of: service service-nobatch "
                         "minimal keras bentoml")  # fmt: skip
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also run this service as of a git commit (a worktree under "
+                        "bench/.worktrees), in the same interleaved rounds")  # fmt: skip
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
                         choices=list(WORKLOADS))  # fmt: skip
     parser.add_argument("--skip-limit", action="store_true", help="no in-process measurement")

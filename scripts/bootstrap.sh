@@ -32,12 +32,13 @@ fi
 
 # Debian packages the tests use as real components (installed only when missing):
 # chromium renders /docs, prometheus scrapes the service, promtool checks the alert rules,
-# wrk drives the benchmark.
+# wrk drives the benchmark, curl runs the README's examples.
 if [[ "$EXTRAS" == *dev* ]]; then
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v wrk >/dev/null || missing+=(wrk)
+  command -v curl >/dev/null || missing+=(curl)  # the README's examples are run by the tests
   if ((${#missing[@]})); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
       echo "bootstrap: installing Debian packages ${missing[*]}"

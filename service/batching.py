@@ -49,7 +49,9 @@ class _Request:
     def __init__(self, batch: np.ndarray) -> None:
         self.batch = batch
         self.enqueued = time.perf_counter()
-        self.wake = threading.Event()  # set when answered or promoted to leader
+        # Set when answered or promoted to leader; made only for a request that has to wait
+        # (under the lock, before anyone could set it): a lone request needs none.
+        self.wake: threading.Event | None = None
         self.done = False
         self.lead = False
         self.cancelled = False
@@ -86,6 +88,8 @@ class DynamicBatcher:
             self._queued_instances += batch.shape[0]
             if not self._busy:
                 self._busy = request.lead = True
+            else:
+                request.wake = threading.Event()
             self._cond.notify_all()
         if not request.lead:
             self._wait_turn(request)
@@ -181,4 +185,5 @@ class DynamicBatcher:
             requests[0].error = InferenceFailed(f"inference failed in model {self.name!r}")
         for request in requests:
             request.done = True
-            request.wake.set()
+            if request.wake is not None:
+                request.wake.set()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
 from service.errors import ApiError, InferenceFailed, ValidationFailed
 from service.inputs import Inputs
 from service.limits import LimitTable
@@ -82,11 +81,11 @@ class DataPlane:
         """Resolve, check limits, preprocess, run (batched), post-process, record metrics."""
         started = request.started or time.perf_counter()
         entry = request.entry or self.resolve(request.model, request.version)
-        labels = entry.labels
+        meters = entry.meters
         try:
             batch = request.inputs.tensor(entry.spec, self.limits.of(entry.name))
             ran = time.perf_counter()
-            metrics.child(metrics.PREPROCESSING_DURATION, *labels).observe(ran - started)
+            meters.preprocessing.observe(ran - started)
             logits = self._run(entry, batch)
             finished = time.perf_counter()
             if not np.isfinite(logits).all():
@@ -99,22 +98,16 @@ class DataPlane:
             probs = probabilities(logits)
             winners = predicted_indices(logits)
             classes = entry.metadata["classes"]
-            metrics.record_predictions(entry.name, labels[1], map(classes.__getitem__, winners),
-                                       probs[np.arange(len(winners)), winners])  # fmt: skip
+            # The winner's probability is the row's largest (ties: either is the same value).
+            meters.predicted([classes[i] for i in winners.tolist()], probs.max(axis=1).tolist())
             done = time.perf_counter()
-            metrics.child(metrics.POSTPROCESSING_DURATION, *labels).observe(done - finished)
+            meters.postprocessing.observe(done - finished)
         except ApiError:
-            self._record(labels, "fail", started)
+            meters.fail.observe(time.perf_counter() - started)
             raise
-        self._record(labels, "success", started, done)
+        meters.success.observe(done - started)
+        meters.last_inference.set(time.time())
         return InferResult(entry, logits, probs, winners)
-
-    @staticmethod
-    def _record(labels: tuple[str, str], outcome: str, started: float, now: float = 0.0) -> None:
-        now = now or time.perf_counter()
-        metrics.child(metrics.MODEL_REQUESTS, *labels, outcome).observe(now - started)
-        if outcome == "success":
-            metrics.child(metrics.LAST_INFERENCE, *labels).set(time.time())
 
     @staticmethod
     def _run(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:

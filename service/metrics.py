@@ -12,8 +12,9 @@ error kind, and the predicted label (class names are fixed per model).
 
 from __future__ import annotations
 
+import collections
 import os
-from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -180,13 +181,35 @@ def record_model(name: str, version: int, loaded: bool, seconds: float, provider
         MODEL_PROVIDER.labels(*labels, provider).set(1)
 
 
-def record_predictions(name: str, version: str, labels: Iterable[str], confidences) -> None:
-    """Class distribution and confidence of one request's instances."""
-    for label in labels:
-        child(PREDICTIONS, name, version, label).inc()
-    histogram = child(CONFIDENCE, name, version)
-    for confidence in confidences:
-        histogram.observe(confidence)
+class ModelMeters:
+    """One model version's metric children, looked up once at load: per request, the
+    look-ups would cost more than the updates."""
+
+    __slots__ = ("_labels", "_predictions", "batch_size", "confidence", "fail", "inference",
+                 "last_inference", "postprocessing", "preprocessing", "success")  # fmt: skip
+
+    def __init__(self, name: str, version: int) -> None:
+        labels = self._labels = (name, str(version))
+        self.preprocessing = PREPROCESSING_DURATION.labels(*labels)
+        self.postprocessing = POSTPROCESSING_DURATION.labels(*labels)
+        self.inference = INFERENCE_DURATION.labels(*labels)
+        self.batch_size = BATCH_SIZE.labels(*labels)
+        self.confidence = CONFIDENCE.labels(*labels)
+        self.success = MODEL_REQUESTS.labels(*labels, "success")
+        self.fail = MODEL_REQUESTS.labels(*labels, "fail")
+        self.last_inference = LAST_INFERENCE.labels(*labels)
+        self._predictions: dict[str, Any] = {}
+
+    def predicted(self, labels: list[str], confidences: list[float]) -> None:
+        """Class distribution and confidence of one request's instances."""
+        counts = {labels[0]: 1} if len(labels) == 1 else collections.Counter(labels)
+        for label, count in counts.items():
+            counter = self._predictions.get(label)
+            if counter is None:
+                counter = self._predictions[label] = PREDICTIONS.labels(*self._labels, label)
+            counter.inc(count)
+        for confidence in confidences:
+            self.confidence.observe(confidence)
 
 
 def multiprocess_dir() -> str | None:

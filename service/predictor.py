@@ -27,6 +27,7 @@ class OnnxPredictor:
         providers: Sequence[str],
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
+        meters: metrics.ModelMeters | None = None,
     ) -> None:
         self.path = Path(version_dir) / contract.MODEL_FILE
         self.metadata = metadata
@@ -40,6 +41,7 @@ class OnnxPredictor:
         self.input_name = ""
         self.output_name = ""
         self.load_seconds = 0.0
+        self.meters = meters or metrics.ModelMeters(self.name, self.version)
 
     @property
     def ready(self) -> bool:
@@ -95,7 +97,6 @@ class OnnxPredictor:
             raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
         started = time.perf_counter()
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
-        labels = (self.name, str(self.version))
-        metrics.child(metrics.INFERENCE_DURATION, *labels).observe(time.perf_counter() - started)
-        metrics.child(metrics.BATCH_SIZE, *labels).observe(batch.shape[0])
+        self.meters.inference.observe(time.perf_counter() - started)
+        self.meters.batch_size.observe(batch.shape[0])
         return logits

@@ -33,16 +33,12 @@ class ModelEntry:
     spec: Spec | None = None
     load_seconds: float = 0.0
     batcher: DynamicBatcher | None = None
+    meters: metrics.ModelMeters | None = None
 
     @property
     def loaded(self) -> bool:
         """Servable."""
         return self.status == "loaded"
-
-    @property
-    def labels(self) -> tuple[str, str]:
-        """(model, version) as metric labels."""
-        return self.name, str(self.version)
 
     @property
     def provider(self) -> str | None:
@@ -92,16 +88,18 @@ class Registry:
         started = time.perf_counter()
         try:
             meta = contract.read(entry.path, verify_checksum=self.settings.verify_checksums)
+            meters = metrics.ModelMeters(entry.name, entry.version)
             predictor = OnnxPredictor(
                 entry.path,
                 meta,
                 self.providers,
                 self.settings.intra_op_threads,
                 self.settings.inter_op_threads,
+                meters,
             )
             predictor.load()
             self.providers = [p for p in self.providers if p in predictor.providers]
-            entry.metadata, entry.predictor = meta, predictor
+            entry.metadata, entry.predictor, entry.meters = meta, predictor, meters
             entry.spec = spec_from_dict(meta["preprocessing"])
             entry.status = "loaded"
             batching = config_for(self.batching, self.batching_overrides, entry.name)
