@@ -72,7 +72,7 @@ class DataPlane:
         name = model or self.settings.default_model
         if not name:
             raise ValidationFailed(
-                "name a model (the model field or ?model=): no default model is configured",
+                "name a model: no default model is configured",
                 details={"available": self.registry.names()},
             )
         return self.registry.get(name, version)

@@ -11,6 +11,8 @@ import binascii
 import io
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,27 +23,13 @@ from service.errors import ImageTooLarge, InvalidImage
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
-def decode_image(data: bytes, max_pixels: int, what: str = "image") -> tuple[np.ndarray, float]:
-    """Decode bytes into (array, full_scale): (H, W) gray or (H, W, 3|4) color.
-
-    ``full_scale`` is the value of white: 255 for 8-bit images, 65535 for 16-bit ones.
-    EXIF orientation is applied; palette and CMYK images become RGB(A).
-    """
-    if not data:
-        raise InvalidImage(f"{what} is empty")
+@contextmanager
+def _reading(what: str, max_pixels: int) -> Iterator[None]:
+    """Pillow's exceptions, for any step of reading an image, as the API's errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"{what} is {width}x{height} = {width * height:,} pixels; "
-                    f"the limit is {max_pixels:,}",
-                    details={"width": width, "height": height, "max_pixels": max_pixels},
-                )
-            image = ImageOps.exif_transpose(image)
-            image.load()
+            yield
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -56,8 +44,40 @@ def decode_image(data: bytes, max_pixels: int, what: str = "image") -> tuple[np.
         raise InvalidImage(f"{what} is not an image Pillow can read (PNG, JPEG, ...)") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt files
         raise InvalidImage(f"{what} could not be decoded: {exc}") from None
+
+
+def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
+    """The image with only its header read, refused when it declares too many pixels."""
+    if not data:
+        raise InvalidImage(f"{what} is empty")
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{what} is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}",
+            details={"width": width, "height": height, "max_pixels": max_pixels},
+        )
     if width == 0 or height == 0:
         raise InvalidImage(f"{what} has no pixels")
+    return image
+
+
+def image_pixels(data: bytes, max_pixels: int, what: str = "image") -> int:
+    """The pixels an image declares, from its header alone (nothing is decoded)."""
+    with _reading(what, max_pixels):
+        width, height = _open(data, max_pixels, what).size
+    return width * height
+
+
+def decode_image(data: bytes, max_pixels: int, what: str = "image") -> tuple[np.ndarray, float]:
+    """Decode bytes into (array, full_scale): (H, W) gray or (H, W, 3|4) color.
+
+    ``full_scale`` is the value of white: 255 for 8-bit images, 65535 for 16-bit ones.
+    EXIF orientation is applied; palette and CMYK images become RGB(A).
+    """
+    with _reading(what, max_pixels):
+        image = ImageOps.exif_transpose(_open(data, max_pixels, what))
+        image.load()
     return _to_array(image)
 
 
@@ -80,9 +100,12 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
 
 
 def decode_base64(text: str, what: str) -> bytes:
-    """Strict base64 (a ``data:image/...;base64,`` prefix is allowed)."""
+    """Base64 as clients write it: standard or URL-safe alphabet, padded or not, wrapped
+    in lines or not, with or without a ``data:image/...;base64,`` prefix; nothing else."""
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    text = "".join(text.split()).replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):

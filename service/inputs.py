@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from service.errors import InvalidJSON, ValidationFailed
-from service.images import decode_base64, decode_image
+from service.errors import ImageTooLarge, InvalidJSON, ValidationFailed
+from service.images import decode_base64, decode_image, image_pixels
 from service.preprocessing import (
     FeatureSpec,
     ImageSpec,
@@ -58,6 +58,8 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSON("the request body is empty; expected a JSON object")
     try:
         return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidJSON("the JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"malformed JSON: {exc}") from None
 
@@ -94,8 +96,28 @@ def _locate_bad_value(value: Any, path: str) -> None:
     raise ValidationFailed(f"{path} must be a number, got {shown}")
 
 
+def is_b64_object(item: Any) -> bool:
+    """``{"b64": ...}``: how TF Serving and the native API wrap binary values in JSON."""
+    return type(item) is dict and len(item) == 1 and "b64" in item
+
+
 def _is_image_ref(item: Any) -> bool:
-    return isinstance(item, str) or (isinstance(item, dict) and set(item) == {"b64"})
+    return isinstance(item, str) or is_b64_object(item)
+
+
+def _images(blobs: Sequence[tuple[str, bytes]], spec: ImageSpec, limits: Limits) -> list:
+    """Each image as the model's tensor rows, under the per-image and per-request pixel
+    limits; with several images every header is read before any image is decoded."""
+    if len(blobs) > 1:
+        total = sum(image_pixels(data, limits.max_image_pixels, what) for what, data in blobs)
+        if total > limits.max_request_pixels:
+            raise ImageTooLarge(
+                f"the request's {len(blobs)} images hold {total:,} pixels; the limit is "
+                f"{limits.max_request_pixels:,} per request",
+                details={"pixels": total, "max_request_pixels": limits.max_request_pixels},
+            )
+    per_image = min(limits.max_image_pixels, limits.max_request_pixels)
+    return [_pixels(*decode_image(data, per_image, what), spec, what) for what, data in blobs]
 
 
 class JsonInstances:
@@ -130,16 +152,17 @@ class JsonInstances:
                         f"{spec.n_features} ({', '.join(spec.feature_names)})"
                     )
             return _preprocess(features_to_tensor, items, spec)
-        tensors = []
+        tensors: list[np.ndarray | None] = []
+        blobs, at = [], []  # images are decoded together, under the request's pixel budget
         for i, item in enumerate(items):
             where = f"{key}[{i}]" if key in ("instances", "images") else key
             if _is_image_ref(item):
                 text = item if isinstance(item, str) else item["b64"]
                 if not isinstance(text, str):
                     raise ValidationFailed(f"{where}.b64 must be a base64 string")
-                data = decode_base64(text, where)
-                image, full_scale = decode_image(data, limits.max_image_pixels, where)
-                tensors.append(_pixels(image, full_scale, spec, where))
+                blobs.append((where, decode_base64(text, where)))
+                at.append(len(tensors))
+                tensors.append(None)
             elif isinstance(item, list):
                 check_numbers(item, where)
                 tensors.append(_preprocess(pixels_to_tensor, item, spec, where))
@@ -148,6 +171,8 @@ class JsonInstances:
                     f'{where} must be a base64 image, a {{"b64": ...}} object or a pixel array '
                     f"of shape [{spec.height}, {spec.width}]"
                 )
+        for index, rows in zip(at, _images(blobs, spec, limits), strict=True):
+            tensors[index] = rows
         return np.concatenate(tensors)
 
 
@@ -164,11 +189,7 @@ class EncodedImages:
         if not isinstance(spec, ImageSpec):
             raise ValidationFailed("this model takes feature vectors, not images; send JSON")
         limits.check(len(self.blobs), prod(spec.tensor_shape))
-        tensors = []
-        for what, data in self.blobs:
-            image, full_scale = decode_image(data, limits.max_image_pixels, what)
-            tensors.append(_pixels(image, full_scale, spec, what))
-        return np.concatenate(tensors)
+        return np.concatenate(_images(self.blobs, spec, limits))
 
 
 class ModelTensor:

@@ -20,7 +20,8 @@ class Limits:
 
     max_instances: int
     max_elements: int
-    max_image_pixels: int
+    max_image_pixels: int  # one image
+    max_request_pixels: int  # all of a request's images together
 
     def check(self, instances: int, elements_per_instance: int) -> None:
         """Refuse empty and oversized batches before any decoding or copying."""
@@ -43,7 +44,7 @@ class LimitTable:
 
     def __init__(self, settings: Settings) -> None:
         self.default = Limits(settings.max_instances, settings.max_elements,
-                              settings.max_image_pixels)  # fmt: skip
+                              settings.max_image_pixels, settings.max_request_pixels)  # fmt: skip
         overrides = model_overrides("SERVING_LIMIT_OVERRIDES", settings.limit_overrides,
                                     (f.name for f in fields(Limits)))  # fmt: skip
         for name, values in overrides.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -9,7 +10,6 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from service.routing import Route
-from service.schemas import PredictJSONSchema
 
 TITLE = "Keras classifier serving"
 VERSION = "1.0.0"
@@ -27,7 +27,6 @@ def document(routes: Iterable[Route], schemas: Mapping[str, dict[str, Any]]) -> 
     """Every documented route as an OpenAPI operation, with its path parameters."""
     spec = APISpec(title=TITLE, version=VERSION, openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()], info={"description": DESCRIPTION})  # fmt: skip
-    spec.components.schema("PredictJSON", schema=PredictJSONSchema)
     spec.components.schema("MessageError", _MESSAGE_ERROR)
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
@@ -40,8 +39,9 @@ def document(routes: Iterable[Route], schemas: Mapping[str, dict[str, Any]]) -> 
             {"in": "path", "name": p, "required": True, "schema": {"type": "string"}}
             for p in route.params
         ] + list(operation.get("parameters", []))
-        operation["operationId"] = "_".join((route.protocol.name, route.handler.__name__,
-                                             *route.params))  # fmt: skip
+        # Unique because method and template are: "post_v2_models_model_infer".
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method} {route.template}").strip("_")
+        operation["operationId"] = slug.lower()
         paths.setdefault(route.template, {})[route.method.lower()] = operation
     for template, operations in paths.items():
         spec.path(path=template, operations=operations)

@@ -28,6 +28,7 @@ class OnnxPredictor:
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
         meters: metrics.ModelMeters | None = None,
+        max_rows: int = 32,
     ) -> None:
         self.path = Path(version_dir) / contract.MODEL_FILE
         self.metadata = metadata
@@ -42,6 +43,9 @@ class OnnxPredictor:
         self.output_name = ""
         self.load_seconds = 0.0
         self.meters = meters or metrics.ModelMeters(self.name, self.version)
+        # Rows per session.run: a larger batch runs in slices, so a big request's activation
+        # memory stays that of max_rows instances (onnxruntime holds every layer's output).
+        self.max_rows = max(1, max_rows)
 
     @property
     def ready(self) -> bool:
@@ -92,9 +96,16 @@ class OnnxPredictor:
             )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for a float32 batch shaped like the model's input; the call is timed."""
+        """Logits for a float32 batch shaped like the model's input, ``max_rows`` rows per
+        onnxruntime call; each call is timed."""
         if self.session is None:
             raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
+        if batch.shape[0] <= self.max_rows:
+            return self._run(batch)
+        return np.concatenate([self._run(batch[start : start + self.max_rows])
+                               for start in range(0, batch.shape[0], self.max_rows)])  # fmt: skip
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
         self.meters.inference.observe(time.perf_counter() - started)

@@ -89,6 +89,7 @@ class Registry:
         try:
             meta = contract.read(entry.path, verify_checksum=self.settings.verify_checksums)
             meters = metrics.ModelMeters(entry.name, entry.version)
+            batching = config_for(self.batching, self.batching_overrides, entry.name)
             predictor = OnnxPredictor(
                 entry.path,
                 meta,
@@ -96,13 +97,13 @@ class Registry:
                 self.settings.intra_op_threads,
                 self.settings.inter_op_threads,
                 meters,
+                max_rows=batching.max_batch_size,
             )
             predictor.load()
             self.providers = [p for p in self.providers if p in predictor.providers]
             entry.metadata, entry.predictor, entry.meters = meta, predictor, meters
             entry.spec = spec_from_dict(meta["preprocessing"])
             entry.status = "loaded"
-            batching = config_for(self.batching, self.batching_overrides, entry.name)
             if batching.enabled:
                 entry.batcher = DynamicBatcher(
                     entry.name, entry.version, predictor.predict, batching
@@ -192,6 +193,6 @@ def version_number(version: int | str) -> int | None:
     """The integer a version names, or None (a version number is ASCII digits)."""
     if type(version) is int:
         return version
-    if isinstance(version, str) and version.isascii() and version.isdigit():
+    if isinstance(version, str) and version.isascii() and version.isdigit() and len(version) < 19:
         return int(version)
     return None

@@ -53,6 +53,22 @@ class Route:
         object.__setattr__(self, "params", tuple(_PARAM.findall(self.template)))
 
 
+def versioned(
+    method: str,
+    model_path: str,
+    suffix: str,
+    handler: Handler,
+    protocol: Protocol,
+    doc: dict[str, Any] | None = None,
+) -> list[Route]:
+    """The route for a model (``{model_path}{suffix}``) and the one for a version of it
+    (``{model_path}/versions/{version}{suffix}``), which every protocol here has."""
+    return [
+        Route(method, model_path + suffix, handler, protocol, doc),
+        Route(method, f"{model_path}/versions/{{version}}{suffix}", handler, protocol, doc),
+    ]
+
+
 def _pattern(template: str) -> re.Pattern[str]:
     """``/models/{model}:predict`` -> a regex; a parameter is one path segment, non-empty."""
     parts, last = [], 0

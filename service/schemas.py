@@ -31,6 +31,15 @@ class PredictOptionsSchema(Schema):
     )
 
 
+class PredictFormSchema(PredictOptionsSchema):
+    """A multipart body: the options as form fields, and image files under any field names."""
+
+    file = fields.List(
+        fields.Raw(metadata={"type": "string", "format": "binary"}),
+        metadata={"description": "One or more image files (PNG, JPEG, ...)."},
+    )
+
+
 class PredictJSONSchema(PredictOptionsSchema):
     """A JSON prediction body: exactly one of instances, instance, images, image."""
 

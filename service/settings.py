@@ -44,8 +44,8 @@ class Settings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     verify_checksums: bool = True
-    max_instances: int = 8192
-    max_elements: int = 16_777_216
+    max_instances: int = 4096
+    max_elements: int = 8_388_608
     limit_overrides: str = ""
     batching: bool = True
     batch_max_size: int = 32
@@ -54,6 +54,7 @@ class Settings:
     batching_overrides: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 16_000_000
+    max_request_pixels: int = 32_000_000
     bind: str = "127.0.0.1:8000"
     workers: int = 2
     threads: int = 2

@@ -134,8 +134,8 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     length = environ.get("CONTENT_LENGTH", "")
     stream = environ.get("wsgi.input")
     if length:
-        if not (length.isascii() and length.isdigit()):
-            raise BadRequest(f"Content-Length {length!r} is not a number of bytes")
+        if not (length.isascii() and length.isdigit() and len(length) <= 18):
+            raise BadRequest(f"Content-Length {length[:40]!r} is not a number of bytes")
         size = int(length)
         if size > limit:
             raise PayloadTooLarge.over(limit)
@@ -193,11 +193,16 @@ def _decode(data: bytes, encoding: str, limit: int) -> bytes:
 
 def compress(body: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
     """(body, encoding): gzip or deflate when the client accepts it, else unchanged."""
-    accepted = {
-        token.split(";", 1)[0].strip().lower()
-        for token in accept_encoding.split(",")
-        if not token.replace(" ", "").endswith(";q=0")
-    }
+    accepted = set()
+    for token in accept_encoding.lower().split(","):
+        coding, _, params = token.partition(";")
+        quality = params.replace(" ", "").removeprefix("q=")
+        try:
+            if quality and float(quality) <= 0:
+                continue  # q=0: not acceptable
+        except ValueError:
+            continue
+        accepted.add(coding.strip())
     if "gzip" in accepted:
         return _gzip(body), "gzip"
     if "deflate" in accepted:

@@ -17,7 +17,7 @@ from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
 from service.inputs import EncodedImages, JsonInstances, parse_json
 from service.postprocessing import top_k as most_probable
 from service.registry import ModelEntry, version_number
-from service.routing import Protocol, Route
+from service.routing import Protocol, Route, versioned
 from service.schemas import (
     INPUT_KEYS,
     ApiErrorSchema,
@@ -25,6 +25,7 @@ from service.schemas import (
     ModelSchema,
     ModelsSchema,
     ModelVersionSchema,
+    PredictFormSchema,
     PredictJSONSchema,
     PredictOptionsSchema,
     PredictResponseSchema,
@@ -242,26 +243,11 @@ _ERRORS = {str(s): {"description": d, "content": {"application/json": {"schema":
 _PREDICT_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": "PredictJSON"},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                    "model": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "top_k": {"type": "integer"},
-                },
-            }
-        },
+        "application/json": {"schema": PredictJSONSchema},
+        "multipart/form-data": {"schema": PredictFormSchema},
         **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
     },
 }
-_PREDICT_QUERY = [
-    {"in": "query", "name": n, "schema": {"type": t}, "required": False}
-    for n, t in (("model", "string"), ("version", "integer"), ("top_k", "integer"),
-                 ("logits", "boolean"))
-]  # fmt: skip
 _TAG = ["native"]
 
 
@@ -275,7 +261,7 @@ def _predict_doc(summary: str) -> dict[str, Any]:
         "summary": summary,
         "description": "Probabilities are the softmax (sigmoid for a binary model) of the "
         "model's logits, every class named, best first.",
-        "parameters": _PREDICT_QUERY,
+        "parameters": [{"in": "query", "schema": PredictOptionsSchema}],  # one per option
         "requestBody": _PREDICT_BODY,
         "responses": {"200": _ok(PredictResponseSchema), **_ERRORS},
     }
@@ -289,10 +275,8 @@ def _get_doc(summary: str, schema: type[Schema], errors: tuple[str, ...] = ()) -
 ROUTES = [
     Route("POST", "/predict", predict, PROTOCOL,
           _predict_doc("Predict with the model named in the body or query (or the default)")),
-    Route("POST", "/models/{model}/predict", predict, PROTOCOL,
-          _predict_doc("Predict with the latest loaded version of a model")),
-    Route("POST", "/models/{model}/versions/{version}/predict", predict, PROTOCOL,
-          _predict_doc("Predict with one version of a model")),
+    *versioned("POST", "/models/{model}", "/predict", predict, PROTOCOL,
+               _predict_doc("Predict with a model (its latest loaded version, or the one named)")),
     Route("GET", "/models", list_models, PROTOCOL,
           _get_doc("Every model and version: status, provider, classes, input, test metrics",
                    ModelsSchema)),

@@ -16,24 +16,23 @@ from typing import Any
 import numpy as np
 
 from service.context import Serving
-from service.dataplane import InferRequest
-from service.errors import ApiError, BadRequest
-from service.images import decode_base64
-from service.inputs import EncodedImages, ModelTensor, check_numbers, parse_json
+from service.dataplane import InferRequest, InferResult
+from service.errors import BadRequest
+from service.inputs import JsonInstances, ModelTensor, check_numbers, is_b64_object, parse_json
 from service.preprocessing import FeatureSpec, ImageSpec
+from service.protocols.common import (
+    IMAGE_INPUT,
+    MALFORMED,
+    UNKNOWN,
+    json_body,
+    operation,
+    render_message_error,
+)
 from service.registry import ModelEntry
-from service.routing import Protocol, Route
+from service.routing import Protocol, versioned
 from service.web import Request, Response, json_response
 
-IMAGE_INPUT = "image"
-
-
-def render_error(error: ApiError, request_id: str) -> tuple[int, dict[str, Any]]:
-    """``{"error": message}``; content errors (422 natively) are 400, as TF Serving says."""
-    return (400 if error.status == 422 else error.status), {"error": error.message}
-
-
-PROTOCOL = Protocol("tfserving", "/v1", render_error)
+PROTOCOL = Protocol("tfserving", "/v1", render_message_error)
 
 
 # --- status and metadata ---------------------------------------------------------------------
@@ -84,10 +83,6 @@ def metadata(serving: Serving, request: Request) -> Response:
 # --- predict and classify --------------------------------------------------------------------
 
 
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and "b64" in value
-
-
 def _document(request: Request, allowed: set[str]) -> dict[str, Any]:
     document = parse_json(request.body())
     if not isinstance(document, dict):
@@ -102,25 +97,24 @@ def _document(request: Request, allowed: set[str]) -> dict[str, Any]:
     return document
 
 
-def _images(entry: ModelEntry, items: list[Any], where: str) -> EncodedImages:
+def _images(entry: ModelEntry, items: list[Any], where: str) -> JsonInstances:
+    """``{"b64": ...}`` images, decoded and preprocessed as the native API's."""
     if not isinstance(entry.spec, ImageSpec):
         raise BadRequest(f"model {entry.name!r} takes feature vectors, not b64 images")
-    blobs = []
-    for i, item in enumerate(items):
-        if not isinstance(item["b64"], str):
-            raise BadRequest(f"{where}[{i}].b64 must be a base64 string")
-        blobs.append((f"{where}[{i}]", decode_base64(item["b64"], f"{where}[{i}]")))
-    return EncodedImages(blobs)
+    return JsonInstances(where, items)
 
 
 def _batch(entry: ModelEntry, name: str | None, items: Any, where: str):
     """A batch of values in the model's units, or of b64 images, as the dataplane's input."""
-    input_name = entry.metadata["input"]["name"]
-    if name is not None and name not in (input_name, IMAGE_INPUT):
-        raise BadRequest(f"unknown input {name!r}; model {entry.name!r} takes {input_name!r}")
+    accepted = [entry.metadata["input"]["name"]]
+    if isinstance(entry.spec, ImageSpec):
+        accepted.append(IMAGE_INPUT)
+    if name is not None and name not in accepted:
+        raise BadRequest(f"unknown input {name!r}; model {entry.name!r} takes "
+                         + " or ".join(map(repr, accepted)))  # fmt: skip
     if not isinstance(items, list) or not items:
         raise BadRequest(f"{where} must be a non-empty list (the batch)")
-    b64 = [_is_b64(item) for item in items]
+    b64 = [is_b64_object(item) for item in items]
     if all(b64):
         return _images(entry, items, where)
     if any(b64):
@@ -143,7 +137,7 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
         if (
             isinstance(instances, list)
             and instances
-            and all(isinstance(v, dict) and not _is_b64(v) for v in instances)
+            and all(isinstance(v, dict) and not is_b64_object(v) for v in instances)
         ):  # named inputs: [{"input": ...}, ...]
             names = {tuple(v) for v in instances}
             if len(names) != 1 or len(next(iter(names))) != 1:
@@ -152,7 +146,7 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
             return _batch(entry, name, [v[name] for v in instances], "instances")
         return _batch(entry, None, instances, "instances")
     columns = document["inputs"]
-    if isinstance(columns, dict) and not _is_b64(columns):
+    if isinstance(columns, dict) and not is_b64_object(columns):
         if len(columns) != 1:
             raise BadRequest(f"model {entry.name!r} takes one input; got {sorted(columns)}")
         ((name, batch),) = columns.items()
@@ -164,15 +158,21 @@ def _resolve(serving: Serving, request: Request) -> ModelEntry:
     return serving.dataplane.resolve(request.params["model"], request.params.get("version"))
 
 
-def predict(serving: Serving, request: Request) -> Response:
-    """POST /v1/models/{model}[/versions/{version}]:predict -> the probabilities."""
+def _infer(serving: Serving, request: Request, keys: set[str], decode) -> tuple[dict, InferResult]:
+    """Resolve the model, read the body (``keys`` allowed), decode its inputs, run them."""
     started = time.perf_counter()
     entry = _resolve(serving, request)
-    document = _document(request, {"instances", "inputs"})
-    inputs = _inputs(entry, document)
-    result = serving.dataplane.infer(InferRequest(inputs, started=started, entry=entry))
+    document = _document(request, keys)
+    inputs = decode(entry, document)
+    return document, serving.dataplane.infer(InferRequest(inputs, started=started, entry=entry))
+
+
+def predict(serving: Serving, request: Request) -> Response:
+    """POST /v1/models/{model}[/versions/{version}]:predict -> the probabilities."""
+    document, result = _infer(serving, request, {"instances", "inputs"}, _inputs)
     key = "predictions" if "instances" in document else "outputs"
-    return json_response({key: result.probabilities}, entry=entry, instances=result.instances)
+    return json_response({key: result.probabilities}, entry=result.entry,
+                         instances=result.instances)  # fmt: skip
 
 
 def _examples(entry: ModelEntry, document: dict[str, Any]):
@@ -186,7 +186,7 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
     if isinstance(spec, ImageSpec):
         images = []
         for i, example in enumerate(merged):
-            values = [v for v in example.values() if _is_b64(v)]
+            values = [v for v in example.values() if is_b64_object(v)]
             if len(values) != 1 or len(example) != 1:
                 raise BadRequest(f'examples[{i}] must hold one image: {{"image": {{"b64": ...}}}}')
             images.append(values[0])
@@ -213,15 +213,10 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
 
 def classify(serving: Serving, request: Request) -> Response:
     """POST /v1/models/{model}[/versions/{version}]:classify -> [[label, score], ...]."""
-    started = time.perf_counter()
-    entry = _resolve(serving, request)
-    document = _document(request, {"examples", "context"})
-    inputs = _examples(entry, document)
-    result = serving.dataplane.infer(InferRequest(inputs, started=started, entry=entry))
-    classes = result.classes
-    rows = [[[c, float(p)] for c, p in zip(classes, row, strict=True)]
+    _, result = _infer(serving, request, {"examples", "context"}, _examples)
+    rows = [[[c, float(p)] for c, p in zip(result.classes, row, strict=True)]
             for row in result.probabilities]  # fmt: skip
-    return json_response({"result": rows}, entry=entry, instances=result.instances)
+    return json_response({"result": rows}, entry=result.entry, instances=result.instances)
 
 
 def regress(serving: Serving, request: Request) -> Response:
@@ -232,49 +227,21 @@ def regress(serving: Serving, request: Request) -> Response:
 
 # --- the route table -------------------------------------------------------------------------
 
-_TAG = ["TensorFlow Serving REST"]
-_ERROR = {
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageError"}}}
-}
-
-
-def _doc(summary: str, *errors: tuple[str, str], body: str | None = None) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "tags": _TAG,
-        "summary": summary,
-        "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
-            **{status: {"description": why, **_ERROR} for status, why in errors},
-        },
-    }
-    if body:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{body}"}}}}  # fmt: skip
-    return operation
-
-
-_UNKNOWN = ("404", "Unknown model or version")
-_BAD = ("400", "Malformed request")
-_M, _MV = "/v1/models/{model}", "/v1/models/{model}/versions/{version}"
+_TAG = "TensorFlow Serving REST"
+_M = "/v1/models/{model}"
 
 ROUTES = [
-    Route("GET", _M, status, PROTOCOL, _doc("Model version status", _UNKNOWN)),
-    Route("GET", _MV, status, PROTOCOL, _doc("One version's status", _UNKNOWN)),
-    Route("GET", _M + "/metadata", metadata, PROTOCOL, _doc("Signature", _UNKNOWN)),
-    Route("GET", _MV + "/metadata", metadata, PROTOCOL, _doc("One version's signature",
-                                                             _UNKNOWN)),
-    Route("POST", _M + ":predict", predict, PROTOCOL,
-          _doc("Predict: probabilities (row or columnar format)", _BAD, _UNKNOWN,
-               body="TFServingPredict")),
-    Route("POST", _MV + ":predict", predict, PROTOCOL,
-          _doc("Predict with one version", _BAD, _UNKNOWN, body="TFServingPredict")),
-    Route("POST", _M + ":classify", classify, PROTOCOL,
-          _doc("Classify examples keyed by feature name: [label, score] pairs", _BAD,
-               _UNKNOWN, body="TFServingClassify")),
-    Route("POST", _MV + ":classify", classify, PROTOCOL,
-          _doc("Classify with one version", _BAD, _UNKNOWN, body="TFServingClassify")),
-    Route("POST", _M + ":regress", regress, PROTOCOL),
-    Route("POST", _MV + ":regress", regress, PROTOCOL),
+    *versioned("GET", _M, "", status, PROTOCOL,
+               operation(_TAG, "Model version status", UNKNOWN)),
+    *versioned("GET", _M, "/metadata", metadata, PROTOCOL,
+               operation(_TAG, "The serving_default signature", UNKNOWN)),
+    *versioned("POST", _M, ":predict", predict, PROTOCOL,
+               operation(_TAG, "Predict: probabilities (row or columnar format)", MALFORMED,
+                         UNKNOWN, body=json_body("TFServingPredict"))),
+    *versioned("POST", _M, ":classify", classify, PROTOCOL,
+               operation(_TAG, "Classify examples keyed by feature name: [label, score] pairs",
+                         MALFORMED, UNKNOWN, body=json_body("TFServingClassify"))),
+    *versioned("POST", _M, ":regress", regress, PROTOCOL),
 ]  # fmt: skip
 
 SCHEMAS = {

@@ -19,30 +19,32 @@ import orjson
 from service import statistics
 from service.context import Serving
 from service.dataplane import InferRequest, InferResult
-from service.errors import ApiError, BadRequest, ModelUnavailable
+from service.errors import BadRequest
 from service.images import decode_base64
 from service.inputs import EncodedImages, ModelTensor
 from service.postprocessing import top_k
 from service.preprocessing import ImageSpec
 from service.protocols import v2_tensors as tensors
+from service.protocols.common import (
+    IMAGE_INPUT,
+    MALFORMED,
+    UNKNOWN,
+    json_body,
+    operation,
+    render_message_error,
+)
 from service.registry import ModelEntry
-from service.routing import Protocol, Route
+from service.routing import Protocol, Route, versioned
 from service.web import Request, Response, json_response
 
 SERVER_NAME = "keras-classifier-serving"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
               "model_repository", "statistics"]  # fmt: skip
-IMAGE_INPUT = "image"
 OUTPUTS = ("logits", "probabilities", "label")
 PLATFORM = "onnxruntime_onnx"
 
 
-def render_error(error: ApiError, request_id: str) -> tuple[int, dict[str, Any]]:
-    """``{"error": message}``; content errors (422 natively) are 400 here, as in Triton."""
-    return (400 if error.status == 422 else error.status), {"error": error.message}
-
-
-PROTOCOL = Protocol("v2", "/v2", render_error)
+PROTOCOL = Protocol("v2", "/v2", render_message_error)
 
 
 def _server_version() -> str:
@@ -98,11 +100,7 @@ def _outputs(entry: ModelEntry) -> list[dict[str, Any]]:
 
 
 def _servable(serving: Serving, request: Request) -> ModelEntry:
-    entry = _entry(serving, request)
-    if not entry.loaded:
-        raise ModelUnavailable(f"model {entry.name!r} version {entry.version} is not ready: "
-                               f"{entry.error}")  # fmt: skip
-    return entry
+    return serving.registry.get(request.params["model"], request.params.get("version"))
 
 
 def model_metadata(serving: Serving, request: Request) -> Response:
@@ -180,6 +178,15 @@ def repository_index(serving: Serving, request: Request) -> Response:
                       "state": "READY" if entry.loaded else "UNAVAILABLE",
                       "reason": "" if entry.loaded else (entry.error or entry.status)})  # fmt: skip
     return json_response(index)
+
+
+def model_control(serving: Serving, request: Request) -> Response:
+    """POST /v2/repository/models/{model}/load|unload: refused, as Triton refuses them when
+    it is not in explicit model-control mode (the model must exist: else a 404)."""
+    serving.registry.find(request.params["model"])
+    action = request.path.rsplit("/", 1)[1]
+    raise BadRequest(f"explicit model {action} is not allowed: this server loads every model "
+                     "version in its repository at start")  # fmt: skip
 
 
 def stats(serving: Serving, request: Request) -> Response:
@@ -317,70 +324,43 @@ def infer(serving: Serving, request: Request) -> Response:
 
 # --- the route table -------------------------------------------------------------------------
 
-_TAG = ["Open Inference Protocol (V2)"]
-_ERROR = {
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageError"}}}
+_TAG = "Open Inference Protocol (V2)"
+_INFER_BODY = json_body("V2InferenceRequest", "An inference request: JSON, or (binary tensor "
+                        "data extension) the JSON header followed by the tensors' bytes, its "
+                        "length in Inference-Header-Content-Length.")  # fmt: skip
+_INFER_BODY["content"]["application/octet-stream"] = {
+    "schema": {"type": "string", "format": "binary"}
 }
+_M = "/v2/models/{model}"
 
 
-def _doc(summary: str, ok: str, *errors: tuple[str, str], body: dict | None = None) -> dict:
-    operation: dict[str, Any] = {
-        "tags": _TAG,
-        "summary": summary,
-        "responses": {
-            "200": {"description": ok, "content": {"application/json": {"schema": {}}}},
-            **{status: {"description": why, **_ERROR} for status, why in errors},
-        },
-    }
-    if body is not None:
-        operation["requestBody"] = body
-    return operation
+def _doc(summary: str, *errors: tuple[str, str], body: dict | None = None) -> dict[str, Any]:
+    return operation(_TAG, summary, *errors, body=body)
 
-
-_UNKNOWN = ("404", "Unknown model or version")
-_INFER_BODY = {
-    "required": True,
-    "description": "An inference request: JSON, or (binary tensor data extension) the JSON "
-    "header followed by the tensors' bytes, its length in Inference-Header-Content-Length.",
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/V2InferenceRequest"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    },
-}
-_INFER_DOC = _doc("Infer: logits, probabilities and labels", "The inference response",
-                  ("400", "Malformed request"), _UNKNOWN, ("413", "Body or image too large"),
-                  body=_INFER_BODY)  # fmt: skip
-_M, _MV = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
 
 ROUTES = [
-    Route("GET", "/v2", server_metadata, PROTOCOL,
-          _doc("Server metadata: name, version, extensions", "Server metadata")),
-    Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness", "Live")),
+    Route("GET", "/v2", server_metadata, PROTOCOL, _doc("Server metadata: extensions")),
+    Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness")),
     Route("GET", "/v2/health/ready", ready, PROTOCOL,
-          _doc("Server readiness", "Ready", ("400", "Not ready"))),
-    Route("GET", _M, model_metadata, PROTOCOL, _doc("Model metadata", "Metadata", _UNKNOWN)),
-    Route("GET", _MV, model_metadata, PROTOCOL, _doc("Model version metadata", "Metadata",
-                                                     _UNKNOWN)),
-    Route("GET", _M + "/config", model_config, PROTOCOL,
-          _doc("Model configuration (Triton's)", "Configuration", _UNKNOWN)),
-    Route("GET", _MV + "/config", model_config, PROTOCOL,
-          _doc("Model version configuration (Triton's)", "Configuration", _UNKNOWN)),
-    Route("GET", _M + "/ready", model_ready, PROTOCOL,
-          _doc("Model readiness", "Ready", ("400", "Not ready"), _UNKNOWN)),
-    Route("GET", _MV + "/ready", model_ready, PROTOCOL,
-          _doc("Model version readiness", "Ready", ("400", "Not ready"), _UNKNOWN)),
-    Route("POST", _M + "/infer", infer, PROTOCOL, _INFER_DOC),
-    Route("POST", _MV + "/infer", infer, PROTOCOL, _INFER_DOC),
+          _doc("Server readiness", ("400", "Not ready"))),
+    *versioned("GET", _M, "", model_metadata, PROTOCOL, _doc("Model metadata", UNKNOWN)),
+    *versioned("GET", _M, "/config", model_config, PROTOCOL,
+               _doc("Model configuration (Triton's)", UNKNOWN)),
+    *versioned("GET", _M, "/ready", model_ready, PROTOCOL,
+               _doc("Model readiness", ("400", "Not ready"), UNKNOWN)),
+    *versioned("POST", _M, "/infer", infer, PROTOCOL,
+               _doc("Infer: logits, probabilities and labels", MALFORMED, UNKNOWN,
+                    ("413", "Body or images too large"), body=_INFER_BODY)),
     Route("POST", "/v2/repository/index", repository_index, PROTOCOL,
-          _doc("Every model version and its state", "The index", ("400", "Malformed body"))),
+          _doc("Every model version and its state", MALFORMED)),
+    *(Route("POST", f"/v2/repository/models/{{model}}/{action}", model_control, PROTOCOL,
+            _doc(f"Explicit model {action}: refused (every version is loaded at start)",
+                 ("400", "Not allowed"), UNKNOWN)) for action in ("load", "unload")),
     Route("GET", "/v2/models/stats", stats, PROTOCOL,
-          _doc("Statistics of every model version, summed over workers", "Statistics")),
-    Route("GET", _M + "/stats", stats, PROTOCOL,
-          _doc("Statistics of a model's versions", "Statistics", _UNKNOWN)),
-    Route("GET", _MV + "/stats", stats, PROTOCOL,
-          _doc("Statistics of a model version", "Statistics", _UNKNOWN)),
+          _doc("Statistics of every model version, summed over workers")),
+    *versioned("GET", _M, "/stats", stats, PROTOCOL,
+               _doc("Statistics of a model's versions, summed over workers", UNKNOWN)),
 ]  # fmt: skip
-
 SCHEMAS = {
     "V2InferenceRequest": {
         "type": "object",

@@ -31,6 +31,8 @@ DTYPES = {
 }  # fmt: skip
 DATATYPES = (*DTYPES, "BYTES")
 _LENGTH = struct.Struct("<I")
+MAX_RANK = 8  # dimensions of a tensor; a model input here has at most 5
+MAX_DIMENSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ def split_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     """(JSON header, binary section) of an infer request body."""
     if not header_length:
         return body, b""
-    if not (header_length.isascii() and header_length.isdigit()):
-        raise BadRequest(f"{HEADER_LENGTH} {header_length!r} is not a number of bytes")
+    if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 18):
+        raise BadRequest(f"{HEADER_LENGTH} {header_length[:40]!r} is not a number of bytes")
     size = int(header_length)
     if size > len(body):
         raise BadRequest(f"{HEADER_LENGTH} is {size:,} bytes but the body has only {len(body):,}")
@@ -85,8 +87,10 @@ def parse_inputs(inputs: Any, binary: bytes) -> list[Tensor]:
         if datatype not in DATATYPES:
             raise BadRequest(f"input {name!r} has datatype {datatype!r}; "
                              f"expected one of {', '.join(DATATYPES)}")  # fmt: skip
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise BadRequest(f"input {name!r} needs a 'shape' of non-negative integers")
+        if (not isinstance(shape, list) or len(shape) > MAX_RANK
+                or not all(type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape)):  # fmt: skip
+            raise BadRequest(f"input {name!r} needs a 'shape' of at most {MAX_RANK} "
+                             f"non-negative integers below 2**31")  # fmt: skip
         parameters = spec.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest(f"input {name!r}: 'parameters' must be an object")

@@ -5,7 +5,10 @@ API and with onnxruntime in process."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -95,14 +98,36 @@ def test_classification_extension(triton, fashion):
         assert float(value) == pytest.approx(p.max(), rel=1e-6)
 
 
-def test_image_bytes_and_compression(triton, fashion):
-    pngs = np.array([image_bytes(fashion["images"][i]) for i in range(4)], dtype=object)
-    images = httpclient.InferInput("image", [4], "BYTES")
+def test_image_bytes_and_compression(triton, server, fashion):
+    pngs = np.array([image_bytes(fashion["images"][i]) for i in range(16)], dtype=object)
+    images = httpclient.InferInput("image", [16], "BYTES")
     images.set_data_from_numpy(pngs, binary_data=True)
     result = triton.infer("fashion-mnist", [images], request_compression_algorithm="gzip",
                           response_compression_algorithm="deflate")  # fmt: skip
     got = result.as_numpy("probabilities")
-    assert got.argmax(axis=1).tolist() == np.argmax(fashion["logits"][:4], axis=1).tolist()
+    assert got.argmax(axis=1).tolist() == np.argmax(fashion["logits"][:16], axis=1).tolist()
+    # The same exchange by hand: the response really was compressed (it is over 1 KiB).
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [16],
+                    "data": [base64.b64encode(p).decode() for p in pngs],
+                }
+            ]
+        }
+    )
+    request = urllib.request.Request(server + "/v2/models/fashion-mnist/infer",
+                                     data=gzip.compress(body.encode()), method="POST",
+                                     headers={"Content-Encoding": "gzip",
+                                              "Accept-Encoding": "deflate"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Encoding"] == "deflate"
+        answer = json.loads(zlib.decompress(response.read()))
+    probs = next(o for o in answer["outputs"] if o["name"] == "probabilities")
+    np.testing.assert_allclose(np.reshape(probs["data"], (16, 10)), got, atol=1e-7)
 
 
 def test_errors_reach_the_client_as_4xx(triton, fashion):

@@ -376,3 +376,23 @@ def test_plain_options_agree_with_the_schema(data):
     if got is not None:  # the shortcut answers only where the schema loads the same dict
         assert got == expected
     assert (got is None) == (data in _OPTION_CASES[9:])
+
+
+def test_base64_as_clients_write_it(client, fashion):
+    png = image_bytes(fashion["images"][0])
+    plain = base64.b64encode(png).decode()
+    expected = client.post("/predict", json={"image": plain}).get_json()["predictions"]
+    wrapped = "\n".join(plain[i : i + 76] for i in range(0, len(plain), 76))  # MIME lines
+    for text in (plain.rstrip("="), base64.urlsafe_b64encode(png).decode(), wrapped):
+        r = client.post("/predict", json={"image": text})
+        assert r.status_code == 200
+        assert r.get_json()["predictions"] == expected
+    r = client.post("/predict", json={"image": plain[:-5] + "!!!!!"})
+    assert r.get_json()["error"]["code"] == "invalid_image"
+
+
+def test_deeply_nested_json_is_a_400(client):
+    r = client.post("/predict?model=circles", data=b"[" * 200_000, content_type="application/json")
+    assert r.status_code == 400
+    assert r.get_json()["error"] == {"code": "invalid_json",
+                                     "message": "the JSON is nested too deeply"}  # fmt: skip

@@ -331,3 +331,11 @@ def test_unknown_methods_share_one_metric_label(client):
     for method in ("FOO", "BAR", "PROPFIND"):
         assert client.open("/nowhere", method=method).status_code == 404
     assert metrics.HTTP_REQUESTS.labels("unmatched", "other", "404")._value.get() == before + 3
+
+
+def test_quality_zero_in_any_spelling_refuses_an_encoding(client):
+    for header in ("gzip;q=0.0", "gzip; q=0, deflate;q=0.000", "br"):
+        r = client.get("/openapi.json", headers={"Accept-Encoding": header})
+        assert "Content-Encoding" not in r.headers, header
+    r = client.get("/openapi.json", headers={"Accept-Encoding": "gzip;q=0, deflate;q=0.5"})
+    assert r.headers["Content-Encoding"] == "deflate"

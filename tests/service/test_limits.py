@@ -17,8 +17,10 @@ def test_small_vectors_come_in_thousands_images_stay_few(client, fashion):
     r = client.post("/predict?model=circles", json={"instances": [[0.5, 0.5]] * 200})
     assert r.status_code == 200
     assert len(r.get_json()["predictions"]) == 200
-    r = client.post("/predict?model=circles", json={"instances": [[0.5, 0.5]] * 8192})
+    r = client.post("/predict?model=circles", json={"instances": [[0.5, 0.5]] * 4096})
     assert r.status_code == 200
+    r = client.post("/predict?model=circles", json={"instances": [[0.5, 0.5]] * 4097})
+    assert r.get_json()["error"]["code"] == "batch_too_large"
 
 
 def _limited(settings, **overrides):
@@ -105,7 +107,8 @@ def test_the_same_limits_in_every_protocol(settings, fashion):
 
 
 def test_limits_object():
-    limits = Limits(max_instances=4, max_elements=10, max_image_pixels=100)
+    limits = Limits(max_instances=4, max_elements=10, max_image_pixels=100,
+                    max_request_pixels=150)  # fmt: skip
     limits.check(4, 2)
     with pytest.raises(Exception, match="empty"):
         limits.check(0, 2)
@@ -113,3 +116,50 @@ def test_limits_object():
         limits.check(5, 1)
     with pytest.raises(Exception, match="12 input elements"):
         limits.check(3, 4)
+
+
+def test_the_request_pixel_budget_is_checked_from_headers_before_decoding(settings, monkeypatch):
+    from service import inputs
+    from tests.helpers import png_header_only
+
+    decoded = []
+    real = inputs.decode_image
+    monkeypatch.setattr(inputs, "decode_image", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    client = _limited(settings, max_request_pixels=25_000_000)
+    big = base64.b64encode(png_header_only(3000, 3000)).decode()  # 9,000,000 pixels each
+    r = client.post("/predict?model=fashion-mnist", json={"images": [big] * 3})
+    assert r.status_code == 413
+    error = r.get_json()["error"]
+    assert error["code"] == "image_too_large"
+    assert error["message"] == ("the request's 3 images hold 27,000,000 pixels; the limit is "
+                                "25,000,000 per request")  # fmt: skip
+    assert decoded == []
+    r = client.post("/v2/models/fashion-mnist/infer", json={"inputs": [{
+        "name": "image", "datatype": "BYTES", "shape": [3], "data": [big] * 3}]})  # fmt: skip
+    assert (r.status_code, decoded) == (413, [])
+    one = _limited(settings, max_request_pixels=1_000_000)  # one image: the smaller limit holds
+    r = one.post("/predict?model=fashion-mnist", data=png_header_only(2000, 2000),
+                 content_type="image/png")  # fmt: skip
+    assert r.status_code == 413
+    assert "the limit is 1,000,000" in r.get_json()["error"]["message"]
+
+
+def test_a_request_larger_than_the_batch_size_runs_in_slices(settings):
+    from prometheus_client import REGISTRY
+
+    def calls_and_rows():
+        labels = {"model": "circles", "version": "1"}
+        return (REGISTRY.get_sample_value("batch_size_count", labels) or 0,
+                REGISTRY.get_sample_value("batch_size_sum", labels) or 0)  # fmt: skip
+
+    app = create_app(settings, batch_max_size=8, batching=False)
+    client = app.test_client()
+    x = np.random.default_rng(1).normal(size=(100, 2)).round(3).tolist()
+    before = calls_and_rows()
+    sliced = client.post("/predict?model=circles", json={"instances": x}).get_json()
+    after = calls_and_rows()
+    assert after[0] - before[0] == 13  # ceil(100 / 8) onnxruntime calls
+    assert after[1] - before[1] == 100
+    whole = create_app(settings, batch_max_size=128).test_client()
+    expected = whole.post("/predict?model=circles", json={"instances": x}).get_json()
+    assert sliced["predictions"] == expected["predictions"]

@@ -150,3 +150,13 @@ def test_malformed_json_and_unknown_models(client):
     r = client.post("/v1/models/fashion-mnist:predict", json={"instances": [_b64(b"nope")]})
     assert r.status_code == 400
     assert "instances[0] is not an image" in r.get_json()["error"]
+
+
+def test_an_image_input_only_for_image_models_and_deep_json_is_a_400(client):
+    r = client.post("/v1/models/circles:predict", json={"inputs": {"image": [[0, 0]]}})
+    assert (r.status_code, r.get_json()) == (400, {"error": "unknown input 'image'; model "
+                                                            "'circles' takes 'input'"})  # fmt: skip
+    for path in ("/v1/models/circles:predict", "/v1/models/circles:classify"):
+        r = client.post(path, data=b"[" * 200_000, content_type="application/json")
+        assert r.status_code == 400
+        assert r.get_json() == {"error": "the JSON is nested too deeply"}

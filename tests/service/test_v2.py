@@ -98,7 +98,7 @@ def test_model_ready_and_config(client):
     assert client.get("/v2/models/circles/versions/1/ready").status_code == 200
     assert client.get("/v2/models/nope/ready").status_code == 404
     config = client.get("/v2/models/fashion-mnist/config").get_json()
-    assert config["max_batch_size"] == 8192
+    assert config["max_batch_size"] == 4096
     assert config["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [28, 28, 1]}
     assert config["output"][2] == {"name": "label", "data_type": "TYPE_STRING", "dims": [1]}
     assert config["dynamic_batching"]["preferred_batch_size"] == [32]
@@ -253,7 +253,10 @@ _GOOD = {"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [0.1, 0.2
         ({"inputs": [{**_GOOD, "shape": [1, 3]}]}, "has 2 elements in 'data'; its shape [1, 3]"),
         ({"inputs": [{**_GOOD, "shape": [2, 1], "data": [0, 1]}]},
          "input 'input' has shape [2, 1]; the model takes [-1, 2]"),
-        ({"inputs": [{**_GOOD, "shape": [1, -1]}]}, "'shape' of non-negative integers"),
+        ({"inputs": [{**_GOOD, "shape": [1, -1]}]}, "'shape' of at most 8 non-negative"),
+        ({"inputs": [{**_GOOD, "shape": [1] * 9}]}, "'shape' of at most 8 non-negative"),
+        ({"inputs": [{**_GOOD, "shape": [10**18] * 8}]}, "below 2**31"),
+        ({"inputs": [{**_GOOD, "shape": [2**31 - 1] * 8}]}, "has 2 elements in 'data'"),
         ({"inputs": [{**_GOOD, "data": [0.1, "x"]}]}, 'data[1] must be a number, got "x"'),
         ({"inputs": [{**_GOOD, "data": [[0.1], 0.2]}]}, "ragged"),
         ({"inputs": [{**_GOOD, "data": [1e39, 0]}]}, "must be finite"),
@@ -376,3 +379,19 @@ def test_statistics_count_requests_and_instances(settings):
         ("blobs", "1"), ("circles", "1"), ("digits", "1"), ("fashion-mnist", "1")}  # fmt: skip
     assert len(client.get("/v2/models/circles/stats").get_json()["model_stats"]) == 1
     assert client.get("/v2/models/nope/stats").status_code == 404
+
+
+def test_header_lengths_beyond_reason_are_400s(client):
+    for value in ("9" * 5000, "1" * 19, "-5", "0x10"):
+        r = client.post("/v2/models/circles/infer", data=b"{}", headers={HEADER: value})
+        assert r.status_code == 400, value
+        assert "is not a number of bytes" in r.get_json()["error"]
+
+
+def test_model_control_is_refused_like_triton_without_explicit_mode(client):
+    for action in ("load", "unload"):
+        r = client.post(f"/v2/repository/models/circles/{action}")
+        assert r.status_code == 400
+        assert r.get_json()["error"].startswith(f"explicit model {action} is not allowed")
+        assert client.post(f"/v2/repository/models/nope/{action}").status_code == 404
+    assert client.get("/v2/models/circles/ready").status_code == 200  # still serving
