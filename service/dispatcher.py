@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from service import observability
+from service import metrics, observability
 from service.errors import ApiError, MethodNotAllowed, NotFound
 from service.web import Request, Response, compress
 
@@ -43,7 +43,8 @@ class Dispatcher:
         route, params, endpoint, allowed = self.router.match(method, path)
         protocol = route.protocol if route else self.router.protocol_for(path)
         rid = observability.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
-        observability.begin(endpoint, method)
+        label = metrics.method_label(method)
+        observability.begin(endpoint, label)
         try:
             error: ApiError | None = None
             try:
@@ -76,6 +77,7 @@ class Dispatcher:
             observability.record(
                 rid=rid,
                 method=method,
+                method_label=label,
                 path=path,
                 endpoint=endpoint,
                 status=response.status,
@@ -86,4 +88,4 @@ class Dispatcher:
             )
             return [] if method == "HEAD" else [body]
         finally:
-            observability.end(endpoint, method)
+            observability.end(endpoint, label)

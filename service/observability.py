@@ -39,14 +39,14 @@ def request_id(given: str) -> str:
     return given if given and _REQUEST_ID.match(given) else new_request_id()
 
 
-def begin(endpoint: str, method: str) -> None:
-    """A request entered: count it in progress."""
-    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, metrics.method_label(method)).inc()
+def begin(endpoint: str, method_label: str) -> None:
+    """A request entered: count it in progress (``method_label``: metrics.method_label's)."""
+    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, method_label).inc()
 
 
-def end(endpoint: str, method: str) -> None:
+def end(endpoint: str, method_label: str) -> None:
     """A request left (answered or not)."""
-    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, metrics.method_label(method)).dec()
+    metrics.child(metrics.HTTP_IN_PROGRESS, endpoint, method_label).dec()
 
 
 def log_error(error: ApiError, rid: str | None) -> None:
@@ -67,6 +67,7 @@ def record(
     *,
     rid: str | None,
     method: str,
+    method_label: str,
     path: str,
     endpoint: str,
     status: int,
@@ -75,8 +76,9 @@ def record(
     instances: int | None = None,
     error: ApiError | None = None,
 ) -> None:
-    """An answered request: HTTP metrics, the error count, and its access-log line."""
-    code, method_label = str(status), metrics.method_label(method)
+    """An answered request: HTTP metrics, the error count, and its access-log line (the
+    metrics label the method as ``method_label``, the log line as sent)."""
+    code = str(status)
     metrics.child(metrics.HTTP_REQUESTS, endpoint, method_label, code).inc()
     metrics.child(metrics.HTTP_DURATION, endpoint, method_label, code).observe(duration)
     if error is not None:

@@ -141,3 +141,42 @@ def test_readme_fast_path_before_after_comes_from_the_committed_runs():
             f"| {mb['rps']:,.0f} / {ma['rps']:,.0f} |"
         )
         assert row in readme, row
+
+
+def test_v2_bodies_are_what_tritonclient_sends_and_only_the_service_gets_them():
+    import numpy as np
+
+    from service.protocols.v2_tensors import parse_header, parse_inputs, split_body
+
+    bodies = harness.payloads()
+    header, binary = split_body(bodies["v2-binary"], bodies["v2-binary-header"].decode())
+    document = parse_header(header)
+    (tensor,) = parse_inputs(document["inputs"], binary)
+    (as_json,) = parse_inputs(json.loads(bodies["v2-json"])["inputs"], b"")
+    pixels = np.array(json.loads(bodies["pixels"])["instances"][0], np.float32) / 255
+    assert tensor.shape == (1, 28, 28, 1)
+    np.testing.assert_array_equal(tensor.data.reshape(28, 28), pixels)
+    np.testing.assert_array_equal(as_json.data, tensor.data)
+    assert document["parameters"] == {"binary_data_output": True}
+    catalogue = harness.systems(1, bodies, ROOT / "unused", baseline=ROOT)
+    for name, system in catalogue.items():
+        has_v2 = {"fashion-v2-binary", "fashion-v2-json"} <= set(system.routes)
+        assert has_v2 == name.startswith("service"), name
+    assert catalogue["baseline"].cwd == ROOT
+
+
+def test_ratios_compare_points_of_the_same_run():
+    point = {"concurrency": 8, "rps": 0, "p50_ms": 1, "p99_ms": 2, "p90_ms": 2, "errors": 0,
+             "requests": 1}  # fmt: skip
+    document = {
+        "settings": {"concurrency": [8]},
+        "systems": {
+            "service": {"workloads": {"fashion-json": [{**point, "rps": 1000.0}],
+                                      "fashion-v2-binary": [{**point, "rps": 1250.0}]}},
+            "baseline": {"workloads": {"fashion-json": [{**point, "rps": 800.0}]}},
+        },
+    }  # fmt: skip
+    ratios = dict(harness._ratios(document))
+    assert ratios["service / baseline, fashion-json"] == {8: 1.25}
+    assert ratios["service V2 binary / service native JSON"] == {8: 1.25}
+    assert "service / minimal, fashion-json" not in ratios  # not measured in this run
