@@ -180,3 +180,17 @@ def test_ratios_compare_points_of_the_same_run():
     assert ratios["service / baseline, fashion-json"] == {8: 1.25}
     assert ratios["service V2 binary / service native JSON"] == {8: 1.25}
     assert "service / minimal, fashion-json" not in ratios  # not measured in this run
+
+
+def test_readme_round_three_tables_come_from_the_committed_runs():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- bench-round3:start -->")[1].split("<!-- bench-round3:end -->")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    sources = ((ROOT / "bench" / "results" / "instructions" / "results.md").read_text()
+               + (ROOT / "bench" / "results" / "protocols" / "results.md").read_text())  # fmt: skip
+    assert len(rows) > 12
+    for row in rows:
+        assert row in sources, row
+    for name in ("instructions", "protocols"):
+        document = json.loads((ROOT / "bench" / "results" / name / "results.json").read_text())
+        assert document["command"] in " ".join(section.split())
