@@ -13,15 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from service.postprocessing import probabilities
 from tests.e2e.conftest import call, running_server
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.slow
-
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
 @pytest.fixture(scope="module")
