@@ -27,7 +27,6 @@ class OnnxPredictor:
         providers: Sequence[str],
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
-        meters: metrics.ModelMeters | None = None,
         max_rows: int = 32,
     ) -> None:
         self.path = Path(version_dir) / contract.MODEL_FILE
@@ -42,7 +41,7 @@ class OnnxPredictor:
         self.input_name = ""
         self.output_name = ""
         self.load_seconds = 0.0
-        self.meters = meters or metrics.ModelMeters(self.name, self.version)
+        self.meters = metrics.ModelMeters(self.name, self.version)
         # Rows per session.run: a larger batch runs in slices, so a big request's activation
         # memory stays that of max_rows instances (onnxruntime holds every layer's output).
         self.max_rows = max(1, max_rows)

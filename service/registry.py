@@ -33,12 +33,16 @@ class ModelEntry:
     spec: Spec | None = None
     load_seconds: float = 0.0
     batcher: DynamicBatcher | None = None
-    meters: metrics.ModelMeters | None = None
 
     @property
     def loaded(self) -> bool:
         """Servable."""
         return self.status == "loaded"
+
+    @property
+    def meters(self) -> metrics.ModelMeters:
+        """The loaded version's metrics (its predictor's)."""
+        return self.predictor.meters
 
     @property
     def provider(self) -> str | None:
@@ -88,7 +92,6 @@ class Registry:
         started = time.perf_counter()
         try:
             meta = contract.read(entry.path, verify_checksum=self.settings.verify_checksums)
-            meters = metrics.ModelMeters(entry.name, entry.version)
             batching = config_for(self.batching, self.batching_overrides, entry.name)
             predictor = OnnxPredictor(
                 entry.path,
@@ -96,12 +99,11 @@ class Registry:
                 self.providers,
                 self.settings.intra_op_threads,
                 self.settings.inter_op_threads,
-                meters,
                 max_rows=batching.max_batch_size,
             )
             predictor.load()
             self.providers = [p for p in self.providers if p in predictor.providers]
-            entry.metadata, entry.predictor, entry.meters = meta, predictor, meters
+            entry.metadata, entry.predictor = meta, predictor
             entry.spec = spec_from_dict(meta["preprocessing"])
             entry.status = "loaded"
             if batching.enabled:
@@ -137,6 +139,16 @@ class Registry:
     def versions_of(self, name: str) -> list[ModelEntry]:
         """All versions of a model, ascending."""
         return sorted((e for e in self.entries.values() if e.name == name), key=lambda e: e.version)
+
+    def select(self, name: str | None = None, version: int | str | None = None) -> list[ModelEntry]:
+        """Entries in (name, version) order: every one; a model's versions; or one version.
+        An unknown model or version is a 404, as in ``find``."""
+        if name is None:
+            return sorted(self.entries.values(), key=lambda e: (e.name, e.version))
+        if version is not None:
+            return [self.find(name, version)]
+        self.find(name)
+        return self.versions_of(name)
 
     def find(self, name: str, version: int | str | None = None) -> ModelEntry:
         """The entry for a name and version (latest loaded version when none is given).

@@ -103,32 +103,31 @@ class Router:
                 raise ValueError(f"{route.method} {route.template} is defined twice")
             methods[route.method] = route
         self._exact = {t: m for t, m in by_template.items() if "{" not in t}
-        # Grouped by first path segment, so a request tries only its family's templates.
-        self._templates: dict[str, list[tuple[re.Pattern[str], dict[str, Route]]]] = {}
-        for template, methods in by_template.items():
-            if "{" in template:
-                self._templates.setdefault(_first_segment(template), []).append(
-                    (_pattern(template), methods)
-                )
-        for group in self._templates.values():  # most literal characters first: ".../{m}:predict"
-            group.sort(key=lambda item: -len(_PARAM.sub("", next(iter(item[1].values())).template)))
+        # Grouped by first path segment, so a request tries only its family's templates;
+        # most literal characters first, so ".../{model}:predict" wins over ".../{model}".
+        self._templates: dict[str, list[tuple[re.Pattern[str], str, dict[str, Route]]]] = {}
+        for template in sorted((t for t in by_template if "{" in t),
+                               key=lambda t: -len(_PARAM.sub("", t))):  # fmt: skip
+            self._templates.setdefault(_first_segment(template), []).append(
+                (_pattern(template), template, by_template[template])
+            )
         self._protocols = sorted(protocols, key=lambda p: -len(p.prefix))
 
     def match(self, method: str, path: str) -> Match:
         """The route for a method and path; for a 405, the path's template and its methods."""
-        methods = self._exact.get(path)
+        template, methods = path, self._exact.get(path)
         params: dict[str, str] = {}
         if methods is None:
-            for pattern, candidates in self._templates.get(_first_segment(path), ()):
+            for pattern, candidate, candidates in self._templates.get(_first_segment(path), ()):
                 found = pattern.fullmatch(path)
                 if found:
-                    methods, params = candidates, found.groupdict()
+                    template, methods, params = candidate, candidates, found.groupdict()
                     break
             else:
                 return Match(None, {}, "unmatched", [])
         route = methods.get("GET" if method == "HEAD" else method)
         allowed = sorted({*methods, *(["HEAD"] if "GET" in methods else [])})
-        return Match(route, params, next(iter(methods.values())).template, allowed)
+        return Match(route, params, template, allowed)
 
     def protocol_for(self, path: str) -> Protocol:
         """The protocol whose prefix the path falls under (errors of unmatched paths)."""

@@ -9,6 +9,7 @@ inflated up to the same limit.
 
 from __future__ import annotations
 
+import gzip
 import io
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -204,12 +205,7 @@ def compress(body: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
             continue
         accepted.add(coding.strip())
     if "gzip" in accepted:
-        return _gzip(body), "gzip"
+        return gzip.compress(body, 6, mtime=0), "gzip"
     if "deflate" in accepted:
         return zlib.compress(body, 6), "deflate"
     return body, None
-
-
-def _gzip(body: bytes) -> bytes:
-    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return packer.compress(body) + packer.flush()

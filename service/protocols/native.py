@@ -226,10 +226,7 @@ def ready(serving: Serving, request: Request) -> Response:
     body = {
         "status": "ready" if is_ready else "not_ready",
         "reason": reason,
-        "models": {
-            f"{e.name}/{e.version}": e.status
-            for e in sorted(registry.entries.values(), key=lambda e: (e.name, e.version))
-        },
+        "models": {f"{e.name}/{e.version}": e.status for e in registry.select()},
     }
     return json_response(body, 200 if is_ready else 503)
 

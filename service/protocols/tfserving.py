@@ -48,13 +48,8 @@ def _version_status(entry: ModelEntry) -> dict[str, Any]:
 
 def status(serving: Serving, request: Request) -> Response:
     """GET /v1/models/{model}[/versions/{version}]."""
-    registry, params = serving.registry, request.params
-    if "version" in params:
-        entries = [registry.find(params["model"], params["version"])]
-    else:
-        registry.find(params["model"])  # 404 when unknown
-        entries = list(reversed(registry.versions_of(params["model"])))
-    return json_response({"model_version_status": [_version_status(e) for e in entries]})
+    entries = serving.registry.select(request.params["model"], request.params.get("version"))
+    return json_response({"model_version_status": [_version_status(e) for e in reversed(entries)]})
 
 
 def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def repository_index(serving: Serving, request: Request) -> Response:
             raise BadRequest('the body must be {} or {"ready": true|false}')
         only_ready = options.get("ready", False)
     index = []
-    for entry in sorted(serving.registry.entries.values(), key=lambda e: (e.name, e.version)):
+    for entry in serving.registry.select():
         if only_ready and not entry.loaded:
             continue
         index.append({"name": entry.name, "version": str(entry.version),
@@ -191,14 +191,7 @@ def model_control(serving: Serving, request: Request) -> Response:
 
 def stats(serving: Serving, request: Request) -> Response:
     """GET /v2/models[/{model}[/versions/{version}]]/stats, summed over all workers."""
-    registry, params = serving.registry, request.params
-    if "version" in params:
-        entries = [registry.find(params["model"], params["version"])]
-    elif "model" in params:
-        registry.find(params["model"])  # 404 when unknown
-        entries = registry.versions_of(params["model"])
-    else:
-        entries = sorted(registry.entries.values(), key=lambda e: (e.name, e.version))
+    entries = serving.registry.select(request.params.get("model"), request.params.get("version"))
     return json_response({"model_stats": statistics.model_stats(entries)})
 
 
