@@ -17,7 +17,6 @@ import numpy as np
 from service.errors import ApiError, InferenceFailed, ValidationFailed
 from service.inputs import Inputs
 from service.limits import LimitTable
-from service.postprocessing import predicted_indices, probabilities
 from service.registry import ModelEntry, Registry
 from service.settings import Settings
 
@@ -42,7 +41,8 @@ class InferRequest:
 
 @dataclass(slots=True)
 class InferResult:
-    """A request's answer: the model's logits, probabilities (float64) and winning indices."""
+    """A request's answer: the model's raw output (``logits``, or probabilities for a model
+    that outputs them), probabilities (float64) and winning indices."""
 
     entry: ModelEntry
     logits: np.ndarray
@@ -95,8 +95,8 @@ class DataPlane:
                     "outside the range the model was trained on",
                     details={"instances": rows[:100]},
                 )
-            probs = probabilities(logits)
-            winners = predicted_indices(logits)
+            probs = entry.output.probabilities(logits)
+            winners = entry.output.indices(logits)
             classes = entry.metadata["classes"]
             # The winner's probability is the row's largest (ties: either is the same value).
             meters.predicted([classes[i] for i in winners.tolist()], probs.max(axis=1).tolist())

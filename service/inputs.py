@@ -6,8 +6,8 @@ it for the model's tensor under the model's request limits (checked before any d
 - :class:`JsonInstances`: the native API's JSON (feature vectors, pixel arrays in the
   dataset's raw units, base64 images, mixed in one batch);
 - :class:`EncodedImages`: image files (uploads, V2 ``image`` BYTES, ``{"b64"}`` instances);
-- :class:`ModelTensor`: numbers already in the model's units and shape (V2's FP32 input,
-  TF Serving's instances).
+- :class:`ModelTensor`: numbers in the model's shape (V2's FP32 input, TF Serving's
+  instances): images in the model's units, features in their own.
 
 Strict where numpy is lenient: ``np.asarray`` turns ``true`` and ``"1"`` into numbers, so
 every leaf is checked to be a real JSON number first, with the path of the first bad one.
@@ -193,7 +193,9 @@ class EncodedImages:
 
 
 class ModelTensor:
-    """A float32 batch already in the model's units; its shape is checked, nothing scaled."""
+    """A float32 batch in the model's shape: images in the model's units (nothing scaled),
+    feature vectors in their own units (standardised here when the model was trained so,
+    as every protocol's features are)."""
 
     __slots__ = ("array", "where")
 
@@ -211,6 +213,8 @@ class ModelTensor:
         limits.check(array.shape[0], prod(expected))
         if not np.isfinite(array).all():
             raise ValidationFailed(f"{self.where} must be finite numbers (no NaN or Infinity)")
+        if isinstance(spec, FeatureSpec):
+            array = spec.standardise(array)
         return np.ascontiguousarray(array, dtype=np.float32)
 
 

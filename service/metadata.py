@@ -3,6 +3,9 @@
 Both sides use this module: training validates what it writes, the service validates what
 it reads. Beyond the JSON Schema it checks what a schema cannot: that the class list, the
 task, the output width and the preprocessing agree with each other.
+
+Imported models record what is known: ``dataset``, ``architecture``, ``training`` and
+``metrics.test`` are ``null`` when nobody can know them.
 """
 
 from __future__ import annotations
@@ -35,37 +38,45 @@ def validate(metadata: dict[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(
         schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
-    errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
-        raise MetadataError(f"metadata.json is invalid at {where}: {errors[0].message}")
+    # best_match looks inside oneOf (a block or null) for the error that explains it.
+    error = jsonschema.exceptions.best_match(validator.iter_errors(metadata))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise MetadataError(f"metadata.json is invalid at {where}: {error.message}")
     _check_consistency(metadata)
 
 
 def _check_consistency(m: dict[str, Any]) -> None:
-    n_classes = len(m["classes"])
-    width = m["output"]["shape"][-1]
+    n_classes, output = len(m["classes"]), m["output"]
+    width, activation = output["shape"][-1], output["activation"]
     if m["task"] == "binary":
-        if n_classes != 2 or width != 1 or m["output"]["activation"] != "sigmoid":
-            raise MetadataError("a binary model has 2 classes, 1 output logit and sigmoid")
-    elif width != n_classes or m["output"]["activation"] != "softmax":
+        if n_classes != 2 or (width, activation) not in ((1, "sigmoid"), (2, "softmax")):
+            raise MetadataError(
+                "a binary model has 2 classes and 1 output with sigmoid (or 2 with softmax)"
+            )
+    elif width != n_classes or activation != "softmax":
         raise MetadataError(
-            f"a multiclass model has one logit per class and softmax: {n_classes} classes, "
+            f"a multiclass model has one output per class and softmax: {n_classes} classes, "
             f"output width {width}"
         )
+    if output["kind"] == "probabilities" and output.get("temperature", 1.0) != 1.0:
+        raise MetadataError("a temperature applies to logits, not to probabilities")
     pre, shape = m["preprocessing"], m["input"]["shape"][1:]
     if pre["kind"] == "features":
-        expected = [pre["n_features"]]
+        expected, per = [pre["n_features"]], pre["n_features"]
         if len(pre["feature_names"]) != pre["n_features"]:
             raise MetadataError("feature_names must name every feature")
-    elif pre["layout"] == "flat":
-        expected = [pre["height"] * pre["width"] * pre["channels"]]
     else:
-        expected = [pre["height"], pre["width"], pre["channels"]]
+        per = pre["channels"]
+        h, w, c = pre["height"], pre["width"], pre["channels"]
+        expected = {"flat": [h * w * c], "nchw": [c, h, w]}.get(pre["layout"], [h, w, c])
+        if pre.get("framing") == "object" and c != 1:
+            raise MetadataError("framing 'object' is for grayscale models (1 channel)")
     if shape != expected:
         raise MetadataError(f"input shape {shape} does not match preprocessing {expected}")
-    if pre["kind"] == "image" and abs(pre["scale"] * pre["pixel_max"] - 1.0) > 1e-9:
-        raise MetadataError("preprocessing scale must be 1 / pixel_max")
+    for key in ("mean", "std"):
+        if key in pre and len(pre[key]) != per:
+            raise MetadataError(f"preprocessing {key} needs {per} values, got {len(pre[key])}")
 
 
 def sha256_file(path: Path) -> str:

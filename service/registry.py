@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from service import metadata as contract
 from service import metrics
 from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.errors import ModelNotFound, ModelUnavailable, VersionNotFound
+from service.postprocessing import OutputSpec
 from service.predictor import OnnxPredictor
 from service.preprocessing import Spec, spec_from_dict
 from service.settings import Settings, model_overrides
@@ -31,6 +32,7 @@ class ModelEntry:
     metadata: dict[str, Any] | None = None
     predictor: OnnxPredictor | None = None
     spec: Spec | None = None
+    output: OutputSpec = field(default_factory=OutputSpec)
     load_seconds: float = 0.0
     batcher: DynamicBatcher | None = None
 
@@ -105,6 +107,7 @@ class Registry:
             self.providers = [p for p in self.providers if p in predictor.providers]
             entry.metadata, entry.predictor = meta, predictor
             entry.spec = spec_from_dict(meta["preprocessing"])
+            entry.output = OutputSpec.from_dict(meta["output"])
             entry.status = "loaded"
             if batching.enabled:
                 entry.batcher = DynamicBatcher(

@@ -136,10 +136,21 @@ def predictions(
     return out
 
 
+def _check_logits(entry: ModelEntry) -> None:
+    if not entry.output.has_logits:
+        raise ValidationFailed(
+            f"model {entry.name!r} v{entry.version} outputs probabilities itself (its final "
+            "softmax/sigmoid could not be removed on import): it has no logits to return"
+        )
+
+
 def predict(serving: Serving, request: Request) -> Response:
     """POST /predict, /models/{model}/predict, /models/{model}/versions/{version}/predict."""
     params = request.params
     infer, options = decode(request, params.get("model"), params.get("version"))
+    if options["logits"]:  # refused before any inference when the model has no logits
+        infer.entry = serving.dataplane.resolve(infer.model, infer.version)
+        _check_logits(infer.entry)
     result = serving.dataplane.infer(infer)
     entry = result.entry
     # Built directly (the schema documents it): a marshmallow dump of every probability

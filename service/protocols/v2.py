@@ -90,13 +90,19 @@ def _inputs(entry: ModelEntry) -> list[dict[str, Any]]:
     return described
 
 
+def _output_names(entry: ModelEntry) -> tuple[str, ...]:
+    """A model that outputs probabilities itself has no logits to show."""
+    return OUTPUTS if entry.output.has_logits else OUTPUTS[1:]
+
+
 def _outputs(entry: ModelEntry) -> list[dict[str, Any]]:
     meta = entry.metadata
-    return [
+    described = [
         {"name": "logits", "datatype": "FP32", "shape": [-1, meta["output"]["shape"][-1]]},
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(meta["classes"])]},
         {"name": "label", "datatype": "BYTES", "shape": [-1]},
     ]
+    return [d for d in described if d["name"] in _output_names(entry)]
 
 
 def _servable(serving: Serving, request: Request) -> ModelEntry:
@@ -240,15 +246,15 @@ def _requested(document: dict[str, Any], entry: ModelEntry) -> list[tuple[str, b
         raise BadRequest("binary_data_output must be true or false")
     requested = document.get("outputs")
     if requested is None or requested == []:
-        return [(name, default_binary, None) for name in OUTPUTS]
+        return [(name, default_binary, None) for name in _output_names(entry)]
     if not isinstance(requested, list):
         raise BadRequest("'outputs' must be a list")
     chosen, seen = [], set()
     for i, spec in enumerate(requested):
         name = spec.get("name") if isinstance(spec, dict) else None
-        if name not in OUTPUTS:
+        if name not in _output_names(entry):
             raise BadRequest(f"unknown output {name!r} in outputs[{i}]; model {entry.name!r} "
-                             f"has {', '.join(OUTPUTS)}")  # fmt: skip
+                             f"has {', '.join(_output_names(entry))}")  # fmt: skip
         if name in seen:
             raise BadRequest(f"output {name!r} is requested twice")
         seen.add(name)

@@ -32,7 +32,7 @@ def test_schema_is_itself_valid():
     [
         (lambda m: m.pop("classes"), "'classes' is a required property"),
         (lambda m: m.update(task="regression"), "at task"),
-        (lambda m: m["output"].update(kind="probabilities"), "at output/kind"),
+        (lambda m: m["output"].update(kind="scores"), "at output/kind"),
         (lambda m: m["input"].update(shape=[1, 2]), "at input/shape/0"),
         (lambda m: m["export"].update(opset=13), "at export/opset"),
         (lambda m: m["export"].update(onnx_sha256="xyz"), "at export/onnx_sha256"),
@@ -51,7 +51,7 @@ def test_schema_violations_are_reported_with_their_location(good, mutate, messag
 
 def test_binary_needs_one_logit(good):
     good["output"]["shape"] = [None, 2]
-    with pytest.raises(contract.MetadataError, match="binary model has 2 classes, 1 output"):
+    with pytest.raises(contract.MetadataError, match="binary model has 2 classes and 1 output"):
         contract.validate(good)
 
 
@@ -69,12 +69,46 @@ def test_input_shape_must_match_preprocessing(good):
         contract.validate(good)
 
 
-def test_image_scale_must_be_inverse_of_pixel_max(good):
+def test_image_mean_std_need_one_value_per_channel(good):
+    good["input"]["shape"] = [None, 3, 2, 1]
     good["preprocessing"] = {
-        "kind": "image", "height": 2, "width": 1, "channels": 1, "pixel_max": 255.0,
-        "scale": 0.5, "layout": "flat", "background": "dark", "invert_light_background": True,
+        "kind": "image", "height": 2, "width": 1, "channels": 3, "pixel_max": 255.0,
+        "scale": 1.0, "layout": "nchw", "background": "none", "invert_light_background": False,
+        "mean": [0.5, 0.5], "std": [0.2, 0.2],
     }  # fmt: skip
-    with pytest.raises(contract.MetadataError, match="scale must be 1 / pixel_max"):
+    with pytest.raises(contract.MetadataError, match="mean needs 3 values, got 2"):
+        contract.validate(good)
+    good["preprocessing"].update(mean=[1.0, 2.0, 3.0], std=[1.0, 1.0, 1.0])
+    contract.validate(good)  # NCHW, RGB, scale 1: an imported model's block
+
+
+def test_rgb_models_cannot_use_object_framing(good):
+    good["input"]["shape"] = [None, 4, 4, 3]
+    good["preprocessing"] = {
+        "kind": "image", "height": 4, "width": 4, "channels": 3, "pixel_max": 255.0,
+        "scale": 1 / 255, "layout": "nhwc", "background": "none",
+        "invert_light_background": False, "framing": "object",
+    }  # fmt: skip
+    with pytest.raises(contract.MetadataError, match="framing 'object' is for grayscale"):
+        contract.validate(good)
+
+
+def test_two_way_softmax_is_a_binary_model(good):
+    good["output"].update(shape=[None, 2], activation="softmax")
+    contract.validate(good)
+    good["output"].update(activation="sigmoid")
+    with pytest.raises(contract.MetadataError, match="binary model has 2 classes"):
+        contract.validate(good)
+
+
+def test_imported_model_records_unknowns_as_null(good):
+    good.update(dataset=None, training=None, architecture=None)
+    good["metrics"]["test"] = None
+    good["output"].update(kind="probabilities")
+    good["source"] = {"kind": "imported", "format": "onnx", "file": "model.onnx"}
+    contract.validate(good)
+    good["output"]["temperature"] = 1.5
+    with pytest.raises(contract.MetadataError, match="temperature applies to logits"):
         contract.validate(good)
 
 

@@ -66,3 +66,29 @@ def test_log_loss_matches_hand_computation():
     logits = np.array([[0.0, math.log(3)], [math.log(4), 0.0]])
     expected = -(math.log(0.75) + math.log(0.8)) / 2
     assert log_loss(logits, np.array([1, 0])) == pytest.approx(expected)
+
+
+def test_output_spec_temperature_softens_but_keeps_the_winner():
+    from service.postprocessing import OutputSpec
+
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 3.0, 1.0]])
+    plain, warm = OutputSpec(), OutputSpec("logits", 2.0)
+    np.testing.assert_allclose(warm.probabilities(logits), softmax(logits / 2.0))
+    assert warm.probabilities(logits).max() < plain.probabilities(logits).max()
+    np.testing.assert_array_equal(warm.indices(logits), plain.indices(logits))
+    np.testing.assert_allclose(
+        OutputSpec("logits", 4.0).probabilities(np.array([[2.0]]))[0, 1], 1 / (1 + np.exp(-0.5))
+    )
+
+
+def test_output_spec_passes_probabilities_through_never_a_second_softmax():
+    from service.postprocessing import OutputSpec
+
+    spec = OutputSpec("probabilities")
+    assert not spec.has_logits
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=np.float32)
+    np.testing.assert_allclose(spec.probabilities(probs), probs, rtol=1e-6)
+    np.testing.assert_array_equal(spec.indices(probs), [0, 2])
+    one = np.array([[0.25], [0.75]], dtype=np.float32)
+    np.testing.assert_allclose(spec.probabilities(one), [[0.75, 0.25], [0.25, 0.75]])
+    np.testing.assert_array_equal(spec.indices(one), [0, 1])

@@ -3,18 +3,16 @@
 import numpy as np
 import pytest
 
+from service.imaging import background_is_light, resize_area, to_grayscale
 from service.preprocessing import (
     FeatureSpec,
     ImageSpec,
     PreprocessingError,
-    background_is_light,
     features_to_tensor,
     image_to_pixels,
     images_to_tensor,
     pixels_to_tensor,
-    resize_area,
     spec_from_dict,
-    to_grayscale,
 )
 
 FASHION = ImageSpec(28, 28, 1, 255.0, "nhwc", "dark", True)
@@ -174,3 +172,93 @@ def test_spec_round_trip_through_metadata_block():
 def test_spec_unknown_kind():
     with pytest.raises(PreprocessingError, match="unknown preprocessing kind"):
         spec_from_dict({"kind": "audio"})
+
+
+def test_standardised_features_are_applied_to_raw_values():
+    spec = FeatureSpec(2, ("a", "b"), mean=(10.0, -1.0), std=(2.0, 0.5))
+    np.testing.assert_allclose(features_to_tensor([[12.0, -1.5]], spec), [[1.0, -1.0]])
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_rgb_nchw_with_scale_offset_mean_std():
+    spec = ImageSpec(
+        2, 3, 3, 255.0, "nchw", "none", False,
+        scale=2 / 255, offset=-1.0, mean=(0.0, 0.5, -0.5), std=(1.0, 0.5, 2.0),
+    )  # fmt: skip
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 256, (2, 3, 3)).astype(float)
+    out = pixels_to_tensor(raw, spec)
+    assert out.shape == (1, 3, 2, 3)
+    expected = ((raw * 2 / 255 - 1.0) - np.array([0.0, 0.5, -0.5])) / np.array([1.0, 0.5, 2.0])
+    np.testing.assert_allclose(out[0], expected.transpose(2, 0, 1), rtol=1e-6)
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_rgb_model_keeps_colour_and_never_inverts_when_background_is_none():
+    spec = ImageSpec(2, 2, 3, 255.0, "nhwc", "none", False, scale=1.0)
+    image = np.zeros((4, 4, 3))
+    image[..., 0] = 255.0  # a red picture
+    pixels = image_to_pixels(image, spec)
+    assert pixels.shape == (2, 2, 3)
+    np.testing.assert_allclose(pixels[..., 0], 255.0)
+    np.testing.assert_allclose(pixels[..., 1:], 0.0)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("stretch", [[0.5, 0.0]]), ("crop", [[0.0, 0.0]])])
+def test_resize_modes_stretch_and_crop(mode, expected):
+    spec = ImageSpec(1, 2, 1, 1.0, "nhwc", "none", False, resize=mode)
+    image = np.zeros((2, 8))
+    image[:, :2] = 255.0  # white at the far left, outside the centre crop
+    np.testing.assert_allclose(image_to_pixels(image, spec), expected)
+
+
+def test_pad_keeps_aspect_ratio_and_fills_with_the_border_colour():
+    spec = ImageSpec(4, 4, 1, 1.0, "nhwc", "none", False, resize="pad")
+    image = np.full((2, 4), 255.0)  # a wide white strip with a black left half
+    image[:, :2] = 0.0
+    out = image_to_pixels(image, spec)
+    # padded to 4 x 4 with the border's median (white) above and below
+    np.testing.assert_allclose(out[1:3], [[0, 0, 1, 1], [0, 0, 1, 1]])
+    assert spec_from_dict(spec.to_dict()).resize == "pad"
+
+
+def test_light_background_model_inverts_dark_pictures():
+    spec = ImageSpec(2, 2, 1, 255.0, "nhwc", "light", True)
+    black = np.zeros((2, 2))
+    np.testing.assert_allclose(image_to_pixels(black, spec), 255.0)
+
+
+def test_resize_area_handles_extreme_aspect_ratios_in_linear_memory():
+    column = np.zeros((4_000_000, 1))
+    column[:2_000_000] = 1.0
+    out = resize_area(column, 4, 4)
+    np.testing.assert_allclose(out[:, 0], [1.0, 1.0, 0.0, 0.0])
+
+
+def test_photo_of_an_item_is_framed_like_the_dataset():
+    """A dark item, printed small and off-centre on a large, unevenly lit, tinted sheet."""
+    spec = ImageSpec(28, 28, 1, 255.0, "nhwc", "dark", True, framing="object", fill=1.0)
+    item = np.zeros((28, 28))
+    item[2:26, 8:20] = 200.0  # a tall light object in the dataset's framing
+    printed = 255.0 - np.kron(item, np.ones((5, 5)))  # 140 x 140, dark on white
+    _yy, xx = np.mgrid[0:480, 0:640]
+    light = 0.75 + 0.25 * xx / 640  # lit from the right
+    sheet = np.full((480, 640), 235.0)
+    sheet[300:440, 60:200] = printed
+    photo = np.clip(sheet * light + np.random.default_rng(0).normal(0, 3, sheet.shape), 0, 255)
+    pixels = image_to_pixels(photo, spec)
+    assert pixels.shape == (28, 28)
+    rows, cols = np.flatnonzero(pixels.max(axis=1) > 128), np.flatnonzero(pixels.max(axis=0) > 128)
+    assert rows[0] <= 1
+    assert rows[-1] >= 26
+    assert 7 <= cols[0] <= 9
+    assert 18 <= cols[-1] <= 20
+    assert pixels[:, :5].max() < 40  # background is dark, as the model was trained on
+
+
+def test_framing_leaves_pictures_of_the_model_size_alone():
+    spec = ImageSpec(28, 28, 1, 255.0, "nhwc", "dark", True, framing="object")
+    rng = np.random.default_rng(4)
+    item = rng.uniform(0, 255, (28, 28))
+    item[:, :3] = 0
+    np.testing.assert_allclose(image_to_pixels(item, spec), np.clip(item, 0, 255), atol=1e-9)

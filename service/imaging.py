@@ -1,0 +1,186 @@
+"""Pure numpy image operations behind the preprocessing: colour, resampling, framing.
+
+Arrays are float64. ``to_grayscale`` and ``to_rgb`` keep the input's value range; the rest
+work on images scaled to [0, 1]. Nothing here imports Flask, onnxruntime or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+class ImageError(ValueError):
+    """An array that is not an image these functions can use."""
+
+
+def _full_scale(image: np.ndarray) -> float:
+    top = max(float(image.max(initial=0.0)), 1.0)
+    return 255.0 if top <= 255.0 else 65535.0
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (H, W, 3); alpha composited over white."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageError(f"unsupported image array shape {list(image.shape)}")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.shape[2] == 4:
+        full = _full_scale(image)
+        alpha = image[:, :, 3:] / full
+        return image[:, :, :3] * alpha + full * (1.0 - alpha)
+    return image
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (H, W) luma, same value range.
+
+    Alpha is composited over white: a transparent background reads as paper.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    return to_rgb(image) @ _LUMA
+
+
+def _resize_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Exact area averaging along one axis through a running sum: O(input + output) memory
+    and time, whatever the ratio (a 16,000,000 x 1 image costs one pass, not a matrix)."""
+    n_in = image.shape[axis]
+    if n_in == size:
+        return image
+    moved = np.moveaxis(image, axis, 0)
+    running = np.zeros((n_in + 1, *moved.shape[1:]))
+    np.cumsum(moved, axis=0, out=running[1:])
+    edges = np.linspace(0.0, n_in, size + 1)
+    whole = np.minimum(np.floor(edges).astype(np.int64), n_in)
+    frac = (edges - whole).reshape(-1, *([1] * (moved.ndim - 1)))
+    partial = moved[np.minimum(whole, n_in - 1)]
+    at_edges = running[whole] + frac * partial
+    out = (at_edges[1:] - at_edges[:-1]) * (size / n_in)
+    return np.moveaxis(out, 0, axis)
+
+
+def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Box-filter (area-average) resampling of (H, W) or (H, W, C) to (height, width).
+
+    Exact area weights in both directions, so downscaling keeps thin strokes and upscaling
+    by an integer factor and back down is lossless.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.shape[0] * height < image.shape[1] * width:  # shrink the larger axis first
+        return _resize_axis(_resize_axis(image, height, 0), width, 1)
+    return _resize_axis(_resize_axis(image, width, 1), height, 0)
+
+
+def border(image: np.ndarray) -> np.ndarray:
+    """The outermost rows and columns, as (n,) or (n, C)."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def background_is_light(gray01: np.ndarray) -> bool:
+    """True when the image's border is mostly light: a dark object on paper."""
+    return float(np.median(border(gray01))) > 0.5
+
+
+def fit_aspect(image01: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
+    """Resize to (height, width): ``stretch`` the whole frame, ``crop`` the centre to the
+    target's aspect ratio, or ``pad`` to it with the border's median colour."""
+    h, w = image01.shape[:2]
+    if mode == "crop":
+        if h * width > w * height:
+            keep = max(1, round(w * height / width))
+            top = (h - keep) // 2
+            image01 = image01[top : top + keep]
+        else:
+            keep = max(1, round(h * width / height))
+            left = (w - keep) // 2
+            image01 = image01[:, left : left + keep]
+    elif mode == "pad":
+        fill = np.median(border(image01), axis=0)
+        if h * width > w * height:
+            target = (h, max(w, round(h * width / height)))
+        else:
+            target = (max(h, round(w * height / width)), w)
+        image01 = _pad_to(image01, target, fill)
+    elif mode != "stretch":
+        raise ImageError(f"unknown resize mode {mode!r}")
+    return resize_area(image01, height, width)
+
+
+def _pad_to(image: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
+    """Centre ``image`` on a canvas of ``shape`` filled with ``fill``."""
+    canvas = np.empty((*shape, *image.shape[2:]))
+    canvas[...] = fill
+    top, left = (shape[0] - image.shape[0]) // 2, (shape[1] - image.shape[1]) // 2
+    canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return canvas
+
+
+# --- photos of one object --------------------------------------------------------------------
+
+WORKING_SIDE = 384  # a photo is analysed at most this large: enough for 28x28, fast
+
+
+def _paper_surface(gray01: np.ndarray) -> np.ndarray:
+    """The paper's brightness under uneven light: a quadratic surface fitted to the pixels
+    that are not much darker than it (the object's pixels drop out over a few rounds)."""
+    h, w = gray01.shape
+    step = max(1, int(np.sqrt(h * w / 4096)))
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    values = gray01[::step, ::step].ravel()
+    y, x = ys.ravel() / h - 0.5, xs.ravel() / w - 0.5
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    keep = np.ones(values.shape, dtype=bool)
+    for _ in range(6):
+        coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        residual = values - design @ coef
+        spread = 1.4826 * np.median(np.abs(residual[keep])) + 1e-3
+        keep = residual > -3.0 * spread
+    yy, xx = np.mgrid[0:h, 0:w]
+    y, x = yy / h - 0.5, xx / w - 0.5
+    surface = coef[0] + coef[1] * x + coef[2] * y + coef[3] * x * x + coef[4] * x * y
+    return np.clip(surface + coef[5] * y * y, 1e-3, None)
+
+
+def _box3(image: np.ndarray) -> np.ndarray:
+    """3x3 mean (edges repeated): takes sensor noise off a mask without moving edges."""
+    padded = np.pad(image, 1, mode="edge")
+    h, w = image.shape
+    return sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def frame_object(gray01: np.ndarray, height: int, width: int, fill: float) -> np.ndarray:
+    """A photo of one object -> (height, width) in [0, 1], light object on a dark ground.
+
+    The paper's brightness is estimated (uneven light, tinted paper), the object is what is
+    clearly darker than it (or lighter, on a dark ground), and it is cropped, padded to a
+    square with background and scaled so that its longer side spans ``fill`` of the frame,
+    as the datasets frame their items; its darkest part becomes 1.
+    """
+    h, w = gray01.shape
+    if max(h, w) > WORKING_SIDE:
+        ratio = WORKING_SIDE / max(h, w)
+        gray01 = resize_area(gray01, max(1, round(h * ratio)), max(1, round(w * ratio)))
+    if not background_is_light(gray01):
+        gray01 = 1.0 - gray01
+    ink = np.clip(1.0 - gray01 / _paper_surface(gray01), 0.0, 1.0)
+    smooth = _box3(ink) if min(ink.shape) >= 3 else ink
+    quiet = smooth[smooth < np.median(smooth) + 1e-9]
+    noise = 1.4826 * float(np.median(np.abs(quiet - np.median(quiet)))) if quiet.size else 0.0
+    mask = smooth > max(0.12, 5.0 * noise)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    found = rows.size > 0  # else nothing stands out: keep the whole frame
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if found else ink
+    side = max(crop.shape[0] * width / height, crop.shape[1]) / fill
+    target = (max(crop.shape[0], round(side * height / width)), max(crop.shape[1], round(side)))
+    framed = resize_area(_pad_to(crop, target, 0.0), height, width)
+    top = float(np.quantile(framed, 0.995))
+    return np.clip(framed / top, 0.0, 1.0) if top > 0.05 else framed
