@@ -96,9 +96,3 @@ def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tu
         for row, idx in zip(probs, order, strict=True)
     ]
 
-
-def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of integer labels under the logits' probabilities."""
-    probs = probabilities(logits)
-    picked = probs[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
-    return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))

@@ -71,7 +71,79 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="Fashion-MNIST IDX folder")
 
     sub.add_parser("datasets", help="list datasets and their default training config")
+    _import_parser(sub)
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.4,0.3: {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    """'a,b,c', or '@file' with one name per line."""
+    if text.startswith("@"):
+        try:
+            lines = Path(text[1:]).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc}") from None
+        return [line.strip() for line in lines if line.strip()]
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _fraction(text: str) -> float:
+    """'1/255' or '0.0039'."""
+    try:
+        top, _, bottom = text.partition("/")
+        return float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number like 1/255, got {text!r}") from None
+
+
+def _import_parser(sub) -> None:
+    p = sub.add_parser("import", help="serve your own model: .keras, .h5, SavedModel, .onnx")
+    p.add_argument("path", type=Path, help="the model file or SavedModel folder")
+    p.add_argument("--name", help="model name in the repository (default: the file's stem)")
+    p.add_argument("--classes", type=_names, help="class names in output order: a,b,c or @file")
+    p.add_argument(
+        "--output",
+        choices=["logits", "probabilities"],
+        help="what the model outputs (required for .onnx; detected for Keras)",
+    )
+    p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--features", type=_names, help="feature names, for vector inputs")
+    p.add_argument(
+        "--scale",
+        type=_fraction,
+        default=1 / 255,
+        help="multiplier on raw 0-255 pixels (default 1/255; 1 when the model "
+        "rescales inside, e.g. with a Rescaling layer)",
+    )
+    p.add_argument("--offset", type=float, default=0.0, help="added after --scale")
+    p.add_argument("--mean", type=_floats, help="per-channel mean subtracted after scale/offset")
+    p.add_argument("--std", type=_floats, help="per-channel std divided by after the mean")
+    p.add_argument(
+        "--background",
+        choices=["dark", "light", "none"],
+        default="none",
+        help="what the model was trained on: light objects on dark (dark), dark "
+        "on light (light), or whole scenes (none, never inverted)",
+    )
+    p.add_argument(
+        "--resize",
+        choices=["stretch", "pad", "crop"],
+        default="stretch",
+        help="how a picture of another aspect ratio is fitted",
+    )
+    p.add_argument(
+        "--sample",
+        type=Path,
+        help="data for the parity check (and, with labels, "
+        "evaluation and calibration): .npy, .npz (x, y), .csv, or an image folder",
+    )
+    p.add_argument("--target", help="the label column of a --sample CSV")  # fmt: skip
 
 
 def _config(args: argparse.Namespace):
@@ -95,10 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from training.datasets import DatasetError
     from training.export import ExportError
+    from training.importer import ImportRefused
+    from training.sources import SourceError
+    from training.userdata import DataError
 
     try:
         return _run(args, shlex.join(["python", "-m", "training", *argv]))
-    except (DatasetError, ExportError) as exc:
+    except (DatasetError, ExportError, ImportRefused, SourceError, DataError) as exc:
         log.error("%s", exc)
         return 1
 
@@ -120,6 +195,14 @@ def _run(args: argparse.Namespace, command: str) -> int:
                 f"{ev.name} v{ev.version}: accuracy {ev.accuracy:.4f} on {ev.n_samples} "
                 f"(recorded {ev.recorded_accuracy:.4f}), {ev.onnx_bytes:,} bytes\n"
             )
+        return 0
+    if args.command == "import":
+        from training.importer import ImportOptions, import_model
+
+        fields = ["name", "classes", "output", "scale", "offset", "mean", "std", "background",
+                  "resize", "features", "sample", "target"]  # fmt: skip
+        options = ImportOptions(args.path, args.repository, **{f: getattr(args, f) for f in fields})
+        sys.stdout.write(f"{import_model(options, command)}\n")
         return 0
     config = _config(args)
     if args.command == "lr-find":

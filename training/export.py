@@ -40,8 +40,10 @@ class Parity:
         return asdict(self)
 
 
-def export_onnx(model, path: Path, opset: int = OPSET) -> Path:
-    """Write ``model`` as ONNX: named float32 input, dynamic batch, output named 'logits'.
+def export_onnx(
+    model, path: Path, opset: int = OPSET, output_name: str = OUTPUT_NAME, check: bool = True
+) -> Path:
+    """Write ``model`` as ONNX: float32 input named 'input', dynamic batch, one named output.
 
     ``tf2onnx.convert.from_keras`` breaks on Keras 3 (KeyError 'keras_tensor_N'), so the
     model is traced through a ``tf.function`` with a named ``TensorSpec`` signature.
@@ -57,9 +59,10 @@ def export_onnx(model, path: Path, opset: int = OPSET) -> Path:
         return model(x, training=False)
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset)
-    _rename_output(proto, OUTPUT_NAME)
-    proto.doc_string = f"Keras model {model.name}: outputs logits (apply softmax/sigmoid)."
-    onnx.checker.check_model(proto)
+    _rename_output(proto, output_name)
+    proto.doc_string = f"Keras model {model.name}: outputs {output_name}."
+    if check:
+        onnx.checker.check_model(proto)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))

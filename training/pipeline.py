@@ -20,13 +20,12 @@ from training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of everything that shaped the model file."""
+def library_versions(tensorflow: bool = True) -> dict[str, str]:
+    """Versions of everything that shaped the model file (TensorFlow's only where used)."""
     versions = {"python": platform.python_version()}
+    keras_side = [("tensorflow", "tensorflow"), ("keras", "keras"), ("tf2onnx", "tf2onnx")]
     for dist, key in (
-        ("tensorflow", "tensorflow"),
-        ("keras", "keras"),
-        ("tf2onnx", "tf2onnx"),
+        *(keras_side if tensorflow else []),
         ("onnx", "onnx"),
         ("onnxruntime-gpu", "onnxruntime"),
         ("numpy", "numpy"),

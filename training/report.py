@@ -13,21 +13,27 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-from service.postprocessing import log_loss, predicted_indices, probabilities
+from service.postprocessing import OutputSpec, predicted_indices, probabilities
 from service.preprocessing import FeatureSpec
+from training.calibration import nll
 from training.datasets import Dataset
 
 log = logging.getLogger(__name__)
 
 
 def classification_metrics(
-    logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    output: OutputSpec | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of the model's
+    outputs (logits, or probabilities for a model that outputs them)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     labels = np.asarray(labels, dtype=np.int64)
-    predicted = predicted_indices(logits)
+    output = output or OutputSpec()
+    predicted = output.indices(outputs)
     indices = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=indices, zero_division=0
@@ -45,7 +51,7 @@ def classification_metrics(
         "runtime": "onnxruntime",
         "n_samples": len(labels),
         "accuracy": float(np.mean(predicted == labels)),
-        "loss": log_loss(logits, labels),
+        "loss": nll(output.probabilities(outputs), labels),
         "per_class": per_class,
         "macro_avg": {
             "precision": float(np.mean(precision)),
@@ -187,31 +193,75 @@ def _feature_samples(dataset: Dataset, predicted: np.ndarray, path: Path) -> Pat
 
 
 def write_markdown(metadata: dict[str, Any], plots: Sequence[str], path: Path) -> Path:
-    """A human-readable summary of the model and its test metrics."""
-    test = metadata["metrics"]["test"]
+    """A human-readable summary of the model: what is known of it, and its test metrics."""
+    m, test = metadata, metadata["metrics"]["test"]
+    arch, training, parity = m["architecture"], m["training"], m["export"]["parity"]
+    output = m["output"]
     lines = [
-        f"# {metadata['name']} v{metadata['version']}",
+        f"# {m['name']} v{m['version']}",
         "",
-        f"- task: {metadata['task']}, classes: {', '.join(metadata['classes'])}",
-        f"- architecture: {metadata['architecture']['kind']}, "
-        f"{metadata['architecture']['parameters']:,} parameters",
-        f"- test accuracy (onnxruntime): **{test['accuracy']:.4f}** on {test['n_samples']} "
-        f"samples (Keras: {test['keras_accuracy']:.4f}); loss {test['loss']:.4f}",
-        f"- parity: max |ONNX - Keras| = {metadata['export']['parity']['max_abs_diff']:.3g}, "
-        f"{metadata['export']['parity']['argmax_mismatches']} argmax mismatches",
-        f"- trained {metadata['training']['epochs_run']} epochs (best: "
-        f"{metadata['training']['best_epoch']}) in {metadata['training']['duration_s']:.1f} s",
-        f"- command: `{metadata['training']['command']}`",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        f"- task: {m['task']}, classes: {', '.join(m['classes'])}",
+        f"- output: {output['kind']}"
+        + (
+            " (the service applies " + output["activation"] + " once)"
+            if output["kind"] == "logits"
+            else " (passed through: no second activation)"
+        ),
     ]
-    for name, row in test["per_class"].items():
+    if "source" in m and m["source"]["kind"] == "imported":
+        src = m["source"]
         lines.append(
+            f"- imported from `{src.get('file', '?')}` ({src.get('format', '?')}); "
+            f"final activation: {src.get('final_activation') or 'none found'}"
+        )
+    if arch:
+        lines.append(f"- architecture: {arch['kind']}, {arch['parameters']:,} parameters")
+    if test:
+        keras = f" (Keras: {test['keras_accuracy']:.4f})" if "keras_accuracy" in test else ""
+        lines.append(
+            f"- test accuracy (onnxruntime): **{test['accuracy']:.4f}** on "
+            f"{test['n_samples']} samples{keras}; loss {test['loss']:.4f}"
+        )
+    else:
+        lines.append("- test metrics: unknown (no labelled data given)")
+    lines.append(
+        f"- parity: max |ONNX - reference| = {parity['max_abs_diff']:.3g}"
+        + (
+            f", max |probability diff| = {parity['max_abs_prob_diff']:.3g}"
+            if "max_abs_prob_diff" in parity
+            else ""
+        )
+        + f", {parity['argmax_mismatches']} argmax mismatches"
+        + (f" on {parity['inputs']}" if "inputs" in parity else "")
+    )
+    calibration = m["metrics"].get("calibration")
+    if calibration:
+        lines.append(
+            f"- calibration: temperature {calibration['temperature']:.4g} "
+            f"({'applied' if calibration['applied'] else 'not applied: no gain'})"
+        )
+        if "test" in calibration:
+            b, a = calibration["test"]["before"], calibration["test"]["after"]
+            lines.append(
+                f"  - test ECE {b['ece']:.4f} -> {a['ece']:.4f}, NLL {b['nll']:.4f} -> "
+                f"{a['nll']:.4f}, Brier {b['brier']:.4f} -> {a['brier']:.4f}"
+            )
+    if training:
+        lines += [
+            f"- trained {training['epochs_run']} epochs (best: {training['best_epoch']}) "
+            f"in {training['duration_s']:.1f} s",
+            f"- command: `{training['command']}`",
+        ]
+    if test:
+        lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [
             f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} "
             f"| {row['support']} |"
-        )
+            for name, row in test["per_class"].items()
+        ]
     lines += ["", *[f"![{p}]({p})" for p in plots], ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
 

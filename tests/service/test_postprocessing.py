@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from service.postprocessing import (
-    log_loss,
     predicted_indices,
     probabilities,
     sigmoid,
@@ -60,12 +59,6 @@ def test_predicted_indices_binary_threshold_and_argmax():
 def test_top_k_orders_best_first():
     probs = np.array([[0.1, 0.6, 0.3]])
     assert top_k(probs, ["a", "b", "c"], 2) == [[("b", 0.6), ("c", 0.3)]]
-
-
-def test_log_loss_matches_hand_computation():
-    logits = np.array([[0.0, math.log(3)], [math.log(4), 0.0]])
-    expected = -(math.log(0.75) + math.log(0.8)) / 2
-    assert log_loss(logits, np.array([1, 0])) == pytest.approx(expected)
 
 
 def test_output_spec_temperature_softens_but_keeps_the_winner():

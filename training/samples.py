@@ -1,0 +1,151 @@
+"""Data for an imported model's checks: the user's sample (``.npy``, ``.npz``, ``.csv``, an
+image folder), or generated inputs over the declared range; and, where the sample has
+labels, its evaluation and calibration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.postprocessing import OutputSpec
+from service.preprocessing import (
+    FeatureSpec,
+    ImageSpec,
+    PreprocessingError,
+    Spec,
+    features_to_tensor,
+    pixels_to_tensor,
+)
+from training import calibration, userdata
+
+log = logging.getLogger(__name__)
+
+GENERATED = 256
+
+
+@dataclass(frozen=True)
+class Data:
+    """The model tensor for the checks, labels when known, and what it was."""
+
+    tensor: np.ndarray
+    labels: np.ndarray | None
+    description: str
+
+
+def _to_tensor(raw: np.ndarray, spec: Spec) -> np.ndarray:
+    try:
+        if isinstance(spec, FeatureSpec):
+            return features_to_tensor(raw, spec)
+        return pixels_to_tensor(raw, spec)
+    except PreprocessingError as exc:
+        raise userdata.DataError(f"the sample does not fit the model: {exc}") from None
+
+
+def generated(spec: Spec, n: int = GENERATED, seed: int = 0) -> np.ndarray:
+    """Random raw inputs: pixels uniform over 0..pixel_max, features standard normal."""
+    rng = np.random.default_rng(seed)
+    if isinstance(spec, FeatureSpec):
+        return rng.standard_normal((n, spec.n_features))
+    return rng.uniform(0, spec.pixel_max, (n, spec.height, spec.width, spec.channels))
+
+
+def for_parity(
+    spec: Spec, path: Path | None, classes: list[str], target: str | None = None
+) -> Data:
+    """The user's sample as the model's tensor (labels from a CSV target, an npz ``y``, or
+    class subfolders), else generated inputs."""
+    if path is None:
+        raw = generated(spec)
+        what = "pixels uniform in [0, 255]" if isinstance(spec, ImageSpec) else "N(0, 1) features"
+        return Data(_to_tensor(raw, spec), None, f"{len(raw)} generated inputs ({what})")
+    path = Path(path)
+    labels: list[str] | np.ndarray | None = None
+    if path.is_dir():
+        if not isinstance(spec, ImageSpec):
+            raise userdata.DataError("an image folder is a sample for image models only")
+        subfolders = any(p.is_dir() for p in path.iterdir())
+        folder = userdata.read_image_folder(path, spec, labelled=subfolders)
+        raw, labels = folder.pixels, folder.labels
+    elif path.suffix == ".csv":
+        table = userdata.read_csv(path, target)
+        raw, labels = table.x, table.labels
+    elif path.suffix in (".npy", ".npz"):
+        try:
+            arrays = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise userdata.DataError(f"cannot read {path}: {exc}") from None
+        if path.suffix == ".npz":
+            raw, labels = arrays["x"], (arrays["y"] if "y" in arrays.files else None)
+        else:
+            raw = arrays
+    else:
+        raise userdata.DataError(f"{path.name}: a sample is a .npy, .npz, .csv or image folder")
+    if labels is not None:
+        labels = _label_indices(labels, classes)
+    return Data(_to_tensor(raw, spec), labels, f"{len(raw)} inputs from {path.name}")
+
+
+def _label_indices(labels, classes: list[str]) -> np.ndarray:
+    values = np.asarray(labels)
+    if values.dtype.kind in "iu":
+        if values.min() < 0 or values.max() >= len(classes):
+            raise userdata.DataError(f"labels must lie in 0..{len(classes) - 1}")
+        return values.astype(np.int64)
+    indices, _ = userdata.encode_labels([str(v) for v in values], classes)
+    return indices
+
+
+def evaluate(
+    meta: dict[str, Any], output: OutputSpec, outputs: np.ndarray, data: Data, report_dir: Path
+) -> list[str]:
+    """With labels: test metrics and, for logits, temperature scaling fitted on half the
+    sample (stratified) and scored on the other half. Updates ``meta``; returns plots."""
+    from training.report import classification_metrics, plot_confusion_matrix
+
+    if data.labels is None:
+        return []
+    fit_rows, test_rows = _halves(data.labels)
+    metrics = classification_metrics(
+        outputs[test_rows], data.labels[test_rows], meta["classes"], output
+    )
+    meta["metrics"]["test"] = metrics
+    plot_confusion_matrix(
+        metrics["confusion_matrix"], meta["classes"], report_dir / "confusion_matrix.png"
+    )
+    plots = ["confusion_matrix.png"]
+    if output.has_logits and len(fit_rows):
+        block = calibration.calibrate(
+            outputs[fit_rows], data.labels[fit_rows], outputs[test_rows], data.labels[test_rows]
+        )
+        block["fitted_on"] = f"half of the sample ({len(fit_rows)} labelled inputs)"
+        apply_calibration(meta, block, outputs[test_rows], data.labels[test_rows], report_dir)
+        plots.append("reliability.png")
+    return plots
+
+
+def apply_calibration(meta, block, test_logits, test_labels, report_dir: Path) -> None:
+    """Record the calibration block, the temperature the service applies, and the plot."""
+    calibration.plot_reliability(
+        test_logits, test_labels, block["temperature"], report_dir / "reliability.png"
+    )
+    block["plot"] = "report/reliability.png"
+    meta["metrics"]["calibration"] = block
+    if block["applied"]:
+        meta["output"]["temperature"] = block["temperature"]
+
+
+def _halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interleaved per class: every other example of each class fits, the rest test."""
+    fit, test = [], []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        fit.extend(rows[0::2])
+        test.extend(rows[1::2])
+    if not test:
+        return np.array([], dtype=np.int64), np.arange(len(labels))
+    return np.array(sorted(fit), dtype=np.int64), np.array(sorted(test), dtype=np.int64)
