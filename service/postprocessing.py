@@ -95,4 +95,3 @@ def top_k(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[list[tu
         [(class_names[j], float(row[j])) for j in idx]
         for row, idx in zip(probs, order, strict=True)
     ]
-

@@ -156,7 +156,12 @@ class ModelVersionSchema(Schema):
     input = fields.Dict()
     output = fields.Dict()
     preprocessing = fields.Dict()
-    metrics = fields.Dict()
+    metrics = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "test metrics (without the per-class table) and calibration; null when unknown (an imported model without labelled data)"
+        },
+    )
     metadata = fields.Dict()
 
 

@@ -189,7 +189,13 @@ def _run(args: argparse.Namespace, command: str) -> int:
         from service import metadata as contract
         from training.evaluate import evaluate_version
 
+        from training.datasets import LOADERS
+
         for version_dir in contract.latest_version_dirs(args.repository):
+            dataset = contract.read(version_dir, verify_checksum=False)["dataset"]
+            if dataset is None or dataset["name"] not in LOADERS:
+                sys.stdout.write(f"{version_dir.parent.name}: skipped (not a built-in dataset)\n")
+                continue
             ev = evaluate_version(version_dir, args.data_dir)
             sys.stdout.write(
                 f"{ev.name} v{ev.version}: accuracy {ev.accuracy:.4f} on {ev.n_samples} "

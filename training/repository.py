@@ -31,6 +31,7 @@ def staged_version(repository: Path, name: str) -> Iterator[tuple[Path, int]]:
     An existing version is never replaced: ``os.rename`` refuses a non-empty target.
     """
     model_dir = Path(repository) / name
+    created = not model_dir.exists()
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(repository, name)
     staging = model_dir / f".staging-{uuid.uuid4().hex}"
@@ -44,3 +45,5 @@ def staged_version(repository: Path, name: str) -> Iterator[tuple[Path, int]]:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        if created and not any(model_dir.iterdir()):
+            model_dir.rmdir()  # a failed first version leaves no empty model folder

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,18 @@ class Loaded:
     def architecture(self) -> dict[str, Any] | None:
         """The architecture block, where the layers are known."""
         return None
+
+
+@contextmanager
+def _quiet_tf2onnx() -> Iterator[None]:
+    """tf2onnx logs each op it cannot convert as an error; the refusal says it once."""
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -128,7 +142,8 @@ class KerasSource(Loaded):
         import onnx
 
         try:
-            export.export_onnx(self.model, path, output_name=self.output_name, check=False)
+            with _quiet_tf2onnx():
+                export.export_onnx(self.model, path, output_name=self.output_name, check=False)
         except Exception as exc:  # tf2onnx's own failures
             raise SourceError(f"tf2onnx could not convert the model: {_one_line(exc)}") from None
         proto = onnx.load(str(path))
@@ -311,11 +326,16 @@ def _saved_model(path: Path, declared: str | None) -> Loaded:
         return signature(**{key: x})[out_key]
 
     try:
-        proto, _ = tf2onnx.convert.from_function(
-            forward, input_signature=[fixed], opset=export.OPSET
-        )
+        with _quiet_tf2onnx():
+            proto, _ = tf2onnx.convert.from_function(
+                forward, input_signature=[fixed], opset=export.OPSET
+            )
     except Exception as exc:
         raise SourceError(f"tf2onnx could not convert the SavedModel: {_one_line(exc)}") from None
+    unknown = [n for n in proto.graph.node if not _known_op(n)]
+    if unknown:
+        raise SourceError(f"the SavedModel's op {unknown[0].name!r} ({unknown[0].op_type}) has "
+                          "no ONNX conversion in tf2onnx")  # fmt: skip
     source = OnnxSource(path, declared or "probabilities", proto=proto, fmt="savedmodel")
     if not source.removed and declared is None:
         probe = source.reference_outputs(

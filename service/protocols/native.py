@@ -167,6 +167,16 @@ def predict(serving: Serving, request: Request) -> Response:
 # --- models and health -----------------------------------------------------------------------
 
 
+def _metrics_view(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Test metrics without the per-class table, and the calibration figures; None when an
+    imported model has neither."""
+    test = metrics.get("test")
+    view = {k: v for k, v in test.items() if k != "per_class"} if test else {}
+    if "calibration" in metrics:
+        view["calibration"] = metrics["calibration"]
+    return view or None
+
+
 def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
     """Status, provider and the metadata a client needs (all of it when ``full``)."""
     view: dict[str, Any] = {
@@ -185,7 +195,7 @@ def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
             input=meta["input"],
             output=meta["output"],
             preprocessing=meta["preprocessing"],
-            metrics={k: v for k, v in meta["metrics"]["test"].items() if k != "per_class"},
+            metrics=_metrics_view(meta["metrics"]),
         )
         if full:
             view["metadata"] = meta

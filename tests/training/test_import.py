@@ -1,0 +1,258 @@
+"""``python -m training import``: users' models in, one activation out, clear refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from service import metadata as contract
+from service.postprocessing import OutputSpec
+from training.cli import main
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class ProbabilityHead(keras.layers.Layer):
+    """A softmax written out inside a custom layer: nothing can take it off."""
+
+    def call(self, x):
+        e = keras.ops.exp(x - keras.ops.max(x, axis=-1, keepdims=True))
+        return e / keras.ops.sum(e, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class Unconvertible(keras.layers.Layer):
+    """A TensorFlow op tf2onnx has no ONNX conversion for."""
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.math.igamma(tf.abs(x) + 1.0, tf.abs(x) + 1.0)
+
+
+def features_model(head: str) -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    if head == "softmax":
+        outputs = keras.layers.Dense(3, activation="softmax")(hidden)
+    elif head == "sigmoid":
+        outputs = keras.layers.Activation("sigmoid")(keras.layers.Dense(1)(hidden))
+    elif head == "custom":
+        outputs = ProbabilityHead()(keras.layers.Dense(3)(hidden))
+    else:
+        outputs = keras.layers.Dense(3)(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def rgb_model() -> keras.Model:
+    """Raw 0..255 RGB in, a Rescaling layer inside, a Softmax layer at the end."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((12, 10, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(3)(x)
+    return keras.Model(inputs, keras.layers.Softmax()(logits))
+
+
+@pytest.fixture(scope="module")
+def features_x() -> np.ndarray:
+    return np.random.default_rng(5).normal(0, 2, (32, 4)).astype(np.float32)
+
+
+def served_probabilities(version_dir: Path, x: np.ndarray) -> np.ndarray:
+    """The service's own path: its predictor and output spec on the imported version."""
+    from service.predictor import OnnxPredictor
+
+    meta = contract.read(version_dir)
+    predictor = OnnxPredictor(version_dir, meta, ["CPUExecutionProvider"])
+    predictor.load()
+    return OutputSpec.from_dict(meta["output"]).probabilities(predictor.predict(x))
+
+
+@pytest.mark.parametrize(("head", "suffix"), [("softmax", ".keras"), ("sigmoid", ".h5")])
+def test_final_activation_is_removed_and_applied_once(tmp_path, features_x, head, suffix):
+    model = features_model(head)
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    repo = tmp_path / "repo"
+    assert main(["import", str(path), "--name", "mine", "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "mine" / "1")
+    assert meta["output"]["kind"] == "logits"
+    assert meta["source"]["final_activation"].startswith(head)
+    expected = model.predict(features_x, verbose=0).astype(np.float64)
+    if head == "sigmoid":
+        expected = np.concatenate([1 - expected, expected], axis=1)
+    np.testing.assert_allclose(served_probabilities(repo / "mine" / "1", features_x), expected,
+                               atol=1e-5)  # fmt: skip
+    assert meta["export"]["parity"]["max_abs_prob_diff"] <= 1e-5
+    assert meta["dataset"] is None
+    assert meta["metrics"]["test"] is None
+
+
+def test_probabilities_that_cannot_be_unwrapped_pass_through(tmp_path, features_x):
+    model = features_model("custom")
+    model.save(tmp_path / "custom.keras")
+    repo = tmp_path / "repo"
+    assert main(["import", str(tmp_path / "custom.keras"), "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "custom" / "1")
+    assert meta["output"]["kind"] == "probabilities"
+    served = served_probabilities(repo / "custom" / "1", features_x)
+    np.testing.assert_allclose(served, model.predict(features_x, verbose=0), atol=1e-6)
+
+
+def test_rgb_model_with_rescaling_inside(tmp_path):
+    model = rgb_model()
+    model.save(tmp_path / "rgb.keras")
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "rgb.keras"), "--scale", "1", "--classes", "cat,dog,bird",
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "rgb" / "1")
+    pre = meta["preprocessing"]
+    assert (pre["channels"], pre["layout"], pre["scale"], pre["background"]) == (
+        3,
+        "nhwc",
+        1,
+        "none",
+    )
+    assert meta["classes"] == ["cat", "dog", "bird"]
+    assert meta["source"]["final_activation"].startswith("softmax (layer")
+
+
+def test_onnx_from_elsewhere_loses_its_softmax_node(tmp_path, features_x):
+    from training.export import export_onnx
+
+    model = features_model("softmax")
+    export_onnx(model, tmp_path / "other.onnx", output_name="prob")  # softmax kept inside
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "other.onnx"), "--output", "probabilities", "--repository",
+            str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "other" / "1")
+    assert meta["output"]["kind"] == "logits"
+    assert meta["source"]["final_activation"].startswith("Softmax node")
+    served = served_probabilities(repo / "other" / "1", features_x)
+    np.testing.assert_allclose(served, model.predict(features_x, verbose=0), atol=1e-5)
+
+
+def test_onnx_declared_logits_that_are_probabilities_is_refused(tmp_path, caplog):
+    from training.export import export_onnx
+
+    model = features_model("custom")
+    export_onnx(model, tmp_path / "p.onnx", output_name="p")
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "p.onnx"), "--output", "logits", "--repository", str(repo)]
+    assert main(args) == 1
+    assert "they are probabilities, not logits" in caplog.text
+    assert not repo.exists() or not any(repo.iterdir())
+
+
+def _two_inputs(tmp_path: Path) -> Path:
+    a, b = keras.Input((2,)), keras.Input((2,))
+    out = keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))
+    keras.Model([a, b], out).save(tmp_path / "two.keras")
+    return tmp_path / "two.keras"
+
+
+def _sequence_output(tmp_path: Path) -> Path:
+    inputs = keras.Input((4,))
+    out = keras.layers.Reshape((2, 2))(keras.layers.Dense(4)(inputs))
+    keras.Model(inputs, out).save(tmp_path / "seq.keras")
+    return tmp_path / "seq.keras"
+
+
+def _unconvertible(tmp_path: Path) -> Path:
+    inputs = keras.Input((4,))
+    hidden = Unconvertible(name="my_weird_layer")(keras.layers.Dense(3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3)(hidden)).save(tmp_path / "weird.keras")
+    return tmp_path / "weird.keras"
+
+
+def _softmax_keras(tmp_path: Path) -> Path:
+    features_model("softmax").save(tmp_path / "soft.keras")
+    return tmp_path / "soft.keras"
+
+
+def _text_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("not a model")
+    return tmp_path / "notes.txt"
+
+
+def _fake_keras(tmp_path: Path) -> Path:
+    (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    return tmp_path / "broken.keras"
+
+
+def _onnx_without_output_kind(tmp_path: Path) -> Path:
+    from training.export import export_onnx
+
+    export_onnx(features_model("logits"), tmp_path / "x.onnx")
+    return tmp_path / "x.onnx"
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (_text_file, [], "notes.txt is not a model file: expected .keras, .h5, .onnx"),
+        (_fake_keras, [], "Keras cannot load broken.keras"),
+        (_two_inputs, [], "the model has 2 inputs and 1 outputs; one of each is needed"),
+        (_sequence_output, [], r"output has shape \[None, 2, 2\]; expected \[batch, classes\]"),
+        (_softmax_keras, ["--classes", "a,b"], r"--classes names 2 classes; the model's output"),
+        (_unconvertible, [], "layer 'my_weird_layer' uses the TensorFlow op 'Igamma'"),
+        (_onnx_without_output_kind, [], "say what the ONNX model outputs: --output logits"),
+    ],
+)
+def test_refusals_say_why_and_write_nothing(tmp_path, caplog, make, extra, message):
+    path = make(tmp_path)
+    repo = tmp_path / "repo"
+    assert main(["import", str(path), "--repository", str(repo), *extra]) == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert errors[0].exc_info is None
+    import re
+
+    assert re.search(message, errors[0].getMessage()), errors[0].getMessage()
+    assert "\n" not in errors[0].getMessage()
+    assert not repo.exists() or list(repo.iterdir()) == []
+
+
+def test_refusal_from_the_command_line_has_no_traceback(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 10)
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "import", str(tmp_path / "model.bin"),
+         "--repository", str(tmp_path / "repo")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "model.bin is not a model file" in done.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def test_labelled_sample_gives_test_metrics_and_calibration(tmp_path):
+    model = features_model("softmax")
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 2, (400, 4))
+    y = model.predict(x.astype(np.float32), verbose=0).argmax(axis=1)
+    flip = rng.random(400) < 0.3  # noisy labels: the model is over-confident on them
+    y[flip] = rng.integers(0, 3, flip.sum())
+    np.savez(tmp_path / "sample.npz", x=x, y=y)
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "m.keras"), "--sample", str(tmp_path / "sample.npz"),
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "m" / "1")
+    assert 195 <= meta["metrics"]["test"]["n_samples"] <= 205  # half of each class tests
+    calibration = meta["metrics"]["calibration"]
+    assert calibration["validation_nll"]["after"] <= calibration["validation_nll"]["before"]
+    if calibration["applied"]:
+        assert meta["output"]["temperature"] == calibration["temperature"]
+    assert (repo / "m" / "1" / "report" / "reliability.png").is_file()
+    assert meta["export"]["parity"]["n_samples"] == 400
