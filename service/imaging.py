@@ -127,27 +127,43 @@ def _pad_to(image: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
 # --- photos of one object --------------------------------------------------------------------
 
 WORKING_SIDE = 384  # a photo is analysed at most this large: enough for 28x28, fast
+RELATIVE_EDGE = 0.1  # the object's edge: a tenth of its strongest ink, as the datasets' boxes
 
 
 def _paper_surface(gray01: np.ndarray) -> np.ndarray:
-    """The paper's brightness under uneven light: a quadratic surface fitted to the pixels
-    that are not much darker than it (the object's pixels drop out over a few rounds)."""
+    """The paper's brightness under uneven light: a quadratic surface fitted first to the
+    picture's border (paper, whatever the object's size), then to every pixel that is not
+    clearly darker than it (the object's pixels stay out)."""
     h, w = gray01.shape
     step = max(1, int(np.sqrt(h * w / 4096)))
     ys, xs = np.mgrid[0:h:step, 0:w:step]
     values = gray01[::step, ::step].ravel()
     y, x = ys.ravel() / h - 0.5, xs.ravel() / w - 0.5
     design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
-    keep = np.ones(values.shape, dtype=bool)
+    edge = max(1, min(ys.shape) // 12)
+    ring = np.zeros(ys.shape, dtype=bool)
+    ring[:edge], ring[-edge:], ring[:, :edge], ring[:, -edge:] = True, True, True, True
+    keep = ring.ravel()
     for _ in range(6):
         coef, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
         residual = values - design @ coef
-        spread = 1.4826 * np.median(np.abs(residual[keep])) + 1e-3
-        keep = residual > -3.0 * spread
+        kept = residual[keep]
+        spread = 1.4826 * np.median(np.abs(kept - np.median(kept))) + 2e-3
+        keep = residual > -3.0 * spread  # ink is only ever darker than the paper
     yy, xx = np.mgrid[0:h, 0:w]
     y, x = yy / h - 0.5, xx / w - 0.5
     surface = coef[0] + coef[1] * x + coef[2] * y + coef[3] * x * x + coef[4] * x * y
     return np.clip(surface + coef[5] * y * y, 1e-3, None)
+
+
+def _paper(gray01: np.ndarray) -> tuple[np.ndarray | float, bool]:
+    """(paper brightness, photographed): a digital picture's flat background as it is, a
+    photo's paper under its light."""
+    edge = border(gray01)
+    level = float(np.quantile(edge, 0.9))
+    if np.mean(np.abs(edge - level) <= 2 / 255) >= 0.3:  # no sensor noise: drawn, not shot
+        return max(level, 1e-3), False
+    return _paper_surface(gray01), True
 
 
 def _box3(image: np.ndarray) -> np.ndarray:
@@ -163,7 +179,8 @@ def frame_object(gray01: np.ndarray, height: int, width: int, fill: float) -> np
     The paper's brightness is estimated (uneven light, tinted paper), the object is what is
     clearly darker than it (or lighter, on a dark ground), and it is cropped, padded to a
     square with background and scaled so that its longer side spans ``fill`` of the frame,
-    as the datasets frame their items; its darkest part becomes 1.
+    as the datasets frame their items; on a photo, its darkest part becomes 1. A digital
+    picture with a flat background keeps its values (only its framing changes).
     """
     h, w = gray01.shape
     if max(h, w) > WORKING_SIDE:
@@ -171,16 +188,18 @@ def frame_object(gray01: np.ndarray, height: int, width: int, fill: float) -> np
         gray01 = resize_area(gray01, max(1, round(h * ratio)), max(1, round(w * ratio)))
     if not background_is_light(gray01):
         gray01 = 1.0 - gray01
-    ink = np.clip(1.0 - gray01 / _paper_surface(gray01), 0.0, 1.0)
+    paper, photo = _paper(gray01)
+    ink = np.clip(1.0 - gray01 / paper, 0.0, 1.0)
     smooth = _box3(ink) if min(ink.shape) >= 3 else ink
     quiet = smooth[smooth < np.median(smooth) + 1e-9]
     noise = 1.4826 * float(np.median(np.abs(quiet - np.median(quiet)))) if quiet.size else 0.0
-    mask = smooth > max(0.12, 5.0 * noise)
+    strong = float(np.quantile(smooth, 0.995))
+    mask = smooth > max(0.08, 5.0 * noise, RELATIVE_EDGE * strong)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     found = rows.size > 0  # else nothing stands out: keep the whole frame
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if found else ink
     side = max(crop.shape[0] * width / height, crop.shape[1]) / fill
     target = (max(crop.shape[0], round(side * height / width)), max(crop.shape[1], round(side)))
     framed = resize_area(_pad_to(crop, target, 0.0), height, width)
-    top = float(np.quantile(framed, 0.995))
-    return np.clip(framed / top, 0.0, 1.0) if top > 0.05 else framed
+    top = float(framed.max())  # a photo's ink is never black: its darkest part becomes 1
+    return np.clip(framed / top, 0.0, 1.0) if photo and top > 0.05 else framed

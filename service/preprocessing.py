@@ -261,7 +261,7 @@ def image_to_pixels(image: np.ndarray, spec: ImageSpec, full_scale: float = 255.
         if _inverted(image01, spec):
             image01 = 1.0 - image01
         out = fit_aspect(image01, spec.height, spec.width, spec.resize)
-    return out * spec.pixel_max
+    return np.clip(out, 0.0, 1.0) * spec.pixel_max  # running sums may overshoot by 1 ulp
 
 
 def images_to_tensor(images: Sequence[np.ndarray], spec: ImageSpec) -> np.ndarray:

@@ -159,7 +159,8 @@ class ModelVersionSchema(Schema):
     metrics = fields.Dict(
         allow_none=True,
         metadata={
-            "description": "test metrics (without the per-class table) and calibration; null when unknown (an imported model without labelled data)"
+            "description": "test metrics (without the per-class table) and calibration; "
+            "null when unknown (an imported model without labelled data)"
         },
     )
     metadata = fields.Dict()

@@ -56,14 +56,19 @@ def build_cnn(
     convs_per_block: int = 2,
     dense: int = 128,
     dropout: float = 0.3,
+    bn_momentum: float = 0.99,
 ) -> keras.Model:
-    """A small VGG-style CNN: [conv-BN-ReLU x n, max-pool] per block, dense, linear logits."""
+    """A small VGG-style CNN: [conv-BN-ReLU x n, max-pool] per block, dense, linear logits.
+
+    ``bn_momentum`` is lower for small datasets: with a few dozen steps, the default 0.99
+    leaves BatchNormalization's inference statistics near their initial values.
+    """
     inputs = keras.Input(shape=tuple(input_shape), name=INPUT_NAME)
     x = inputs
     for b, width in enumerate(filters, start=1):
         for c in range(1, convs_per_block + 1):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{b}_{c}")(x)
-            x = layers.BatchNormalization(name=f"bn{b}_{c}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{b}_{c}")(x)
             x = layers.ReLU(name=f"relu{b}_{c}")(x)
         x = layers.MaxPooling2D(name=f"pool{b}")(x)
         x = layers.Dropout(dropout * b / len(filters), name=f"drop{b}")(x)

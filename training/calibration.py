@@ -143,3 +143,19 @@ def plot_reliability(
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def record(
+    meta: dict[str, Any],
+    block: dict[str, Any],
+    test_logits: np.ndarray,
+    test_labels: np.ndarray,
+    report_dir: Path,
+) -> None:
+    """Put the calibration block, the temperature the service applies, and the
+    reliability diagram into a version being written."""
+    plot_reliability(test_logits, test_labels, block["temperature"], report_dir / "reliability.png")
+    block["plot"] = "report/reliability.png"
+    meta["metrics"]["calibration"] = block
+    if block["applied"]:
+        meta["output"]["temperature"] = block["temperature"]

@@ -29,6 +29,23 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     from training.datasets import LOADERS
 
     p.add_argument("dataset", choices=list(LOADERS), help="which dataset to fit")
+    _add_hyper_flags(p)
+    p.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $FASHION_MNIST_DIR, "
+                   "else /usr/share/datasets/fashion-mnist)")  # fmt: skip
+
+
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--validation-split", type=float, help="held-out fraction of train")
+    p.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
+    p.add_argument("--lr-decay", choices=["none", "cosine"], help="learning-rate schedule")
+    p.add_argument("--name", help="model name in the repository (default: dataset)")
+    p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                   help="model repository folder (default: ./models)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+
+
+def _add_hyper_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=["mlp", "cnn"], help="network family")
     p.add_argument("--hidden", type=_int_list, help="MLP hidden sizes, e.g. 25-15")
     p.add_argument("--filters", type=_int_list, help="CNN block widths, e.g. 32-64")
@@ -38,8 +55,9 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="mini-batch size")
     p.add_argument("--learning-rate", "--lr", type=float, help="Adam learning rate")
     p.add_argument("--seed", type=int, help="random seed (weights, shuffling, split)")
-    p.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $FASHION_MNIST_DIR, "
-                   "else /usr/share/datasets/fashion-mnist)")  # fmt: skip
+    p.add_argument("--augment-shift", type=int, help="images: random shifts up to N pixels")
+    p.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="images: random left-right mirroring")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,14 +67,40 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fit, export to ONNX, check parity, publish a version")
     _add_model_flags(train)
-    train.add_argument("--epochs", type=int, help="maximum epochs")
-    train.add_argument("--validation-split", type=float, help="held-out fraction of train")
-    train.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
-    train.add_argument("--lr-decay", choices=["none", "cosine"], help="learning-rate schedule")
-    train.add_argument("--name", help="model name in the repository (default: dataset)")
-    train.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
-                       help="model repository folder (default: ./models)")  # fmt: skip
-    train.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    _add_fit_flags(train)
+
+    csv = sub.add_parser("train-csv", help="fit feature vectors from your own CSV file")
+    csv.add_argument("file", type=Path, help="CSV with a header row")
+    csv.add_argument("--target", required=True, help="the column holding the class labels")
+    csv.add_argument("--features", type=_names, help="feature columns (default: all others)")
+    csv.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
+    _add_hyper_flags(csv)
+    _add_fit_flags(csv)
+
+    images = sub.add_parser("train-images", help="fit images from your own folder of classes")
+    images.add_argument("folder", type=Path, help="one subfolder of images per class")
+    images.add_argument("--size", type=_size, default=(32, 32), help="HxW or N (default 32)")
+    images.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        help="1 (grayscale) or 3 (RGB); default: 3 if any image has colour",
+    )
+    images.add_argument(
+        "--background",
+        choices=["dark", "light", "none"],
+        default="none",
+        help="the images' background, for inverting uploads of the other kind",
+    )
+    images.add_argument(
+        "--resize",
+        choices=["stretch", "pad", "crop"],
+        default="stretch",
+        help="how pictures of other aspect ratios are fitted",
+    )
+    images.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
+    _add_hyper_flags(images)
+    _add_fit_flags(images)  # fmt: skip
 
     lr = sub.add_parser("lr-find", help="learning-rate sweep: plot and suggested rate")
     _add_model_flags(lr)
@@ -69,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="re-score published models with onnxruntime")
     ev.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     ev.add_argument("--data-dir", help="Fashion-MNIST IDX folder")
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit temperature scaling for versions trained "
+        "before calibration existed (built-in datasets)",
+    )
+    cal.add_argument("models", nargs="*", help="model names (default: every built-in one)")
+    cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    cal.add_argument("--data-dir", help="Fashion-MNIST IDX folder")
 
     sub.add_parser("datasets", help="list datasets and their default training config")
     _import_parser(sub)
@@ -91,6 +144,17 @@ def _names(text: str) -> list[str]:
             raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc}") from None
         return [line.strip() for line in lines if line.strip()]
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'32' or '28x32' -> (height, width)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 4:
+        raise argparse.ArgumentTypeError(f"expected a size like 32 or 28x32, got {text!r}")
+    return (parts[0], parts[-1])
 
 
 def _fraction(text: str) -> float:
@@ -146,14 +210,47 @@ def _import_parser(sub) -> None:
     p.add_argument("--target", help="the label column of a --sample CSV")  # fmt: skip
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, dataset: str, name: str | None = None):
     from training.config import default_config
 
     fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
-              "learning_rate", "seed"]  # fmt: skip
-    if args.command == "train":
+              "learning_rate", "seed", "augment_shift", "augment_flip"]  # fmt: skip
+    if args.command != "lr-find":
         fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
-    return default_config(args.dataset, **{f: getattr(args, f) for f in fields})
+    values = {f: getattr(args, f) for f in fields}
+    values["name"] = values.get("name") or name
+    return default_config(dataset, **values)
+
+
+def _own_data(args: argparse.Namespace, command: str) -> int:
+    """train-csv / train-images: the user's data through the built-in pipeline."""
+    import re
+    from dataclasses import replace
+
+    from service.preprocessing import ImageSpec
+    from training import userdata
+    from training.pipeline import train_and_export
+
+    path = args.file if args.command == "train-csv" else args.folder
+    if args.command == "train-csv":
+        dataset = userdata.csv_dataset(path, args.target, args.features, args.test_fraction)
+        config = _config(args, "csv", dataset.name)
+    else:
+        channels = args.channels or userdata.colour_channels(path)
+        spec = ImageSpec(args.size[0], args.size[1], channels, 255.0, "nhwc", args.background,
+                         args.background != "none", resize=args.resize)  # fmt: skip
+        dataset = userdata.image_dataset(path, spec, args.test_fraction)
+        config = _config(args, "images", dataset.name)
+        if config.arch == "mlp":  # a flat vector: no shifts or flips
+            spec = replace(spec, layout="flat")
+            dataset = replace(dataset, spec=spec)
+            config = replace(config, augment_shift=0, augment_flip=False)
+    name = re.sub(r"[^a-z0-9_.-]+", "-", config.model_name.lower()).strip("-.") or "model"
+    config = replace(config, name=name)
+    published = train_and_export(config, args.repository, verbose=0 if args.quiet else "auto",
+                                 command=command, dataset=dataset)  # fmt: skip
+    sys.stdout.write(f"{published}\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,9 +284,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         return 0
     if args.command == "evaluate":
         from service import metadata as contract
-        from training.evaluate import evaluate_version
-
         from training.datasets import LOADERS
+        from training.evaluate import evaluate_version
 
         for version_dir in contract.latest_version_dirs(args.repository):
             dataset = contract.read(version_dir, verify_checksum=False)["dataset"]
@@ -210,7 +306,28 @@ def _run(args: argparse.Namespace, command: str) -> int:
         options = ImportOptions(args.path, args.repository, **{f: getattr(args, f) for f in fields})
         sys.stdout.write(f"{import_model(options, command)}\n")
         return 0
-    config = _config(args)
+    if args.command == "calibrate":
+        from service import metadata as contract
+        from training.datasets import LOADERS
+        from training.evaluate import calibrate_version
+
+        for version_dir in contract.latest_version_dirs(args.repository):
+            meta = contract.read(version_dir, verify_checksum=False)
+            wanted = not args.models or meta["name"] in args.models
+            if not wanted or not meta["dataset"] or meta["dataset"]["name"] not in LOADERS:
+                continue
+            block = calibrate_version(version_dir, args.data_dir)
+            before, after = block["test"]["before"], block["test"]["after"]
+            sys.stdout.write(
+                f"{meta['name']} v{meta['version']}: temperature {block['temperature']:.4g} "
+                f"({'applied' if block['applied'] else 'not applied'}); test ECE "
+                f"{before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
+                f"{after['nll']:.4f}\n"
+            )
+        return 0
+    if args.command in ("train-csv", "train-images"):
+        return _own_data(args, command)
+    config = _config(args, args.dataset)
     if args.command == "lr-find":
         from training import datasets, lr_finder
 

@@ -14,7 +14,7 @@ import numpy as np
 from service import metadata as contract
 from service.postprocessing import predicted_indices
 from service.preprocessing import FeatureSpec
-from training import architectures, datasets, export, report, repository, trainer
+from training import architectures, calibration, datasets, export, report, repository, trainer
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,13 @@ def train_and_export(
     data_dir: str | None = None,
     verbose: int | str = "auto",
     command: str | None = None,
+    dataset: datasets.Dataset | None = None,
 ) -> Path:
-    """Run the whole pipeline and publish ``<repo>/<name>/<next version>``; return its path."""
-    dataset = datasets.load(config.dataset, data_dir)
+    """Run the whole pipeline and publish ``<repo>/<name>/<next version>``; return its path.
+
+    The dataset is the built-in one the config names, unless a user's own is given.
+    """
+    dataset = dataset or datasets.load(config.dataset, data_dir)
     log.info(
         "dataset %s: %d train, %d test", dataset.name, len(dataset.x_train), len(dataset.x_test)
     )
@@ -68,6 +72,10 @@ def train_and_export(
             config, dataset, fitted, metrics, parity, onnx_path, version,
             command or "(library call: training.pipeline.train_and_export)",
         )  # fmt: skip
+        val_logits = export.onnx_logits(onnx_path, fitted.x_validation)
+        block = calibration.calibrate(val_logits, fitted.y_validation, onnx_logits, dataset.y_test)
+        calibration.record(meta, block, onnx_logits, dataset.y_test, staging / "report")
+        plots.append("reliability.png")
         contract.write(staging, meta)
         report.write_markdown(meta, plots, staging / "report" / "README.md")
     published = Path(repository_dir) / config.model_name / str(version)
@@ -121,6 +129,7 @@ def build_metadata(
         "task": dataset.task,
         "classes": list(dataset.class_names),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {"kind": "trained"},
         "dataset": {
             "name": dataset.name,
             "n_train": fitted.n_train,
@@ -174,7 +183,8 @@ def _describe(dataset: datasets.Dataset) -> str:
             f"({', '.join(dataset.spec.feature_names)}) from {dataset.name}"
         )
     s = dataset.spec
-    return (
-        f"{dataset.task} classifier on {s.height}x{s.width} grayscale images "
-        f"(light objects on a dark background) from {dataset.name}"
-    )
+    colour = "grayscale" if s.channels == 1 else "RGB"
+    ground = {"dark": " (light objects on a dark background)",
+              "light": " (dark objects on a light background)"}.get(s.background, "")  # fmt: skip
+    size = f"{s.height}x{s.width}"
+    return f"{dataset.task} classifier on {size} {colour} images{ground} from {dataset.name}"

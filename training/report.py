@@ -154,7 +154,8 @@ def plot_sample_predictions(
     rng = np.random.default_rng(seed)
     wrong = np.flatnonzero(predicted != dataset.y_test)
     right = np.flatnonzero(predicted == dataset.y_test)
-    n_wrong = min(len(wrong), n // 4)  # always show a few mistakes, if there are any
+    n = min(n, len(dataset.y_test))
+    n_wrong = max(min(len(wrong), n // 4), n - len(right))  # always show a few mistakes
     picks = np.concatenate([
         rng.choice(right, n - n_wrong, replace=False),
         rng.choice(wrong, n_wrong, replace=False) if n_wrong else np.array([], dtype=int),
@@ -163,8 +164,12 @@ def plot_sample_predictions(
     fig, axes = plt.subplots(int(np.ceil(n / cols)), cols, figsize=(cols * 2.1, 2.5 * n / cols))
     spec = dataset.spec
     for ax, i in zip(axes.ravel(), picks, strict=False):  # spare axes stay blank
-        ax.imshow(dataset.x_test[i].reshape(spec.height, spec.width), cmap="gray",
-                  vmin=0, vmax=spec.pixel_max)  # fmt: skip
+        if spec.channels == 1:
+            ax.imshow(dataset.x_test[i].reshape(spec.height, spec.width), cmap="gray",
+                      vmin=0, vmax=spec.pixel_max)  # fmt: skip
+        else:
+            rgb = dataset.x_test[i].reshape(spec.height, spec.width, spec.channels)
+            ax.imshow(np.clip(rgb / spec.pixel_max, 0, 1))
         ok = predicted[i] == dataset.y_test[i]
         ax.set_title(
             f"true: {names[dataset.y_test[i]]}\npred: {names[predicted[i]]} "

@@ -123,20 +123,9 @@ def evaluate(
             outputs[fit_rows], data.labels[fit_rows], outputs[test_rows], data.labels[test_rows]
         )
         block["fitted_on"] = f"half of the sample ({len(fit_rows)} labelled inputs)"
-        apply_calibration(meta, block, outputs[test_rows], data.labels[test_rows], report_dir)
+        calibration.record(meta, block, outputs[test_rows], data.labels[test_rows], report_dir)
         plots.append("reliability.png")
     return plots
-
-
-def apply_calibration(meta, block, test_logits, test_labels, report_dir: Path) -> None:
-    """Record the calibration block, the temperature the service applies, and the plot."""
-    calibration.plot_reliability(
-        test_logits, test_labels, block["temperature"], report_dir / "reliability.png"
-    )
-    block["plot"] = "report/reliability.png"
-    meta["metrics"]["calibration"] = block
-    if block["applied"]:
-        meta["output"]["temperature"] = block["temperature"]
 
 
 def _halves(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from service.errors import ApiError
 from service.images import decode_image
-from service.preprocessing import ImageSpec, PreprocessingError, image_to_pixels
+from service.preprocessing import FeatureSpec, ImageSpec, PreprocessingError, image_to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +119,60 @@ def encode_labels(labels: list[str], classes: list[str] | None = None):
     if unknown:
         raise DataError(f"labels {unknown[:5]} are not among the classes {names}")
     return np.array([index[v] for v in labels], dtype=np.int64), names
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y)
+    stratify = y if counts.min() >= 2 else None
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+
+
+def csv_dataset(path: Path, target: str, features: list[str] | None = None,
+                test_fraction: float = 0.2, seed: int = 42):  # fmt: skip
+    """A CSV as a Dataset: features standardised with the training split's mean and std
+    (recorded in the preprocessing contract, so clients send raw values)."""
+    from training.datasets import Dataset
+
+    table = read_csv(path, target, features)
+    y, classes = encode_labels(table.labels or [])
+    if len(classes) < 2:
+        raise DataError(f"{path}: the target {target!r} needs at least two classes")
+    x_tr, x_te, y_tr, y_te = _split(table.x, y, test_fraction, seed)
+    std = x_tr.std(axis=0)
+    spec = FeatureSpec(len(table.feature_names), table.feature_names,
+                       tuple(float(v) for v in x_tr.mean(axis=0)),
+                       tuple(float(v) if v > 0 else 1.0 for v in std))  # fmt: skip
+    source = f"{Path(path).name}: target {target!r}, {len(y)} rows, {test_fraction:.0%} test"
+    return Dataset(Path(path).stem, x_tr, y_tr, x_te, y_te, tuple(classes), spec, source)
+
+
+def image_dataset(folder: Path, spec: ImageSpec, test_fraction: float = 0.2, seed: int = 42):
+    """A folder of class subfolders as a Dataset of raw pixels in the spec's size."""
+    from training.datasets import Dataset
+
+    images = read_image_folder(folder, spec, labelled=True)
+    y, classes = encode_labels(images.labels or [])
+    if len(classes) < 2:
+        raise DataError(f"{folder}: one subfolder per class, at least two classes")
+    pixels = images.pixels.reshape(len(y), spec.height, spec.width, spec.channels)
+    x_tr, x_te, y_tr, y_te = _split(pixels.astype(np.float32), y, test_fraction, seed)
+    source = f"{Path(folder).name}/: {len(y)} images in {len(classes)} class folders"
+    return Dataset(Path(folder).name, x_tr, y_tr, x_te, y_te, tuple(classes), spec, source)
+
+
+def colour_channels(folder: Path) -> int:
+    """3 when any image in the folder has colour, else 1."""
+    from PIL import Image
+
+    for path in image_files(folder)[:200]:
+        with Image.open(path) as image:
+            if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+                if (
+                    np.abs(rgb[..., 0] - rgb[..., 1]).max() > 2
+                    or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 2
+                ):
+                    return 3
+    return 1
