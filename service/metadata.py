@@ -137,6 +137,16 @@ def versions(repository: Path, name: str) -> list[int]:
     )
 
 
+def version_dirs(repository: Path) -> list[Path]:
+    """``<repo>/<name>/<version>`` for every version of every model, in order."""
+    repository = Path(repository)
+    return [
+        repository / model_dir.name / str(number)
+        for model_dir in sorted(p for p in repository.iterdir() if p.is_dir())
+        for number in versions(repository, model_dir.name)
+    ]
+
+
 def latest_version_dirs(repository: Path) -> list[Path]:
     """``<repo>/<name>/<highest version>`` for every model in the repository."""
     repository = Path(repository)

@@ -12,6 +12,7 @@ from tests.helpers import MODELS
 def fashion():
     """Fashion-MNIST test images (Debian package) and the committed model's own logits."""
     from service import metadata as contract
+    from service.postprocessing import OutputSpec
     from service.predictor import OnnxPredictor
     from service.preprocessing import pixels_to_tensor, spec_from_dict
     from training.datasets import load
@@ -23,5 +24,6 @@ def fashion():
     predictor.load()
     x = ds.x_test[:64]
     logits = predictor.predict(pixels_to_tensor(x, spec_from_dict(meta["preprocessing"])))
+    probs = OutputSpec.from_dict(meta["output"]).probabilities(logits)  # with its temperature
     return {"images": x.astype(np.uint8), "labels": ds.y_test[:64], "logits": logits,
-            "classes": meta["classes"]}  # fmt: skip
+            "probabilities": probs, "classes": meta["classes"]}  # fmt: skip

@@ -18,6 +18,7 @@ from service.postprocessing import OutputSpec
 log = logging.getLogger(__name__)
 
 BINS = 15
+BOUNDS = (0.05, 20.0)  # the temperatures searched
 
 
 def _probs(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -55,13 +56,13 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises the NLL (a bounded 1-D search)."""
+    """The temperature in ``BOUNDS`` that minimises the NLL (a bounded 1-D search)."""
     from scipy.optimize import minimize_scalar
 
     logits = np.asarray(logits, dtype=np.float64)
     found = minimize_scalar(
         lambda log_t: nll(_probs(logits, float(np.exp(log_t))), labels),
-        bounds=(np.log(0.05), np.log(20.0)),
+        bounds=(np.log(BOUNDS[0]), np.log(BOUNDS[1])),
         method="bounded",
         options={"xatol": 1e-4},
     )
@@ -81,7 +82,11 @@ def calibrate(
     fitted = fit_temperature(val_logits, val_labels)
     before = nll(_probs(val_logits, 1.0), val_labels)
     after = nll(_probs(val_logits, fitted), val_labels)
-    applied = after < before - 1e-6
+    # With every validation answer right, the NLL falls for ever as T -> 0 (or stops at the
+    # search's bound): no optimum, and sharpening says nothing about new data.
+    all_right = bool(np.all(_probs(val_logits, 1.0).argmax(axis=1) == val_labels))
+    at_bound = all_right or not (BOUNDS[0] * 1.01 < fitted < BOUNDS[1] / 1.01)
+    applied = after < before - 1e-6 and not at_bound
     temperature = fitted if applied else 1.0
     block: dict[str, Any] = {
         "temperature": round(temperature, 6),
@@ -90,6 +95,11 @@ def calibrate(
         "bins": BINS,
         "validation_nll": {"before": before, "after": after if applied else before},
     }
+    if at_bound:
+        block["note"] = (
+            f"not applied: the NLL keeps falling to the search bound (T = {fitted:.3g}); the "
+            "model separates the validation split, so it cannot tell the right temperature"
+        )
     if test_logits is not None and test_labels is not None:
         block["test"] = {
             "before": scores(_probs(test_logits, 1.0), test_labels),

@@ -1,9 +1,8 @@
-"""``python -m training``: train, lr-find, evaluate, datasets."""
+"""``python -m training``: the command line (parsers); ``training.commands`` runs them."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -210,49 +209,6 @@ def _import_parser(sub) -> None:
     p.add_argument("--target", help="the label column of a --sample CSV")  # fmt: skip
 
 
-def _config(args: argparse.Namespace, dataset: str, name: str | None = None):
-    from training.config import default_config
-
-    fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
-              "learning_rate", "seed", "augment_shift", "augment_flip"]  # fmt: skip
-    if args.command != "lr-find":
-        fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
-    values = {f: getattr(args, f) for f in fields}
-    values["name"] = values.get("name") or name
-    return default_config(dataset, **values)
-
-
-def _own_data(args: argparse.Namespace, command: str) -> int:
-    """train-csv / train-images: the user's data through the built-in pipeline."""
-    import re
-    from dataclasses import replace
-
-    from service.preprocessing import ImageSpec
-    from training import userdata
-    from training.pipeline import train_and_export
-
-    path = args.file if args.command == "train-csv" else args.folder
-    if args.command == "train-csv":
-        dataset = userdata.csv_dataset(path, args.target, args.features, args.test_fraction)
-        config = _config(args, "csv", dataset.name)
-    else:
-        channels = args.channels or userdata.colour_channels(path)
-        spec = ImageSpec(args.size[0], args.size[1], channels, 255.0, "nhwc", args.background,
-                         args.background != "none", resize=args.resize)  # fmt: skip
-        dataset = userdata.image_dataset(path, spec, args.test_fraction)
-        config = _config(args, "images", dataset.name)
-        if config.arch == "mlp":  # a flat vector: no shifts or flips
-            spec = replace(spec, layout="flat")
-            dataset = replace(dataset, spec=spec)
-            config = replace(config, augment_shift=0, augment_flip=False)
-    name = re.sub(r"[^a-z0-9_.-]+", "-", config.model_name.lower()).strip("-.") or "model"
-    config = replace(config, name=name)
-    published = train_and_export(config, args.repository, verbose=0 if args.quiet else "auto",
-                                 command=command, dataset=dataset)  # fmt: skip
-    sys.stdout.write(f"{published}\n")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -262,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from training import commands
     from training.datasets import DatasetError
     from training.export import ExportError
     from training.importer import ImportRefused
@@ -269,81 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.userdata import DataError
 
     try:
-        return _run(args, shlex.join(["python", "-m", "training", *argv]))
+        return commands.run(args, shlex.join(["python", "-m", "training", *argv]))
     except (DatasetError, ExportError, ImportRefused, SourceError, DataError) as exc:
         log.error("%s", exc)
         return 1
-
-
-def _run(args: argparse.Namespace, command: str) -> int:
-    if args.command == "datasets":
-        from training.config import DEFAULTS
-
-        for name, cfg in DEFAULTS.items():
-            sys.stdout.write(f"{name}: {json.dumps(cfg.to_dict())}\n")
-        return 0
-    if args.command == "evaluate":
-        from service import metadata as contract
-        from training.datasets import LOADERS
-        from training.evaluate import evaluate_version
-
-        for version_dir in contract.latest_version_dirs(args.repository):
-            dataset = contract.read(version_dir, verify_checksum=False)["dataset"]
-            if dataset is None or dataset["name"] not in LOADERS:
-                sys.stdout.write(f"{version_dir.parent.name}: skipped (not a built-in dataset)\n")
-                continue
-            ev = evaluate_version(version_dir, args.data_dir)
-            sys.stdout.write(
-                f"{ev.name} v{ev.version}: accuracy {ev.accuracy:.4f} on {ev.n_samples} "
-                f"(recorded {ev.recorded_accuracy:.4f}), {ev.onnx_bytes:,} bytes\n"
-            )
-        return 0
-    if args.command == "import":
-        from training.importer import ImportOptions, import_model
-
-        fields = ["name", "classes", "output", "scale", "offset", "mean", "std", "background",
-                  "resize", "features", "sample", "target"]  # fmt: skip
-        options = ImportOptions(args.path, args.repository, **{f: getattr(args, f) for f in fields})
-        sys.stdout.write(f"{import_model(options, command)}\n")
-        return 0
-    if args.command == "calibrate":
-        from service import metadata as contract
-        from training.datasets import LOADERS
-        from training.evaluate import calibrate_version
-
-        for version_dir in contract.latest_version_dirs(args.repository):
-            meta = contract.read(version_dir, verify_checksum=False)
-            wanted = not args.models or meta["name"] in args.models
-            if not wanted or not meta["dataset"] or meta["dataset"]["name"] not in LOADERS:
-                continue
-            block = calibrate_version(version_dir, args.data_dir)
-            before, after = block["test"]["before"], block["test"]["after"]
-            sys.stdout.write(
-                f"{meta['name']} v{meta['version']}: temperature {block['temperature']:.4g} "
-                f"({'applied' if block['applied'] else 'not applied'}); test ECE "
-                f"{before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
-                f"{after['nll']:.4f}\n"
-            )
-        return 0
-    if args.command in ("train-csv", "train-images"):
-        return _own_data(args, command)
-    config = _config(args, args.dataset)
-    if args.command == "lr-find":
-        from training import datasets, lr_finder
-
-        dataset = datasets.load(config.dataset, args.data_dir)
-        sweep = lr_finder.run_sweep(config, dataset, args.epochs, args.start, args.steps_per_epoch)
-        out = args.output or REPO_ROOT / "reports" / f"lr-{config.dataset}.png"
-        lr_finder.plot_sweep(sweep, f"{config.dataset}: learning-rate sweep", out)
-        sys.stdout.write(
-            f"loss minimum at lr={sweep.best_rate:.3g}; suggested learning rate "
-            f"{sweep.suggested_rate:.3g} (plot: {out})\n"
-        )
-        return 0
-    from training.pipeline import train_and_export
-
-    published = train_and_export(
-        config, args.repository, args.data_dir, verbose=0 if args.quiet else "auto", command=command
-    )
-    sys.stdout.write(f"{published}\n")
-    return 0

@@ -59,7 +59,8 @@ def export_onnx(
         return model(x, training=False)
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset)
-    _rename_output(proto, output_name)
+    fold_captured_constants(proto, forward.get_concrete_function())
+    rename_output(proto, output_name)
     proto.doc_string = f"Keras model {model.name}: outputs {output_name}."
     if check:
         onnx.checker.check_model(proto)
@@ -70,7 +71,32 @@ def export_onnx(
     return path
 
 
-def _rename_output(proto, new_name: str) -> None:
+def fold_captured_constants(proto, concrete) -> None:
+    """Turn graph inputs that are tensors the function captured (not variables: e.g. a
+    ``Normalization`` layer's mean and variance) into initializers holding their values.
+
+    tf2onnx freezes variables, but leaves such captures as extra inputs that no client could
+    feed; their values are known here.
+    """
+    from onnx import numpy_helper
+
+    n_args = len(concrete.graph.inputs) - len(concrete.captured_inputs)
+    values = {
+        placeholder.name: captured.numpy()
+        for placeholder, captured in zip(
+            concrete.graph.inputs[n_args:], concrete.captured_inputs, strict=True
+        )
+        if captured.dtype.name != "resource"
+    }
+    for graph_input in list(proto.graph.input):
+        if graph_input.name in values:
+            proto.graph.initializer.append(
+                numpy_helper.from_array(values[graph_input.name], graph_input.name)
+            )
+            proto.graph.input.remove(graph_input)
+
+
+def rename_output(proto, new_name: str) -> None:
     """Give the graph's single output a stable name that the service can rely on."""
     (output,) = proto.graph.output
     old = output.name

@@ -20,7 +20,7 @@ from service import metadata as contract
 from service.postprocessing import OutputSpec
 from service.preprocessing import FeatureSpec, ImageSpec, Spec
 from training import export, heads, repository
-from training.sources import Loaded, load_source
+from training.sources import Loaded, load_source, one_line
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,8 @@ class ImportOptions:
 
 def model_name(options: ImportOptions) -> str:
     """The repository name: --name, else the file's stem, lower-cased and sanitised."""
-    import re
-
-    name = options.name or re.sub(r"[^a-z0-9_.-]+", "-", options.path.stem.lower()).strip("-.")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name or ""):
+    name = options.name or repository.model_name(options.path.stem)
+    if not repository.NAME.fullmatch(name):
         raise ImportRefused(f"{name!r} is not a valid model name (a-z, 0-9, '_', '.', '-')")
     return name
 
@@ -87,28 +85,21 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
         (channels, height, width), layout = dims, "nchw"
     else:
         raise ImportRefused(f"image input {list(shape)} has neither 1 nor 3 channels first or last")
+    per_channel = {}
     for key in ("mean", "std"):
         values = getattr(options, key)
-        if values is not None and len(values) == 1:
-            setattr(options, key, values * channels)
-        elif values is not None and len(values) != channels:
+        if values is not None and len(values) not in (1, channels):
             raise ImportRefused(f"--{key} needs 1 or {channels} values, got {len(values)}")
+        per_channel[key] = None if values is None else tuple(values * (channels // len(values)))
     if (options.mean is None) != (options.std is None):
         raise ImportRefused("--mean and --std go together")
+    if options.std is not None and min(options.std) <= 0:
+        raise ImportRefused("--std values must be positive")
     return ImageSpec(
-        height,
-        width,
-        channels,
-        255.0,
-        layout,
-        options.background,
-        options.background != "none",
-        scale=options.scale,
-        offset=options.offset,
-        mean=tuple(options.mean) if options.mean else None,
-        std=tuple(options.std) if options.std else None,
-        resize=options.resize,
-    )
+        height, width, channels, 255.0, layout, options.background,
+        options.background != "none", scale=options.scale, offset=options.offset,
+        mean=per_channel["mean"], std=per_channel["std"], resize=options.resize,
+    )  # fmt: skip
 
 
 def classes_for(width: int, options: ImportOptions) -> tuple[str, list[str]]:
@@ -145,7 +136,10 @@ def import_model(options: ImportOptions, command: str) -> Path:
     with repository.staged_version(options.repository, name) as (staging, version):
         onnx_path = staging / contract.MODEL_FILE
         loaded.write_onnx(onnx_path)
-        outputs = export.onnx_logits(onnx_path, x)
+        try:
+            outputs = export.onnx_logits(onnx_path, x)
+        except Exception as exc:  # onnxruntime's own refusal (IR version, missing op, ...)
+            raise ImportRefused(f"onnxruntime cannot run the model: {one_line(exc)}") from None
         declared_logits = loaded.kind == "logits" and not loaded.removed and width > 1
         if declared_logits and heads.looks_like_probabilities(outputs):
             raise ImportRefused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,15 @@ from service import metadata as contract
 
 class RepositoryError(RuntimeError):
     """A version could not be written."""
+
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def model_name(text: str) -> str:
+    """A repository name from a file or folder name: lower case, other characters as '-'."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.")[:64]
+    return name if NAME.fullmatch(name) else "model"
 
 
 def next_version(repository: Path, name: str) -> int:

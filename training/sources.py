@@ -1,4 +1,5 @@
-"""Model files a user brings: Keras (``.keras``, ``.h5``), a SavedModel folder, ONNX.
+"""Model files a user brings: Keras (``.keras``, ``.h5``), a SavedModel folder, ONNX
+(``training.onnx_sources``).
 
 Each loads into a :class:`Loaded`: the input and output it declares, the final activation
 it ends in, the kind of output that is served after that activation is taken off
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +28,7 @@ class SourceError(ValueError):
     """The file is not a model this importer can take; the message says why."""
 
 
-class Loaded:
+class Loaded(ABC):
     """A loaded model, its final activation handled."""
 
     format = ""
@@ -48,17 +50,17 @@ class Loaded:
             return "output: probabilities, passed through (final activation not removable)"
         return "output: logits (no final activation)"
 
+    @abstractmethod
     def reference_outputs(self, x: np.ndarray) -> np.ndarray:
         """What the ONNX file must reproduce (the original's pre-activation outputs)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reference_probabilities(self, x: np.ndarray) -> np.ndarray:
         """The original model's own probabilities (its activation included)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_onnx(self, path: Path) -> None:
         """The servable ONNX file."""
-        raise NotImplementedError
 
     def architecture(self) -> dict[str, Any] | None:
         """The architecture block, where the layers are known."""
@@ -66,7 +68,7 @@ class Loaded:
 
 
 @contextmanager
-def _quiet_tf2onnx() -> Iterator[None]:
+def quiet_tf2onnx() -> Iterator[None]:
     """tf2onnx logs each op it cannot convert as an error; the refusal says it once."""
     logger = logging.getLogger("tf2onnx")
     level = logger.level
@@ -77,25 +79,25 @@ def _quiet_tf2onnx() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type and first line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _probabilities_from(outputs: np.ndarray, kind: str) -> np.ndarray:
+def probabilities_from(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """The service's probabilities for outputs of the given kind."""
     from service.postprocessing import OutputSpec
 
     return OutputSpec(kind).probabilities(outputs)
 
 
 class KerasSource(Loaded):
-    """A ``.keras`` or ``.h5`` file (or a SavedModel TensorFlow can load)."""
+    """A ``.keras`` or ``.h5`` file, loaded by Keras."""
 
     tool = "tf2onnx.convert.from_function"
 
     def __init__(self, model, fmt: str, declared: str | None) -> None:
-        import keras
-
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise SourceError(
                 f"the model has {len(model.inputs)} inputs and "
@@ -119,7 +121,6 @@ class KerasSource(Loaded):
         elif declared == "probabilities":
             log.info("--output probabilities: the model's %s is removed all the same", self.removed)
         self.output_name = "logits" if self.kind == "logits" else "probabilities"
-        self._keras = keras
 
     def _probe(self) -> np.ndarray:
         shape = (64, *self.input_shape[1:])
@@ -135,19 +136,19 @@ class KerasSource(Loaded):
         outputs = np.asarray(self.original.predict(x, batch_size=256, verbose=0), np.float64)
         if self.activation or self.kind == "probabilities":
             return outputs
-        return _probabilities_from(outputs, "logits")
+        return probabilities_from(outputs, "logits")
 
     def write_onnx(self, path: Path) -> None:
         """tf2onnx over a traced function; an op it cannot convert names its layer."""
         import onnx
 
         try:
-            with _quiet_tf2onnx():
+            with quiet_tf2onnx():
                 export.export_onnx(self.model, path, output_name=self.output_name, check=False)
         except Exception as exc:  # tf2onnx's own failures
-            raise SourceError(f"tf2onnx could not convert the model: {_one_line(exc)}") from None
+            raise SourceError(f"tf2onnx could not convert the model: {one_line(exc)}") from None
         proto = onnx.load(str(path))
-        unknown = [n for n in proto.graph.node if not _known_op(n)]
+        unknown = [n for n in proto.graph.node if not known_op(n)]
         if unknown:
             node = unknown[0]
             raise SourceError(
@@ -167,7 +168,15 @@ class KerasSource(Loaded):
         }
 
 
-def _known_op(node) -> bool:
+def graph_inputs(proto) -> list:
+    """The graph's real inputs (initializers, listed as inputs by some exporters, are not)."""
+    weights = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in weights]
+
+
+def known_op(node) -> bool:
+    """Whether an ONNX node's operator exists at our opset (tf2onnx leaves unconvertible
+    TensorFlow ops in the graph under their own names)."""
     import onnx
 
     try:
@@ -187,98 +196,17 @@ def _layer_of(op_name: str, model) -> str:
     return op_name
 
 
-class OnnxSource(Loaded):
-    """An ONNX file from any framework: copied, with a final Softmax/Sigmoid node cut off."""
-
-    format = "onnx"
-    tool = "copied (ONNX given)"
-
-    def __init__(self, path: Path, declared: str | None, proto=None, fmt: str = "onnx") -> None:
-        import onnx
-
-        if declared is None and proto is None:
-            raise SourceError(
-                "say what the ONNX model outputs: --output logits or --output probabilities"
-            )
-        self.format = fmt
-        if proto is None:
-            try:
-                proto = onnx.load(str(path))
-                onnx.checker.check_model(proto)
-            except Exception as exc:
-                raise SourceError(f"{path} is not a valid ONNX model: {_one_line(exc)}") from None
-        inits = {i.name for i in proto.graph.initializer}
-        inputs = [i for i in proto.graph.input if i.name not in inits]
-        if len(inputs) != 1 or len(proto.graph.output) != 1:
-            raise SourceError(
-                f"the model has {len(inputs)} inputs and "
-                f"{len(proto.graph.output)} outputs; one of each is needed"
-            )
-        (inp,), (out,) = inputs, proto.graph.output
-        if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise SourceError(f"input {inp.name!r} is not float32")
-        self.input_shape = _dims(inp)
-        if self.input_shape[0] not in (None,):
-            raise SourceError(
-                f"input {inp.name!r} has a fixed batch size "
-                f"{self.input_shape[0]}; export it with a dynamic batch axis"
-            )
-        out_dims = _dims(out)
-        if len(out_dims) != 2 or out_dims[1] is None:
-            raise SourceError(
-                f"output {out.name!r} has shape {list(out_dims)}; expected [batch, classes]"
-            )
-        self.output_width = int(out_dims[1])
-        self.original = proto.SerializeToString()
-        self.original_kind = declared or "probabilities"
-        self.removed = heads.strip_onnx(proto)
-        self.activation = self.removed.split()[0].lower() if self.removed else None
-        self.kind = "logits" if self.removed else (declared or "probabilities")
-        self.proto, self.input_name, self.output_name = proto, inp.name, proto.graph.output[0].name
-        if self.removed:
-            self.opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-    def _run(self, model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        return np.asarray(session.run(None, {self.input_name: x})[0], dtype=np.float32)
-
-    def reference_outputs(self, x: np.ndarray) -> np.ndarray:
-        """The served graph's own outputs (the logits, when a final node was cut)."""
-        return self._run(self.proto.SerializeToString(), x)
-
-    def reference_probabilities(self, x: np.ndarray) -> np.ndarray:
-        """The file as given, read as the user declared its output."""
-        outputs = self._run(self.original, x)
-        if self.removed:
-            return outputs.astype(np.float64)
-        return _probabilities_from(outputs, self.original_kind)
-
-    def write_onnx(self, path: Path) -> None:
-        """The (possibly trimmed) graph."""
-        import onnx
-
-        onnx.checker.check_model(self.proto)
-        onnx.save(self.proto, str(path))
-
-
-def _dims(value_info) -> tuple:
-    dims = value_info.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims)
-
-
 def load_source(path: Path, declared: str | None) -> Loaded:
     """Recognise and load a model file or SavedModel folder."""
+    from training.onnx_sources import OnnxSource, saved_model
+
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path} does not exist")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise SourceError(f"{path} is a folder without saved_model.pb: not a SavedModel")
-        return _saved_model(path, declared)
+        return saved_model(path, declared)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxSource(path, declared)
@@ -291,57 +219,9 @@ def load_source(path: Path, declared: str | None) -> Loaded:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise SourceError(f"Keras cannot load {path.name}: {_one_line(exc)}") from None
+        raise SourceError(f"Keras cannot load {path.name}: {one_line(exc)}") from None
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise SourceError(
             f"{path.name} holds a model without a known input; save it with an Input layer"
         )
     return KerasSource(model, "keras" if suffix == ".keras" else "h5", declared)
-
-
-def _saved_model(path: Path, declared: str | None) -> Loaded:
-    """A SavedModel's serving signature through tf2onnx, then handled as ONNX."""
-    import tensorflow as tf
-    import tf2onnx
-
-    try:
-        loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures["serving_default"]
-    except Exception as exc:
-        raise SourceError(
-            f"TensorFlow cannot load the SavedModel {path}: {_one_line(exc)}"
-        ) from None
-    specs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(specs) != 1 or len(outputs) != 1:
-        raise SourceError(
-            f"the SavedModel's serving signature has {len(specs)} inputs and "
-            f"{len(outputs)} outputs; one of each is needed"
-        )
-    (key, spec), (out_key,) = next(iter(specs.items())), list(outputs)
-    fixed = tf.TensorSpec(spec.shape, tf.float32, name="input")
-
-    @tf.function(input_signature=[fixed])
-    def forward(x):
-        return signature(**{key: x})[out_key]
-
-    try:
-        with _quiet_tf2onnx():
-            proto, _ = tf2onnx.convert.from_function(
-                forward, input_signature=[fixed], opset=export.OPSET
-            )
-    except Exception as exc:
-        raise SourceError(f"tf2onnx could not convert the SavedModel: {_one_line(exc)}") from None
-    unknown = [n for n in proto.graph.node if not _known_op(n)]
-    if unknown:
-        raise SourceError(f"the SavedModel's op {unknown[0].name!r} ({unknown[0].op_type}) has "
-                          "no ONNX conversion in tf2onnx")  # fmt: skip
-    source = OnnxSource(path, declared or "probabilities", proto=proto, fmt="savedmodel")
-    if not source.removed and declared is None:
-        probe = source.reference_outputs(
-            np.random.default_rng(0).uniform(0, 1, (64, *source.input_shape[1:])).astype("f4")
-        )
-        source.kind = "probabilities" if heads.looks_like_probabilities(probe) else "logits"
-        source.original_kind = source.kind
-    source.tool = "tf2onnx.convert.from_function (SavedModel serving signature)"
-    return source

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service import metadata as contract
-from service.postprocessing import probabilities
+from service.postprocessing import OutputSpec
 from service.predictor import OnnxPredictor
 from service.preprocessing import features_to_tensor, spec_from_dict
 from tests.e2e.conftest import call as _call
@@ -26,7 +26,7 @@ def _post_json(base, path, payload):
 @pytest.fixture(scope="module")
 def confident(fashion):
     """Indices of test images the model is sure about (a JPEG round trip cannot flip them)."""
-    probs = probabilities(fashion["logits"])
+    probs = fashion["probabilities"]
     return [int(i) for i in np.flatnonzero(probs.max(axis=1) > 0.95)[:12]]
 
 
@@ -58,7 +58,7 @@ def test_fashion_png_uploads_match_in_process_predictions(server, fashion):
         (p,) = body["predictions"]
         assert p["index"] == int(np.argmax(fashion["logits"][i]))
         assert p["label"] == fashion["classes"][p["index"]]
-        expected = probabilities(fashion["logits"][i : i + 1])[0]
+        expected = fashion["probabilities"][i : i + 1][0]
         got = [p["probabilities"][c] for c in fashion["classes"]]
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
@@ -94,7 +94,7 @@ def _in_process(name, vectors):
     predictor = OnnxPredictor(vdir, meta, ["CPUExecutionProvider"])
     predictor.load()
     logits = predictor.predict(features_to_tensor(vectors, spec_from_dict(meta["preprocessing"])))
-    return probabilities(logits)
+    return OutputSpec.from_dict(meta["output"]).probabilities(logits)
 
 
 @pytest.mark.parametrize("name", ["circles", "blobs"])

@@ -7,7 +7,6 @@ import base64
 import numpy as np
 import pytest
 
-from service.postprocessing import probabilities
 from tests.helpers import image_bytes
 
 
@@ -55,7 +54,7 @@ def test_metadata_signature(client):
 
 def test_row_and_columnar_formats_in_model_units(client, fashion):
     x = (fashion["images"][:3] / 255.0).reshape(3, 28, 28, 1)
-    expected = probabilities(fashion["logits"][:3])
+    expected = fashion["probabilities"][:3]
     row = client.post("/v1/models/fashion-mnist:predict", json={"instances": x.tolist()})
     assert row.status_code == 200
     np.testing.assert_allclose(row.get_json()["predictions"], expected, atol=1e-6)

@@ -51,3 +51,15 @@ def test_binary_logit_is_calibrated_through_the_sigmoid():
     logits = rng.normal(0, 4, (20_000, 1))
     labels = (rng.random(20_000) < 1 / (1 + np.exp(-logits[:, 0] / 2.0))).astype(int)
     assert calibration.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.05)
+
+
+def test_a_separable_validation_split_gets_no_temperature():
+    """Every validation point right and far from the boundary: the NLL only falls as T -> 0;
+    sharpening would make one wrong test answer ruinously confident."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 200)
+    logits = ((labels * 2 - 1) * rng.uniform(4, 9, 200))[:, None]
+    block = calibration.calibrate(logits, labels, logits, labels)
+    assert block["applied"] is False
+    assert block["temperature"] == 1.0
+    assert "separates the validation split" in block["note"]

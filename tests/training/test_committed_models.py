@@ -52,6 +52,18 @@ def test_fashion_mnist_model_is_small_and_trained_quickly():
     assert meta["training"]["duration_s"] < 15 * 60
 
 
+@pytest.mark.parametrize("version_dir", VERSION_DIRS, ids=lambda p: f"{p.parent.name}-v{p.name}")
+def test_committed_models_record_their_calibration(version_dir):
+    meta = contract.read(version_dir)
+    block = meta["metrics"]["calibration"]
+    assert block["validation_nll"]["after"] <= block["validation_nll"]["before"]
+    assert meta["output"].get("temperature", 1.0) == (block["temperature"] if block["applied"]
+                                                      else 1.0)  # fmt: skip
+    for when in ("before", "after"):
+        assert set(block["test"][when]) == {"ece", "nll", "brier"}
+    assert (version_dir / block["plot"]).is_file()
+
+
 def test_readme_table_states_the_recorded_figures():
     """The README's committed-models table must say what metadata.json says."""
     readme = (REPOSITORY.parent / "README.md").read_text()

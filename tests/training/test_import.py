@@ -196,6 +196,11 @@ def _onnx_without_output_kind(tmp_path: Path) -> Path:
     return tmp_path / "x.onnx"
 
 
+def _onnx_too_new(tmp_path: Path) -> Path:
+    _nchw_onnx(tmp_path / "new.onnx", ir=14)  # onnx 1.23 writes it; onnxruntime 1.31 reads <= 13
+    return tmp_path / "new.onnx"
+
+
 @pytest.mark.parametrize(
     ("make", "extra", "message"),
     [
@@ -206,6 +211,7 @@ def _onnx_without_output_kind(tmp_path: Path) -> Path:
         (_softmax_keras, ["--classes", "a,b"], r"--classes names 2 classes; the model's output"),
         (_unconvertible, [], "layer 'my_weird_layer' uses the TensorFlow op 'Igamma'"),
         (_onnx_without_output_kind, [], "say what the ONNX model outputs: --output logits"),
+        (_onnx_too_new, ["--output", "probabilities"], "onnxruntime cannot run the model: "),
     ],
 )
 def test_refusals_say_why_and_write_nothing(tmp_path, caplog, make, extra, message):
@@ -256,3 +262,86 @@ def test_labelled_sample_gives_test_metrics_and_calibration(tmp_path):
         assert meta["output"]["temperature"] == calibration["temperature"]
     assert (repo / "m" / "1" / "report" / "reliability.png").is_file()
     assert meta["export"]["parity"]["n_samples"] == 400
+
+
+def test_savedmodel_folder_loses_its_softmax_node(tmp_path, features_x):
+    model = features_model("softmax")
+    model.export(str(tmp_path / "saved"), verbose=False)
+    repo = tmp_path / "repo"
+    assert main(["import", str(tmp_path / "saved"), "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "saved" / "1")
+    assert meta["source"]["format"] == "savedmodel"
+    assert meta["source"]["final_activation"].startswith("Softmax node")
+    assert meta["output"]["kind"] == "logits"
+    served = served_probabilities(repo / "saved" / "1", features_x)
+    np.testing.assert_allclose(served, model.predict(features_x, verbose=0), atol=1e-5)
+
+
+def _nchw_onnx(path: Path, ir: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A channels-first RGB classifier made with onnx.helper: Flatten, Gemm, Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    weights = rng.normal(0, 0.05, (3 * 4 * 5, 3)).astype(np.float32)
+    bias = rng.normal(0, 0.1, 3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["pixels"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "w", "b"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["prob"], axis=-1)],
+        "nchw",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, 4, 5])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir)
+    onnx.save(model, str(path))
+    return weights, bias
+
+
+def test_nchw_onnx_image_model_with_mean_and_std(tmp_path):
+    from service.images import decode_image
+    from service.preprocessing import image_to_pixels, pixels_to_tensor, spec_from_dict
+    from tests.helpers import image_bytes
+
+    weights, bias = _nchw_onnx(tmp_path / "nchw.onnx")
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "nchw.onnx"), "--output", "probabilities",
+            "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "nchw" / "1")
+    spec = spec_from_dict(meta["preprocessing"])
+    assert (spec.layout, spec.channels, spec.height, spec.width) == ("nchw", 3, 4, 5)
+    assert meta["input"]["name"] == "pixels"
+    picture = np.random.default_rng(6).integers(0, 256, (4, 5, 3)).astype(np.uint8)
+    image, full = decode_image(image_bytes(picture), 1000)
+    tensor = pixels_to_tensor(image_to_pixels(image, spec, full), spec)
+    by_hand = (picture / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(tensor[0], by_hand.transpose(2, 0, 1), rtol=1e-5)
+    z = by_hand.transpose(2, 0, 1).reshape(1, -1) @ weights + bias
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(served_probabilities(repo / "nchw" / "1", tensor), expected,
+                               atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["keras", "savedmodel"])
+def test_constants_captured_by_layers_become_part_of_the_graph(tmp_path, features_x, form):
+    """A Normalization layer built from known statistics: tf2onnx leaves its mean and
+    variance as graph inputs no client could feed, unless they are folded in."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0]),
+        keras.layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    if form == "keras":
+        model.save(tmp_path / "norm.keras")
+        path = tmp_path / "norm.keras"
+    else:
+        model.export(str(tmp_path / "norm"), verbose=False)
+        path = tmp_path / "norm"
+    repo = tmp_path / "repo"
+    assert main(["import", str(path), "--repository", str(repo)]) == 0
+    served = served_probabilities(repo / "norm" / "1", features_x)
+    np.testing.assert_allclose(served, model.predict(features_x, verbose=0), atol=1e-5)

@@ -76,7 +76,7 @@ def test_recorded_accuracy_is_what_onnxruntime_gives(repo):
 def test_report_files_written(repo):
     report = repo / "circles" / "1" / "report"
     for name in ("training_curves.png", "confusion_matrix.png", "samples.png",
-                 "decision_boundary.png"):  # fmt: skip
+                 "decision_boundary.png", "reliability.png"):  # fmt: skip
         data = (report / name).read_bytes()
         assert data.startswith(b"\x89PNG"), name
         assert len(data) > 5000, name
@@ -88,3 +88,33 @@ def test_report_files_written(repo):
 def test_metadata_file_is_plain_json(repo):
     raw = json.loads((repo / "circles" / "2" / "metadata.json").read_text())
     assert raw["training"]["config"]["seed"] == 7
+
+
+def test_trained_models_are_calibrated_on_their_validation_split(repo):
+    meta = contract.read(repo / "circles" / "1")
+    block = meta["metrics"]["calibration"]
+    assert block["fitted_on"] == f"validation split ({meta['dataset']['n_validation']} samples)"
+    assert block["validation_nll"]["after"] <= block["validation_nll"]["before"]
+    assert meta["output"].get("temperature", 1.0) == (block["temperature"] if block["applied"]
+                                                      else 1.0)  # fmt: skip
+    assert meta["source"] == {"kind": "trained"}
+    assert (
+        "calibration: temperature" in (repo / "circles" / "1" / "report" / "README.md").read_text()
+    )
+
+
+def test_calibrate_command_rebuilds_the_same_calibration_for_an_older_version(repo, capsys):
+    """A version without calibration (as trained before it existed) gets exactly the block
+    its own training run would have recorded: the validation split is rebuilt from the seed."""
+    vdir = repo / "circles" / "2"
+    meta = contract.read(vdir)
+    recorded = meta["metrics"].pop("calibration")
+    meta["output"].pop("temperature", None)
+    (vdir / "metadata.json").write_text(json.dumps(meta))
+    assert main(["calibrate", "--repository", str(repo)]) == 0
+    assert "circles v2: temperature" in capsys.readouterr().out
+    again = contract.read(vdir)["metrics"]["calibration"]
+    assert again["temperature"] == pytest.approx(recorded["temperature"], rel=1e-9)
+    for when in ("before", "after"):
+        assert again["test"][when] == pytest.approx(recorded["test"][when])
+    assert contract.read(vdir)["export"]["onnx_sha256"] == meta["export"]["onnx_sha256"]
