@@ -105,14 +105,27 @@ def fit_aspect(image01: np.ndarray, height: int, width: int, mode: str) -> np.nd
             image01 = image01[:, left : left + keep]
     elif mode == "pad":
         fill = np.median(border(image01), axis=0)
-        if h * width > w * height:
-            target = (h, max(w, round(h * width / height)))
-        else:
-            target = (max(h, round(w * height / width)), w)
-        image01 = _pad_to(image01, target, fill)
+        return _fit_inside(image01, height, width, 1.0, fill)
     elif mode != "stretch":
         raise ImageError(f"unknown resize mode {mode!r}")
     return resize_area(image01, height, width)
+
+
+def _fit_inside(image: np.ndarray, height: int, width: int, fill: float, ground) -> np.ndarray:
+    """Scale ``image`` (aspect kept) so its longer side spans ``fill`` of (height, width),
+    centred on ``ground``. The padding is done at most 8x the output size (a larger picture
+    is area-reduced first), so a 20000 x 2 picture never becomes a 20000 x 20000 canvas,
+    while the object's placement stays exact to an eighth of an output pixel."""
+    fill = min(max(fill, 0.25), 1.0)
+    limit = 8 * max(height, width)
+    h, w = image.shape[:2]
+    if max(h, w) > limit:
+        ratio = limit / max(h, w)
+        image = resize_area(image, max(1, round(h * ratio)), max(1, round(w * ratio)))
+        h, w = image.shape[:2]
+    side = max(h * width / height, w) / fill  # the canvas width, in the picture's pixels
+    target = (max(h, round(side * height / width)), max(w, round(side)))
+    return resize_area(_pad_to(image, target, ground), height, width)
 
 
 def _pad_to(image: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
@@ -198,8 +211,6 @@ def frame_object(gray01: np.ndarray, height: int, width: int, fill: float) -> np
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     found = rows.size > 0  # else nothing stands out: keep the whole frame
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if found else ink
-    side = max(crop.shape[0] * width / height, crop.shape[1]) / fill
-    target = (max(crop.shape[0], round(side * height / width)), max(crop.shape[1], round(side)))
-    framed = resize_area(_pad_to(crop, target, 0.0), height, width)
+    framed = _fit_inside(crop, height, width, fill, 0.0)
     top = float(framed.max())  # a photo's ink is never black: its darkest part becomes 1
     return np.clip(framed / top, 0.0, 1.0) if photo and top > 0.05 else framed

@@ -218,15 +218,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from service.metadata import MetadataError
     from training import commands
     from training.datasets import DatasetError
     from training.export import ExportError
     from training.importer import ImportRefused
+    from training.repository import RepositoryError
     from training.sources import SourceError
     from training.userdata import DataError
 
     try:
         return commands.run(args, shlex.join(["python", "-m", "training", *argv]))
-    except (DatasetError, ExportError, ImportRefused, SourceError, DataError) as exc:
+    except (DatasetError, ExportError, ImportRefused, SourceError, DataError, MetadataError,
+            RepositoryError) as exc:  # fmt: skip
         log.error("%s", exc)
         return 1

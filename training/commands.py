@@ -60,6 +60,16 @@ def own_data(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _built_in(meta: dict) -> bool:
+    """A version trained here on a built-in dataset (not a user's file, not an import)."""
+    from training.datasets import LOADERS
+
+    config = (meta.get("training") or {}).get("config") or {}
+    return meta.get("source", {}).get("kind", "trained") == "trained" and (
+        config.get("dataset") in LOADERS
+    )
+
+
 def datasets_command(args: argparse.Namespace, command: str) -> int:
     """List the built-in datasets and their default configs."""
     from training.config import DEFAULTS
@@ -72,12 +82,10 @@ def datasets_command(args: argparse.Namespace, command: str) -> int:
 def evaluate(args: argparse.Namespace, command: str) -> int:
     """Re-score the latest version of every built-in model with onnxruntime."""
     from service import metadata as contract
-    from training.datasets import LOADERS
     from training.evaluate import evaluate_version
 
     for version_dir in contract.latest_version_dirs(args.repository):
-        dataset = contract.read(version_dir, verify_checksum=False)["dataset"]
-        if dataset is None or dataset["name"] not in LOADERS:
+        if not _built_in(contract.read(version_dir, verify_checksum=False)):
             _out(f"{version_dir.parent.name}: skipped (not a built-in dataset)")
             continue
         ev = evaluate_version(version_dir, args.data_dir)
@@ -100,7 +108,6 @@ def import_command(args: argparse.Namespace, command: str) -> int:
 def calibrate(args: argparse.Namespace, command: str) -> int:
     """Temperature scaling for versions of built-in models trained before it existed."""
     from service import metadata as contract
-    from training.datasets import LOADERS
     from training.evaluate import calibrate_version
 
     for version_dir in contract.version_dirs(args.repository):
@@ -108,7 +115,7 @@ def calibrate(args: argparse.Namespace, command: str) -> int:
         wanted = meta["name"] in args.models if args.models else (
             "calibration" not in meta["metrics"]
         )  # fmt: skip
-        if not wanted or not meta["dataset"] or meta["dataset"]["name"] not in LOADERS:
+        if not wanted or not _built_in(meta):
             continue
         block = calibrate_version(version_dir, args.data_dir)
         before, after = block["test"]["before"], block["test"]["after"]

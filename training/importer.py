@@ -68,12 +68,7 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
             "the batch; export it with a fixed input size"
         )
     if len(dims) == 1:
-        names = options.features or [f"x{i + 1}" for i in range(dims[0])]
-        if len(names) != dims[0]:
-            raise ImportRefused(
-                f"--features names {len(names)} features; the model takes {dims[0]}"
-            )
-        return FeatureSpec(dims[0], tuple(names))
+        return _feature_spec(dims[0], options)
     if len(dims) != 3:
         raise ImportRefused(
             f"the model's input has rank {len(dims) + 1} ({list(shape)}); "
@@ -100,6 +95,29 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
         options.background != "none", scale=options.scale, offset=options.offset,
         mean=per_channel["mean"], std=per_channel["std"], resize=options.resize,
     )  # fmt: skip
+
+
+def _feature_spec(n: int, options: ImportOptions) -> FeatureSpec:
+    """Named features; --mean/--std (1 or n values) are the standardisation the model
+    expects, applied by the service to the raw values clients send."""
+    names = options.features or [f"x{i + 1}" for i in range(n)]
+    if len(names) != n:
+        raise ImportRefused(f"--features names {len(names)} features; the model takes {n}")
+    image_only = options.offset != 0 or options.background != "none" or (
+        options.resize != "stretch" or abs(options.scale - 1 / 255) > 1e-12
+    )  # fmt: skip
+    if image_only:
+        raise ImportRefused("--scale, --offset, --background and --resize are for image "
+                            "models; this one takes feature vectors")  # fmt: skip
+    if (options.mean is None) != (options.std is None):
+        raise ImportRefused("--mean and --std go together")
+    if options.mean is None or options.std is None:
+        return FeatureSpec(n, tuple(names))
+    if {len(options.mean), len(options.std)} - {1, n} or min(options.std) <= 0:
+        raise ImportRefused(f"--mean and --std need 1 or {n} values, --std positive")
+    mean = tuple(options.mean * (n // len(options.mean)))
+    std = tuple(options.std * (n // len(options.std)))
+    return FeatureSpec(n, tuple(names), mean, std)
 
 
 def classes_for(width: int, options: ImportOptions) -> tuple[str, list[str]]:
@@ -140,6 +158,11 @@ def import_model(options: ImportOptions, command: str) -> Path:
             outputs = export.onnx_logits(onnx_path, x)
         except Exception as exc:  # onnxruntime's own refusal (IR version, missing op, ...)
             raise ImportRefused(f"onnxruntime cannot run the model: {one_line(exc)}") from None
+        if loaded.kind == "probabilities" and not heads.looks_like_probabilities(outputs):
+            raise ImportRefused(
+                "the model's outputs are not probabilities (outside [0, 1], or rows not "
+                "summing to 1: log-probabilities or logits?); pass --output logits"
+            )
         declared_logits = loaded.kind == "logits" and not loaded.removed and width > 1
         if declared_logits and heads.looks_like_probabilities(outputs):
             raise ImportRefused(

@@ -65,9 +65,12 @@ class OnnxSource(Loaded):
         self.removed = heads.strip_onnx(proto)
         self.activation = self.removed.split()[0].lower() if self.removed else None
         self.kind = "logits" if self.removed else (declared or "probabilities")
+        if inp.name == "image":  # V2's encoded-image input has that name: rename the tensor
+            _rename_input(proto, inp.name, "input")
         self.proto, self.input_name, self.output_name = proto, inp.name, proto.graph.output[0].name
-        if self.removed:
-            self.opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        self.opset = max(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=1
+        )
 
     def _run(self, model_bytes: bytes, x: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
@@ -97,6 +100,15 @@ class OnnxSource(Loaded):
 
         onnx.checker.check_model(self.proto)
         onnx.save(self.proto, str(path))
+
+
+def _rename_input(proto, old: str, new: str) -> None:
+    """Rename a graph input and every node input that reads it."""
+    for graph_input in proto.graph.input:
+        if graph_input.name == old:
+            graph_input.name = new
+    for node in proto.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
 
 
 def _dims(value_info) -> tuple:

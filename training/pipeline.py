@@ -99,7 +99,7 @@ def _plots(dataset, fitted, metrics, onnx_logits, onnx_path, report_dir: Path) -
     plots = ["training_curves.png", "confusion_matrix.png", "samples.png"]
     if dataset.is_2d:
         report.plot_decision_boundary(
-            lambda x: export.onnx_logits(onnx_path, x),
+            lambda x: export.onnx_logits(onnx_path, trainer.to_tensor(dataset, x)),
             dataset,
             report_dir / "decision_boundary.png",
         )

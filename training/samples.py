@@ -72,7 +72,8 @@ def for_parity(
         folder = userdata.read_image_folder(path, spec, labelled=subfolders)
         raw, labels = folder.pixels, folder.labels
     elif path.suffix == ".csv":
-        table = userdata.read_csv(path, target)
+        names = list(spec.feature_names) if isinstance(spec, FeatureSpec) else None
+        table = userdata.read_csv(path, target, names if names and _named(names) else None)
         raw, labels = table.x, table.labels
     elif path.suffix in (".npy", ".npz"):
         try:
@@ -80,7 +81,13 @@ def for_parity(
         except (OSError, ValueError) as exc:
             raise userdata.DataError(f"cannot read {path}: {exc}") from None
         if path.suffix == ".npz":
+            if "x" not in arrays.files:
+                raise userdata.DataError(
+                    f"{path.name} holds {arrays.files}; expected 'x' (and 'y')"
+                )
             raw, labels = arrays["x"], (arrays["y"] if "y" in arrays.files else None)
+            if labels is not None and len(labels) != len(raw):
+                raise userdata.DataError(f"{path.name}: {len(raw)} inputs but {len(labels)} labels")
         else:
             raw = arrays
     else:
@@ -88,6 +95,11 @@ def for_parity(
     if labels is not None:
         labels = _label_indices(labels, classes)
     return Data(_to_tensor(raw, spec), labels, f"{len(raw)} inputs from {path.name}")
+
+
+def _named(names: list[str]) -> bool:
+    """Whether feature names were given (not the x1, x2, ... default)."""
+    return names != [f"x{i + 1}" for i in range(len(names))]
 
 
 def _label_indices(labels, classes: list[str]) -> np.ndarray:

@@ -128,14 +128,20 @@ def augmented(x: np.ndarray, y: np.ndarray, config: TrainConfig):
     return data.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def split_validation(dataset: Dataset, fraction: float, seed: int):
-    """Stratified hold-out from the training set: (x_fit, y_fit, x_val, y_val)."""
+def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """(x_kept, x_held, y_kept, y_held): stratified where every class has two examples and
+    the held-out part has room for each class, else a plain shuffled split (small data)."""
     from sklearn.model_selection import train_test_split
 
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        dataset.x_train, dataset.y_train, test_size=fraction, random_state=seed,
-        stratify=dataset.y_train,
-    )  # fmt: skip
+    counts = np.bincount(y)
+    held = math.ceil(len(y) * fraction) if fraction < 1 else int(fraction)
+    stratify = y if counts[counts > 0].min() >= 2 and held >= np.count_nonzero(counts) else None
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def split_validation(dataset: Dataset, fraction: float, seed: int):
+    """Stratified hold-out from the training set: (x_fit, y_fit, x_val, y_val)."""
+    x_fit, x_val, y_fit, y_val = hold_out(dataset.x_train, dataset.y_train, fraction, seed)
     return x_fit, y_fit, x_val, y_val
 
 

@@ -122,11 +122,11 @@ def encode_labels(labels: list[str], classes: list[str] | None = None):
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-    from sklearn.model_selection import train_test_split
+    from training.trainer import hold_out
 
-    counts = np.bincount(y)
-    stratify = y if counts.min() >= 2 else None
-    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    if not 0 < test_fraction < 1 or round(len(y) * test_fraction) < 1:
+        raise DataError(f"--test-fraction {test_fraction} leaves no test set of {len(y)} rows")
+    return hold_out(x, y, test_fraction, seed)
 
 
 def csv_dataset(path: Path, target: str, features: list[str] | None = None,
@@ -136,14 +136,18 @@ def csv_dataset(path: Path, target: str, features: list[str] | None = None,
     from training.datasets import Dataset
 
     table = read_csv(path, target, features)
+    if any(not label for label in table.labels or []):
+        raise DataError(f"{path}: the target {target!r} is empty in some rows")
     y, classes = encode_labels(table.labels or [])
     if len(classes) < 2:
         raise DataError(f"{path}: the target {target!r} needs at least two classes")
     x_tr, x_te, y_tr, y_te = _split(table.x, y, test_fraction, seed)
-    std = x_tr.std(axis=0)
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    # A constant column's std is rounding noise (1e-16): it would blow up any other value.
+    constant = std <= 1e-8 * np.maximum(1.0, np.abs(mean))
+    std = np.where(constant, 1.0, std)
     spec = FeatureSpec(len(table.feature_names), table.feature_names,
-                       tuple(float(v) for v in x_tr.mean(axis=0)),
-                       tuple(float(v) if v > 0 else 1.0 for v in std))  # fmt: skip
+                       tuple(float(v) for v in mean), tuple(float(v) for v in std))  # fmt: skip
     source = f"{Path(path).name}: target {target!r}, {len(y)} rows, {test_fraction:.0%} test"
     return Dataset(Path(path).stem, x_tr, y_tr, x_te, y_te, tuple(classes), spec, source)
 
@@ -167,7 +171,11 @@ def colour_channels(folder: Path) -> int:
     from PIL import Image
 
     for path in image_files(folder)[:200]:
-        with Image.open(path) as image:
+        try:
+            image = Image.open(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
+        with image:
             if image.mode not in ("1", "L", "LA", "I", "I;16", "F"):
                 rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
                 if (

@@ -1,7 +1,8 @@
 """TensorFlow Serving's REST API under /v1: status, metadata, :predict and :classify.
 
-``:predict`` takes the row format (``instances``) or the columnar one (``inputs``), values in
-the model's input units (what the SavedModel would take) or ``{"b64": ...}`` images, and
+``:predict`` takes the row format (``instances``) or the columnar one (``inputs``): images in
+the model's input units (what the SavedModel would take), feature vectors as raw values
+(standardised here when the model was trained so), or ``{"b64": ...}`` images, and
 returns the probabilities, as a Keras model ending in softmax would to TF Serving users.
 ``:classify`` takes ``examples`` keyed by the model's feature names (or one ``{"b64"}``
 image each) and returns ``[label, score]`` pairs in class order. Errors are

@@ -262,3 +262,20 @@ def test_framing_leaves_pictures_of_the_model_size_alone():
     item = rng.uniform(0, 255, (28, 28))
     item[:, :3] = 0
     np.testing.assert_allclose(image_to_pixels(item, spec), np.clip(item, 0, 255), atol=1e-9)
+
+
+@pytest.mark.parametrize("framing", ["none", "object"])
+def test_a_long_thin_picture_is_padded_without_a_giant_canvas(framing):
+    """20000 x 2 pixels is little to decode; padding it to a square at full size would
+    need 20000 x 20000 floats (issue: 8.9 GiB and a 500)."""
+    import tracemalloc
+
+    spec = ImageSpec(28, 28, 1, 255.0, "nhwc", "dark", True, resize="pad", framing=framing)
+    picture = np.zeros((20000, 2))
+    picture[5000:15000] = 255.0
+    tracemalloc.start()
+    pixels = image_to_pixels(picture, spec)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert pixels.shape == (28, 28)
+    assert peak < 50 * 1024 * 1024

@@ -345,3 +345,58 @@ def test_constants_captured_by_layers_become_part_of_the_graph(tmp_path, feature
     assert main(["import", str(path), "--repository", str(repo)]) == 0
     served = served_probabilities(repo / "norm" / "1", features_x)
     np.testing.assert_allclose(served, model.predict(features_x, verbose=0), atol=1e-5)
+
+
+def _log_softmax_onnx(tmp_path: Path) -> Path:
+    """A model ending in LogSoftmax, as many PyTorch classifiers do."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(8).normal(0, 1, (4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]),
+         helper.make_node("LogSoftmax", ["z"], ["logp"], axis=-1)],
+        "logsoftmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("logp", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(weights, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(tmp_path / "logp.onnx"))
+    return tmp_path / "logp.onnx"
+
+
+def test_log_probabilities_declared_as_probabilities_are_refused(tmp_path, caplog):
+    repo = tmp_path / "repo"
+    args = ["import", str(_log_softmax_onnx(tmp_path)), "--output", "probabilities",
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 1
+    assert "outputs are not probabilities" in caplog.text
+    assert not repo.exists() or list(repo.iterdir()) == []
+
+
+def test_log_probabilities_served_as_logits_give_the_softmax(tmp_path, features_x):
+    """log p is a valid logit vector: softmax(log p) = p. The file's own opset is kept."""
+    repo = tmp_path / "repo"
+    args = ["import", str(_log_softmax_onnx(tmp_path)), "--output", "logits", "--name", "logp",
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "logp" / "1")
+    assert meta["export"]["opset"] == 13
+    weights = np.random.default_rng(8).normal(0, 1, (4, 3)).astype(np.float32)
+    z = features_x @ weights
+    expected = np.exp(z - z.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(served_probabilities(repo / "logp" / "1", features_x), expected,
+                               atol=1e-5)  # fmt: skip
+
+
+def test_feature_models_take_mean_and_std_and_refuse_image_flags(tmp_path, caplog):
+    _onnx_without_output_kind(tmp_path)
+    repo = tmp_path / "repo"
+    base = ["import", str(tmp_path / "x.onnx"), "--output", "logits", "--repository", str(repo)]
+    assert main([*base, "--mean", "5", "--std", "2"]) == 0
+    pre = contract.read(repo / "x" / "1")["preprocessing"]
+    assert (pre["mean"], pre["std"]) == ([5.0] * 4, [2.0] * 4)
+    assert main([*base, "--background", "dark"]) == 1
+    assert "are for image models" in caplog.text

@@ -93,3 +93,24 @@ def test_train_csv_refuses_a_missing_target(tmp_path, caplog):
     path.write_text("a,b\n1,2\n3,4\n")
     assert main(["train-csv", str(path), "--target", "label", "--repository", str(tmp_path)]) == 1
     assert "has no column 'label'; its columns: a, b" in caplog.text
+
+
+def test_constant_column_and_a_tiny_class(tmp_path):
+    """A column that never changes must not blow up other values; a class with two rows
+    cannot be stratified, and the split must still work."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, 60)
+    labels = ["low"] * 29 + ["high"] * 29 + ["rare"] * 2
+    path = tmp_path / "odd.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["x", "flag", "y"])
+        writer.writerows((round(v, 3), 0.1, label) for v, label in zip(x, labels, strict=True))
+    repo = tmp_path / "repo"
+    args = ["train-csv", str(path), "--target", "y", "--epochs", "3", "--quiet",
+            "--repository", str(repo)]  # fmt: skip
+    assert main(args) == 0
+    pre = contract.read(repo / "odd" / "1")["preprocessing"]
+    assert pre["std"][1] == 1.0  # the constant column is centred, not divided by 1e-16
+    tensor = features_to_tensor([[0.0, 0.2]], spec_from_dict(pre))
+    assert abs(tensor[0, 1]) < 1.0
