@@ -63,6 +63,15 @@ def strip_keras(model):
     return trimmed, f"{removed} (activation of layer {layer.name!r})"
 
 
+def detected_kind(outputs: np.ndarray) -> str:
+    """What a model without a removable final activation outputs, judged from its outputs:
+    probabilities when several columns sum to 1 in every row; a single column in [0, 1]
+    proves nothing (a logit can stay there too), so it is taken as a logit unless the
+    user says ``--output probabilities``."""
+    several = np.asarray(outputs).shape[1] > 1
+    return "probabilities" if several and looks_like_probabilities(outputs) else "logits"
+
+
 def looks_like_probabilities(outputs: np.ndarray) -> bool:
     """Every value in [0, 1] and, with several columns, every row summing to 1."""
     z = np.asarray(outputs, dtype=np.float64)

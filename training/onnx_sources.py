@@ -168,7 +168,7 @@ def saved_model(path: Path, declared: str | None) -> Loaded:
         probe = source.reference_outputs(
             np.random.default_rng(0).uniform(0, 1, (64, *source.input_shape[1:])).astype("f4")
         )
-        source.kind = "probabilities" if heads.looks_like_probabilities(probe) else "logits"
+        source.kind = heads.detected_kind(probe)
         source.original_kind = source.kind
     source.tool = "tf2onnx.convert.from_function (SavedModel serving signature)"
     return source

@@ -115,9 +115,7 @@ class KerasSource(Loaded):
         self.activation = self.removed.split()[0] if self.removed else None
         if self.removed is None:
             probe = self._probe()
-            self.kind = declared or (
-                "probabilities" if heads.looks_like_probabilities(probe) else "logits"
-            )
+            self.kind = declared or heads.detected_kind(probe)
         elif declared == "probabilities":
             log.info("--output probabilities: the model's %s is removed all the same", self.removed)
         self.output_name = "logits" if self.kind == "logits" else "probabilities"

@@ -400,3 +400,11 @@ def test_feature_models_take_mean_and_std_and_refuse_image_flags(tmp_path, caplo
     assert (pre["mean"], pre["std"]) == ([5.0] * 4, [2.0] * 4)
     assert main([*base, "--background", "dark"]) == 1
     assert "are for image models" in caplog.text
+
+
+def test_a_single_output_without_activation_is_a_logit_unless_said_otherwise():
+    from training.heads import detected_kind
+
+    assert detected_kind(np.array([[0.2], [0.7]])) == "logits"  # in [0, 1] proves nothing
+    assert detected_kind(np.array([[0.2, 0.8], [0.5, 0.5]])) == "probabilities"
+    assert detected_kind(np.array([[2.0, -1.0], [0.5, 0.5]])) == "logits"
