@@ -55,6 +55,11 @@ def _add_hyper_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", "--lr", type=float, help="Adam learning rate")
     p.add_argument("--seed", type=int, help="random seed (weights, shuffling, split)")
     p.add_argument("--augment-shift", type=int, help="images: random shifts up to N pixels")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "mixed_bfloat16"],
+        help="training arithmetic (the exported model is float32 either way)",
+    )
     p.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="images: random left-right mirroring")  # fmt: skip
 

@@ -19,7 +19,7 @@ def _config(args: argparse.Namespace, dataset: str, name: str | None = None):
     from training.config import default_config
 
     fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
-              "learning_rate", "seed", "augment_shift", "augment_flip"]  # fmt: skip
+              "learning_rate", "seed", "augment_shift", "augment_flip", "precision"]  # fmt: skip
     if args.command != "lr-find":
         fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
     values = {f: getattr(args, f) for f in fields}

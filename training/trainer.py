@@ -122,9 +122,13 @@ def augmented(x: np.ndarray, y: np.ndarray, config: TrainConfig):
             image = tf.image.random_flip_left_right(image)
         return image, label
 
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-    data = data.map(one, num_parallel_calls=tf.data.AUTOTUNE)
+    # Shuffle row numbers, not images: a shuffle buffer of 54,000 images is refilled, one
+    # image at a time, at the start of every epoch (about 30 s on 2 cores for Fashion-MNIST).
+    images, labels = tf.constant(x), tf.constant(y)
+    order = tf.data.Dataset.range(len(x))
+    order = order.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+    data = order.map(lambda i: one(tf.gather(images, i), tf.gather(labels, i)),
+                     num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
     return data.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -161,7 +165,11 @@ def fit(config: TrainConfig, dataset: Dataset, verbose: int | str = "auto") -> F
     keras.utils.set_random_seed(config.seed)
     x_fit, y_fit, x_val, y_val = split_validation(dataset, config.validation_split, config.seed)
     x_fit_t, x_val_t = to_tensor(dataset, x_fit), to_tensor(dataset, x_val)
-    model = build_model(config, dataset)
+    keras.mixed_precision.set_global_policy(config.precision)  # "float32" unless asked
+    try:
+        model = build_model(config, dataset)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     steps = math.ceil(len(x_fit_t) / config.batch_size)
     compile_model(model, len(dataset.class_names), learning_rate_schedule(config, steps))
     keep_best = KeepBest()
@@ -187,6 +195,9 @@ def fit(config: TrainConfig, dataset: Dataset, verbose: int | str = "auto") -> F
             verbose=verbose,
         )
     duration = time.perf_counter() - started
+    if config.precision != "float32":  # the same weights (kept in float32) in a float32 net
+        trained, model = model, build_model(config, dataset)
+        model.set_weights(trained.get_weights())
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return FitResult(
         model=model,
