@@ -106,15 +106,15 @@ def rename_output(proto, new_name: str) -> None:
     output.name = new_name
 
 
-def onnx_logits(path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Run an ONNX file in onnxruntime (CPU) over ``x`` in batches."""
+def onnx_logits(model: Path | bytes, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Run an ONNX model (a file, or its serialized bytes) in onnxruntime (CPU) over ``x``
+    in batches, feeding its one input whatever its name."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     chunks = [
         session.run(None, {input_name: x[i : i + batch_size]})[0]

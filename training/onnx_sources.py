@@ -73,13 +73,8 @@ class OnnxSource(Loaded):
         )
 
     def _run(self, model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-            return np.asarray(session.run(None, {self.input_name: x})[0], dtype=np.float32)
+            return export.onnx_logits(model_bytes, x)
         except Exception as exc:  # IR version too new, an op it lacks, ...
             raise SourceError(f"onnxruntime cannot run the model: {one_line(exc)}") from None
 

@@ -408,3 +408,32 @@ def test_a_single_output_without_activation_is_a_logit_unless_said_otherwise():
     assert detected_kind(np.array([[0.2], [0.7]])) == "logits"  # in [0, 1] proves nothing
     assert detected_kind(np.array([[0.2, 0.8], [0.5, 0.5]])) == "probabilities"
     assert detected_kind(np.array([[2.0, -1.0], [0.5, 0.5]])) == "logits"
+
+
+def test_an_input_named_like_v2s_image_input_is_renamed(tmp_path, features_x):
+    """V2 lists an encoded-image input called 'image'; the model's tensor must not share it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(9).normal(0, 1, (4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["image", "w"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["p"], axis=-1)],
+        "named_image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(weights, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(tmp_path / "img.onnx"))
+    repo = tmp_path / "repo"
+    args = ["import", str(tmp_path / "img.onnx"), "--output", "probabilities", "--repository",
+            str(repo)]  # fmt: skip
+    assert main(args) == 0
+    meta = contract.read(repo / "img" / "1")
+    assert meta["input"]["name"] == "input"
+    z = features_x @ weights
+    expected = np.exp(z - z.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(served_probabilities(repo / "img" / "1", features_x), expected,
+                               atol=1e-5)  # fmt: skip
