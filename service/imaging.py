@@ -117,15 +117,20 @@ def _fit_inside(image: np.ndarray, height: int, width: int, fill: float, ground)
     is area-reduced first), so a 20000 x 2 picture never becomes a 20000 x 20000 canvas,
     while the object's placement stays exact to an eighth of an output pixel."""
     fill = min(max(fill, 0.25), 1.0)
-    limit = 8 * max(height, width)
+    image = _at_most(image, 8 * max(height, width))
     h, w = image.shape[:2]
-    if max(h, w) > limit:
-        ratio = limit / max(h, w)
-        image = resize_area(image, max(1, round(h * ratio)), max(1, round(w * ratio)))
-        h, w = image.shape[:2]
     side = max(h * width / height, w) / fill  # the canvas width, in the picture's pixels
     target = (max(h, round(side * height / width)), max(w, round(side)))
     return resize_area(_pad_to(image, target, ground), height, width)
+
+
+def _at_most(image: np.ndarray, side: int) -> np.ndarray:
+    """The image area-reduced, aspect kept, so that its longer side is at most ``side``."""
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image
+    ratio = side / max(h, w)
+    return resize_area(image, max(1, round(h * ratio)), max(1, round(w * ratio)))
 
 
 def _pad_to(image: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
@@ -195,10 +200,7 @@ def frame_object(gray01: np.ndarray, height: int, width: int, fill: float) -> np
     as the datasets frame their items; on a photo, its darkest part becomes 1. A digital
     picture with a flat background keeps its values (only its framing changes).
     """
-    h, w = gray01.shape
-    if max(h, w) > WORKING_SIDE:
-        ratio = WORKING_SIDE / max(h, w)
-        gray01 = resize_area(gray01, max(1, round(h * ratio)), max(1, round(w * ratio)))
+    gray01 = _at_most(gray01, WORKING_SIDE)
     if not background_is_light(gray01):
         gray01 = 1.0 - gray01
     paper, photo = _paper(gray01)

@@ -90,18 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=[1, 3],
         help="1 (grayscale) or 3 (RGB); default: 3 if any image has colour",
     )
-    images.add_argument(
-        "--background",
-        choices=["dark", "light", "none"],
-        default="none",
-        help="the images' background, for inverting uploads of the other kind",
-    )
-    images.add_argument(
-        "--resize",
-        choices=["stretch", "pad", "crop"],
-        default="stretch",
-        help="how pictures of other aspect ratios are fitted",
-    )
+    _add_picture_flags(images, "the images' background, for inverting uploads of the other kind")
     images.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
     _add_hyper_flags(images)
     _add_fit_flags(images)  # fmt: skip
@@ -150,6 +139,14 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _add_picture_flags(p: argparse.ArgumentParser, background_help: str) -> None:
+    """--background and --resize: how pictures of another kind or shape are fitted."""
+    p.add_argument("--background", choices=["dark", "light", "none"], default="none",
+                   help=background_help)  # fmt: skip
+    p.add_argument("--resize", choices=["stretch", "pad", "crop"], default="stretch",
+                   help="how a picture of another aspect ratio is fitted")  # fmt: skip
+
+
 def _size(text: str) -> tuple[int, int]:
     """'32' or '28x32' -> (height, width)."""
     try:
@@ -192,19 +189,8 @@ def _import_parser(sub) -> None:
     p.add_argument("--offset", type=float, default=0.0, help="added after --scale")
     p.add_argument("--mean", type=_floats, help="per-channel mean subtracted after scale/offset")
     p.add_argument("--std", type=_floats, help="per-channel std divided by after the mean")
-    p.add_argument(
-        "--background",
-        choices=["dark", "light", "none"],
-        default="none",
-        help="what the model was trained on: light objects on dark (dark), dark "
-        "on light (light), or whole scenes (none, never inverted)",
-    )
-    p.add_argument(
-        "--resize",
-        choices=["stretch", "pad", "crop"],
-        default="stretch",
-        help="how a picture of another aspect ratio is fitted",
-    )
+    _add_picture_flags(p, "what the model was trained on: light objects on dark (dark), dark "
+                       "on light (light), or whole scenes (none, never inverted)")  # fmt: skip
     p.add_argument(
         "--sample",
         type=Path,

@@ -15,16 +15,14 @@ def _out(line: str) -> None:
     sys.stdout.write(line + "\n")
 
 
-def _config(args: argparse.Namespace, dataset: str, name: str | None = None):
+def _config(args: argparse.Namespace, dataset: str):
     from training.config import default_config
 
     fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
               "learning_rate", "seed", "augment_shift", "augment_flip", "precision"]  # fmt: skip
     if args.command != "lr-find":
         fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
-    values = {f: getattr(args, f) for f in fields}
-    values["name"] = values.get("name") or name
-    return default_config(dataset, **values)
+    return default_config(dataset, **{f: getattr(args, f) for f in fields})
 
 
 def own_data(args: argparse.Namespace, command: str) -> int:
@@ -34,26 +32,22 @@ def own_data(args: argparse.Namespace, command: str) -> int:
     from service.preprocessing import ImageSpec
     from training import repository, userdata
     from training.pipeline import train_and_export
-    from training.userdata import DataError
 
     path = args.file if args.command == "train-csv" else args.folder
     if args.command == "train-csv":
         dataset = userdata.csv_dataset(path, args.target, args.features, args.test_fraction)
-        config = _config(args, "csv", dataset.name)
+        config = _config(args, "csv")
     else:
         channels = args.channels or userdata.colour_channels(path)
         spec = ImageSpec(args.size[0], args.size[1], channels, 255.0, "nhwc", args.background,
                          args.background != "none", resize=args.resize)  # fmt: skip
         dataset = userdata.image_dataset(path, spec, args.test_fraction)
-        config = _config(args, "images", dataset.name)
+        config = _config(args, "images")
         if config.arch == "mlp":  # a flat vector: no shifts or flips
             spec = replace(spec, layout="flat")
             dataset = replace(dataset, spec=spec)
             config = replace(config, augment_shift=0, augment_flip=False)
-    name = args.name or repository.model_name(dataset.name)
-    if not repository.NAME.fullmatch(name):
-        raise DataError(f"{name!r} is not a valid model name (a-z, 0-9, '_', '.', '-')")
-    config = replace(config, name=name)
+    config = replace(config, name=repository.model_name(args.name, dataset.name))
     published = train_and_export(config, args.repository, verbose=0 if args.quiet else "auto",
                                  command=command, dataset=dataset)  # fmt: skip
     _out(str(published))

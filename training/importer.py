@@ -51,14 +51,6 @@ class ImportOptions:
     target: str | None = None
 
 
-def model_name(options: ImportOptions) -> str:
-    """The repository name: --name, else the file's stem, lower-cased and sanitised."""
-    name = options.name or repository.model_name(options.path.stem)
-    if not repository.NAME.fullmatch(name):
-        raise ImportRefused(f"{name!r} is not a valid model name (a-z, 0-9, '_', '.', '-')")
-    return name
-
-
 def input_spec(shape: tuple, options: ImportOptions) -> Spec:
     """Feature vectors for rank 2, images for rank 4 (NHWC when the last axis is 1 or 3)."""
     dims = list(shape[1:])
@@ -148,7 +140,7 @@ def import_model(options: ImportOptions, command: str) -> Path:
             f"a sigmoid over {width} outputs is multi-label; this service "
             "serves single-label classifiers (softmax)"
         )
-    name = model_name(options)
+    name = repository.model_name(options.name, options.path.stem)
     data = samples.for_parity(spec, options.sample, classes, options.target)
     x = data.tensor
     with repository.staged_version(options.repository, name) as (staging, version):

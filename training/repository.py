@@ -20,9 +20,14 @@ class RepositoryError(RuntimeError):
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
-def model_name(text: str) -> str:
-    """A repository name from a file or folder name: lower case, other characters as '-'."""
-    name = re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.")[:64]
+def model_name(given: str | None, source: str) -> str:
+    """The name the user gave (refused unless valid), else one made from a file or folder
+    name: lower case, other characters as '-'."""
+    if given:
+        if not NAME.fullmatch(given):
+            raise RepositoryError(f"{given!r} is not a valid model name (a-z, 0-9, '_', '.', '-')")
+        return given
+    name = re.sub(r"[^a-z0-9_.-]+", "-", source.lower()).strip("-.")[:64]
     return name if NAME.fullmatch(name) else "model"
 
 
