@@ -10,7 +10,8 @@ from tests.helpers import MODELS
 
 @pytest.fixture(scope="session")
 def fashion():
-    """Fashion-MNIST test images (Debian package) and the committed model's own logits."""
+    """Fashion-MNIST test images (Debian package) and the latest committed version's own
+    logits."""
     from service import metadata as contract
     from service.postprocessing import OutputSpec
     from service.predictor import OnnxPredictor

@@ -79,6 +79,15 @@ def build_cnn(
     return keras.Model(inputs, outputs, name="cnn_" + "-".join(str(f) for f in filters))
 
 
+def mirror_averaged(model: keras.Model) -> keras.Model:
+    """``model`` run on an NHWC image and on its left-right mirror image, logits averaged
+    (test-time augmentation inside the network: the ONNX file does it, twice the work)."""
+    inputs = keras.Input(shape=tuple(model.input_shape[1:]), name=INPUT_NAME)
+    mirrored = layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name="mirror")(inputs)
+    outputs = layers.Average(name=OUTPUT_LAYER)([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_mirror_average")
+
+
 def describe(model: keras.Model) -> list[str]:
     """One line per layer: name, class and output shape (for metadata.json)."""
     return [

@@ -62,6 +62,13 @@ def _add_hyper_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="images: random left-right mirroring")  # fmt: skip
+    p.add_argument("--augment-erase", type=float, metavar="P",
+                   help="images: with chance P, a random rectangle (2-25%% of the image) "
+                   "becomes noise")  # fmt: skip
+    p.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="images: the exported network averages the logits of the image "
+                   "and its mirror image (test-time augmentation; twice the inference "
+                   "work)")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ def _config(args: argparse.Namespace, dataset: str):
     from training.config import default_config
 
     fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
-              "learning_rate", "seed", "augment_shift", "augment_flip", "precision"]  # fmt: skip
+              "learning_rate", "seed", "augment_shift", "augment_flip", "augment_erase",
+              "mirror_average", "precision"]  # fmt: skip
     if args.command != "lr-find":
         fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
     return default_config(dataset, **{f: getattr(args, f) for f in fields})
@@ -46,7 +47,8 @@ def own_data(args: argparse.Namespace, command: str) -> int:
         if config.arch == "mlp":  # a flat vector: no shifts or flips
             spec = replace(spec, layout="flat")
             dataset = replace(dataset, spec=spec)
-            config = replace(config, augment_shift=0, augment_flip=False)
+            config = replace(config, augment_shift=0, augment_flip=False, augment_erase=0.0,
+                             mirror_average=False)  # fmt: skip
     config = replace(config, name=repository.model_name(args.name, dataset.name))
     published = train_and_export(config, args.repository, verbose=0 if args.quiet else "auto",
                                  command=command, dataset=dataset)  # fmt: skip

@@ -28,6 +28,9 @@ class TrainConfig:
     name: str = ""  # model name in the repository; defaults to the dataset name
     augment_shift: int = 0  # images: random shifts of up to this many pixels
     augment_flip: bool = False  # images: random left-right mirroring
+    augment_erase: float = 0.0  # images: chance of replacing a random rectangle with noise
+    mirror_average: bool = False  # images: the exported network averages the logits of the
+    # image and its left-right mirror image (twice the inference work)
     precision: str = "float32"  # or "mixed_bfloat16": faster fits on CPUs with AVX512-BF16;
     # the weights stay float32 and the exported network is float32 either way
 

@@ -40,7 +40,7 @@ def test_health_and_models(server):
     status, _, body = _call("GET", server + "/health/ready")
     assert status == 200
     assert body["models"] == {"blobs/1": "loaded", "circles/1": "loaded", "digits/1": "loaded",
-                              "fashion-mnist/1": "loaded"}  # fmt: skip
+                              "fashion-mnist/1": "loaded", "fashion-mnist/2": "loaded"}  # fmt: skip
     status, _, body = _call("GET", server + "/models")
     assert status == 200
     assert {m["name"] for m in body["models"]} == {"blobs", "circles", "digits", "fashion-mnist"}

@@ -63,7 +63,7 @@ def test_binary_tensors_both_ways(triton, fashion):
     labels = [fashion["classes"][i] for i in np.argmax(fashion["logits"][:8], axis=1)]
     assert [v.decode() for v in result.as_numpy("label")] == labels
     response = result.get_response()
-    assert (response["model_name"], response["model_version"]) == ("fashion-mnist", "1")
+    assert (response["model_name"], response["model_version"]) == ("fashion-mnist", "2")
 
 
 def test_json_tensors_both_ways_with_a_version_and_an_id(triton, fashion):

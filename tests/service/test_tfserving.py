@@ -41,7 +41,7 @@ def test_failed_version_status(scratch_repo):
 
 def test_metadata_signature(client):
     body = client.get("/v1/models/fashion-mnist/metadata").get_json()
-    assert body["model_spec"] == {"name": "fashion-mnist", "signature_name": "", "version": "1"}
+    assert body["model_spec"] == {"name": "fashion-mnist", "signature_name": "", "version": "2"}
     signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert signature["method_name"] == "tensorflow/serving/predict"
     dims = signature["inputs"]["input"]["tensor_shape"]["dim"]
@@ -49,7 +49,7 @@ def test_metadata_signature(client):
     assert signature["inputs"]["input"]["dtype"] == "DT_FLOAT"
     out = signature["outputs"]["probabilities"]["tensor_shape"]["dim"]
     assert [d["size"] for d in out] == ["-1", "10"]
-    assert client.get("/v1/models/fashion-mnist/versions/1/metadata").get_json() == body
+    assert client.get("/v1/models/fashion-mnist/versions/2/metadata").get_json() == body
 
 
 def test_row_and_columnar_formats_in_model_units(client, fashion):
@@ -59,7 +59,7 @@ def test_row_and_columnar_formats_in_model_units(client, fashion):
     assert row.status_code == 200
     np.testing.assert_allclose(row.get_json()["predictions"], expected, atol=1e-6)
     body = {"signature_name": "serving_default", "inputs": x.tolist()}
-    columnar = client.post("/v1/models/fashion-mnist/versions/1:predict", json=body)
+    columnar = client.post("/v1/models/fashion-mnist/versions/2:predict", json=body)
     np.testing.assert_allclose(columnar.get_json()["outputs"], expected, atol=1e-6)
     named = client.post("/v1/models/fashion-mnist:predict",
                         json={"inputs": {"input": x.tolist()}})  # fmt: skip

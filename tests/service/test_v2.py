@@ -72,7 +72,7 @@ def test_server_metadata_and_health(client):
 def test_model_metadata(client):
     body = client.get("/v2/models/fashion-mnist").get_json()
     assert body["name"] == "fashion-mnist"
-    assert body["versions"] == ["1"]
+    assert body["versions"] == ["1", "2"]
     assert body["platform"] == "onnxruntime_onnx"
     assert body["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28, 1]},
                               {"name": "image", "datatype": "BYTES", "shape": [-1]}]  # fmt: skip
@@ -140,7 +140,7 @@ def test_json_tensor_in_json_out_matches_the_model(client, fashion):
     assert r.headers["Content-Type"] == "application/json"
     header = r.get_json()
     assert (header["id"], header["model_name"], header["model_version"]) == (
-        "req-7", "fashion-mnist", "1")  # fmt: skip
+        "req-7", "fashion-mnist", "2")  # fmt: skip
     outputs = _outputs(r)
     np.testing.assert_allclose(outputs["logits"], fashion["logits"][:4], atol=1e-5)
     np.testing.assert_allclose(outputs["probabilities"], fashion["probabilities"][:4],
@@ -157,7 +157,7 @@ def test_binary_tensor_in_binary_out(client, fashion):
                     "parameters": {"binary_data_size": len(raw)}}],
         "parameters": {"binary_data_output": True},
     }, raw)  # fmt: skip
-    r = client.post("/v2/models/fashion-mnist/versions/1/infer", data=body, headers=headers)
+    r = client.post("/v2/models/fashion-mnist/versions/2/infer", data=body, headers=headers)
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "application/octet-stream"
     header, _ = _split(r)
@@ -375,7 +375,8 @@ def test_statistics_count_requests_and_instances(settings):
     assert after["last_inference"] >= before["last_inference"]
     everything = client.get("/v2/models/stats").get_json()["model_stats"]
     assert {(s["name"], s["version"]) for s in everything} == {
-        ("blobs", "1"), ("circles", "1"), ("digits", "1"), ("fashion-mnist", "1")}  # fmt: skip
+        ("blobs", "1"), ("circles", "1"), ("digits", "1"), ("fashion-mnist", "1"),
+        ("fashion-mnist", "2")}  # fmt: skip
     assert len(client.get("/v2/models/circles/stats").get_json()["model_stats"]) == 1
     assert client.get("/v2/models/nope/stats").status_code == 404
 
@@ -385,12 +386,3 @@ def test_header_lengths_beyond_reason_are_400s(client):
         r = client.post("/v2/models/circles/infer", data=b"{}", headers={HEADER: value})
         assert r.status_code == 400, value
         assert "is not a number of bytes" in r.get_json()["error"]
-
-
-def test_model_control_is_refused_like_triton_without_explicit_mode(client):
-    for action in ("load", "unload"):
-        r = client.post(f"/v2/repository/models/circles/{action}")
-        assert r.status_code == 400
-        assert r.get_json()["error"].startswith(f"explicit model {action} is not allowed")
-        assert client.post(f"/v2/repository/models/nope/{action}").status_code == 404
-    assert client.get("/v2/models/circles/ready").status_code == 200  # still serving
