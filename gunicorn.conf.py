@@ -65,10 +65,12 @@ logconfig_dict = {
 
 
 def worker_exit(server, worker):
-    """A worker is stopping: answer whatever is still queued for dynamic batching."""
+    """A worker is stopping: stop watching the repository, answer whatever is still queued
+    for dynamic batching."""
     app = getattr(worker, "wsgi", None)
     state = getattr(app, "extensions", {}).get("serving")
     if state is not None:
+        state.lifecycle.stop()
         state.registry.close()
 
 

@@ -10,15 +10,19 @@ table in :mod:`service.protocols`.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 from flask import Flask
 
-from service import logs, openapi
+from service import logs, metrics, openapi
 from service.context import Serving
+from service.control import ControlStore
 from service.dataplane import DataPlane
 from service.dispatcher import Dispatcher
+from service.keys import Authenticator
+from service.lifecycle import Lifecycle
 from service.registry import Registry
 from service.routes import PROTOCOLS, ROUTES, SCHEMAS
 from service.routing import Router
@@ -26,16 +30,20 @@ from service.settings import Settings
 
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
-    """Build an app: load every model, then answer from the route table."""
+    """Build an app: load the models (and keep watching the repository), then answer
+    from the route table."""
     settings = replace(settings, **overrides) if settings else Settings.from_env(**overrides)
     logs.configure(settings.log_level)
     app = Flask(__name__, static_folder=None)  # every route is in the route table
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    auth = Authenticator(settings.api_keys_file, settings.metrics_auth)
     registry = Registry(settings)
     dataplane = DataPlane(settings, registry)  # checks the limit settings before loading
-    registry.load_all()
+    shared = metrics.multiprocess_dir()  # gunicorn: the instance's workers share decisions
+    lifecycle = Lifecycle(settings, registry, ControlStore(Path(shared) if shared else None))
+    lifecycle.start()
     document = orjson.dumps(openapi.document(ROUTES, SCHEMAS))
-    serving = Serving(settings, registry, dataplane, document)
+    serving = Serving(settings, registry, dataplane, lifecycle, auth, document)
     app.extensions["serving"] = serving
     app.wsgi_app = Dispatcher(Router(ROUTES, PROTOCOLS), serving)  # type: ignore[method-assign]
     return app

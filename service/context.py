@@ -1,10 +1,12 @@
-"""What every handler is given: the worker's settings, model registry and dataplane."""
+"""What every handler is given: the worker's settings, models, dataplane and key check."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from service.dataplane import DataPlane
+from service.keys import Authenticator
+from service.lifecycle import Lifecycle
 from service.registry import Registry
 from service.settings import Settings
 
@@ -17,4 +19,6 @@ class Serving:
     settings: Settings
     registry: Registry
     dataplane: DataPlane
+    lifecycle: Lifecycle
+    auth: Authenticator
     openapi: bytes = b"{}"

@@ -5,7 +5,8 @@ response objects) costs more CPU than a small model's inference, so the service 
 every route here, from the route table, without it. What every route needs is done once,
 around the handler: the request id, the in-progress gauge, the HTTP metrics and access-log
 line, the error body in the route's protocol's shape (a traceback never leaves), HEAD and
-OPTIONS, 404 and 405 with ``Allow``, and response compression when the client accepts it.
+OPTIONS, 404 and 405 with ``Allow``, the API-key check for the route's scope (401/403 in
+the route's protocol's error shape), and response compression when the client accepts it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Dispatcher:
     """``app.wsgi_app``: answers every request from the router's table."""
 
     def __init__(self, router: Router, serving: Serving) -> None:
-        self.router, self.serving = router, serving
+        self.router, self.serving, self.auth = router, serving, serving.auth
         self.max_body = serving.settings.max_body_bytes
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -45,10 +46,12 @@ class Dispatcher:
         rid = observability.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         label = metrics.method_label(method)
         observability.begin(endpoint, label)
+        key_id: str | None = None
         try:
             error: ApiError | None = None
             try:
                 if route is not None:
+                    key_id = self.auth.check(environ, route.scope)
                     request = Request(environ, method, path, params, rid, self.max_body)
                     response = route.handler(self.serving, request)
                 elif method == "OPTIONS" and allowed:
@@ -85,6 +88,7 @@ class Dispatcher:
                 entry=response.entry,
                 instances=response.instances,
                 error=error,
+                key_id=(key_id or "none") if self.auth.enabled else None,
             )
             return [] if method == "HEAD" else [body]
         finally:

@@ -125,16 +125,22 @@ def write(version_dir: Path, metadata: dict[str, Any]) -> Path:
     return path
 
 
+def version_number(text: str) -> int | None:
+    """The version a folder name or URL segment names: a positive number in ASCII digits,
+    at most 18 of them, without a leading zero (``1``, not ``01``); anything else (``0``,
+    ``²``, ``1.5``) names no version."""
+    if 0 < len(text) < 19 and text.isascii() and text.isdigit() and text[0] != "0":
+        return int(text)
+    return None
+
+
 def versions(repository: Path, name: str) -> list[int]:
     """The integer versions present for a model, ascending."""
     model_dir = Path(repository) / name
     if not model_dir.is_dir():
         return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit()
-    )
+    numbers = (version_number(p.name) for p in model_dir.iterdir() if p.is_dir())
+    return sorted(n for n in numbers if n is not None)
 
 
 def version_dirs(repository: Path) -> list[Path]:

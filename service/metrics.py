@@ -135,6 +135,29 @@ MODEL_PROVIDER = Gauge(
     multiprocess_mode="livemax",
 )
 
+MODEL_LOAD_FAILURES = Counter(
+    "model_load_failures_total",
+    "Model version loads that failed (validation, checksum, session creation, warm-up).",
+    ["model", "version"],
+)
+MODEL_CONFIG_ERRORS = Counter(
+    "model_config_errors_total",
+    "serving.json files that could not be used (the rules in force stay).",
+    ["model"],
+)
+MODEL_WEIGHT = Gauge(
+    "model_version_weight",
+    "Share of a model's unversioned requests sent to the version (serving.json weights).",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+KEY_REQUESTS = Counter(
+    "api_key_requests_total",
+    "Requests by API key id (never the key), endpoint and status; key_id is 'none' for a "
+    "request without a valid key.",
+    ["key_id", "endpoint", "status"],
+)
+
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 
 _ERROR_KINDS = {

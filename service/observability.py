@@ -75,11 +75,15 @@ def record(
     entry: ModelEntry | None = None,
     instances: int | None = None,
     error: ApiError | None = None,
+    key_id: str | None = None,
 ) -> None:
     """An answered request: HTTP metrics, the error count, and its access-log line (the
-    metrics label the method as ``method_label``, the log line as sent)."""
+    metrics label the method as ``method_label``, the log line as sent; ``key_id`` is the
+    API key's id, "none" without a valid key, None when keys are off)."""
     code = str(status)
     metrics.child(metrics.HTTP_REQUESTS, endpoint, method_label, code).inc()
+    if key_id is not None:
+        metrics.child(metrics.KEY_REQUESTS, key_id, endpoint, code).inc()
     metrics.child(metrics.HTTP_DURATION, endpoint, method_label, code).observe(duration)
     if error is not None:
         kind = metrics.error_kind(error.status, error.code)
@@ -102,5 +106,6 @@ def record(
             "version": entry.version if entry else None,
             "instances": instances,
             "error": error.code if error is not None else None,
+            "key_id": key_id,
         },
     )

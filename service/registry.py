@@ -1,33 +1,38 @@
-"""Every model version in the repository, loaded (or failed, with the reason)."""
+"""What this worker serves: every model version it knows, and how a request finds one.
+
+The registry is read by every request and written by one thread at a time
+(:mod:`service.lifecycle`), which builds a new set of :class:`ModelView` objects and swaps
+it in whole: a request sees the old set or the new one, never a mix, and takes no lock.
+A version taken out of the set is not closed: requests already holding it finish with
+it, and its onnxruntime session is freed when the last of them lets go.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import metadata as contract
 from service import metrics
-from service.batching import BatchingConfig, DynamicBatcher, config_for
+from service.batching import DynamicBatcher
 from service.errors import ModelNotFound, ModelUnavailable, VersionNotFound
+from service.metadata import version_number
 from service.postprocessing import OutputSpec
 from service.predictor import OnnxPredictor
-from service.preprocessing import Spec, spec_from_dict
-from service.settings import Settings, model_overrides
-
-log = logging.getLogger(__name__)
+from service.preprocessing import Spec
+from service.serving_config import ServingConfig, WeightedChoice
+from service.settings import Settings
 
 
 @dataclass
 class ModelEntry:
-    """One model version and its load status."""
+    """One model version: loaded (servable), failed (``error`` says why) or unloaded
+    (present in the repository but not served; ``error`` says why)."""
 
     name: str
     version: int
     path: Path
-    status: str = "pending"  # pending -> loaded | failed
+    status: str = "pending"  # pending -> loaded | failed | unloaded
     error: str | None = None
     metadata: dict[str, Any] | None = None
     predictor: OnnxPredictor | None = None
@@ -35,6 +40,9 @@ class ModelEntry:
     output: OutputSpec = field(default_factory=OutputSpec)
     load_seconds: float = 0.0
     batcher: DynamicBatcher | None = None
+    fingerprint: tuple | None = None  # the files' (size, mtime, inode) when read
+    digest: str | None = None  # sha256 over the files when loaded
+    notice: str | None = None  # the files changed and the new ones failed to load
 
     @property
     def loaded(self) -> bool:
@@ -52,135 +60,125 @@ class ModelEntry:
         return self.predictor.provider if self.predictor and self.loaded else None
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """One model as served now: its versions (ascending), its serving.json rules, and what
+    is wrong with it, if anything."""
+
+    name: str
+    entries: dict[int, ModelEntry]
+    config: ServingConfig = field(default_factory=ServingConfig)
+    config_fingerprint: tuple | None = None
+    problems: tuple[str, ...] = ()  # a bad serving.json, a label on a version not served
+    chooser: WeightedChoice | None = None  # weights over the versions being served
+
+    @property
+    def served(self) -> list[ModelEntry]:
+        """Loaded versions, ascending."""
+        return [e for e in self.entries.values() if e.loaded]
+
+    def labels_of(self, version: int) -> list[str]:
+        """The labels that name a version."""
+        return sorted(label for label, v in self.config.labels.items() if v == version)
+
+
 class Registry:
-    """Loads a model repository; looks models up by name and optional version."""
+    """The current model views; lookups by name and version, number or label."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.entries: dict[tuple[str, int], ModelEntry] = {}
+        self.models: dict[str, ModelView] = {}
         self.loaded_once = False
         self.repository_error: str | None = None
-        # Narrowed after the first session: a provider that cannot start (CUDA libraries
-        # missing) is not retried, and not logged again, for every other model.
-        self.providers: list[str] = list(settings.providers)
-        self.batching_overrides = model_overrides(
-            "SERVING_BATCHING_OVERRIDES",
-            settings.batching_overrides,
-            (f.name for f in fields(BatchingConfig)),
-        )
-        self.batching = BatchingConfig(
-            enabled=settings.batching,
-            max_batch_size=settings.batch_max_size,
-            max_delay_us=settings.batch_max_delay_us,
-            timeout_s=settings.batch_timeout_s,
-        )
 
-    def load_all(self) -> None:
-        """Load every ``<name>/<version>``; a failing one is recorded, the rest still load."""
-        root = Path(self.settings.model_repository)
-        if not root.is_dir():
-            self.repository_error = f"model repository {root} does not exist"
-            log.error(self.repository_error)
-            self.loaded_once = True
-            return
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            for version in contract.versions(root, model_dir.name):
-                entry = ModelEntry(model_dir.name, version, model_dir / str(version))
-                self.entries[(entry.name, entry.version)] = entry
-                self._load(entry)
-        self.loaded_once = True
-
-    def _load(self, entry: ModelEntry) -> None:
-        started = time.perf_counter()
-        try:
-            meta = contract.read(entry.path, verify_checksum=self.settings.verify_checksums)
-            batching = config_for(self.batching, self.batching_overrides, entry.name)
-            predictor = OnnxPredictor(
-                entry.path,
-                meta,
-                self.providers,
-                self.settings.intra_op_threads,
-                self.settings.inter_op_threads,
-                max_rows=batching.max_batch_size,
-            )
-            predictor.load()
-            self.providers = [p for p in self.providers if p in predictor.providers]
-            entry.metadata, entry.predictor = meta, predictor
-            entry.spec = spec_from_dict(meta["preprocessing"])
-            entry.output = OutputSpec.from_dict(meta["output"])
-            entry.status = "loaded"
-            if batching.enabled:
-                entry.batcher = DynamicBatcher(
-                    entry.name, entry.version, predictor.predict, batching
-                )
-            log.info(
-                "loaded model %s v%d on %s in %.3f s",
-                entry.name,
-                entry.version,
-                predictor.provider,
-                time.perf_counter() - started,
-                extra={"model": entry.name, "version": entry.version},
-            )
-        except Exception as exc:  # any failure: report it, serve the other models
-            entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.error("model %s v%d failed to load: %s", entry.name, entry.version, entry.error)
-        entry.load_seconds = time.perf_counter() - started
-        metrics.record_model(
-            entry.name, entry.version, entry.loaded, entry.load_seconds, entry.provider
-        )
+    @property
+    def entries(self) -> dict[tuple[str, int], ModelEntry]:
+        """Every known version of every model."""
+        return {(e.name, e.version): e for view in self.models.values()
+                for e in view.entries.values()}  # fmt: skip
 
     def close(self) -> None:
-        """Drain and stop every batching thread (gunicorn's worker_exit calls this)."""
-        for entry in self.entries.values():
-            if entry.batcher is not None:
-                entry.batcher.close()
+        """Drain the batching queues (gunicorn's worker_exit)."""
+        for view in self.models.values():
+            for entry in view.entries.values():
+                if entry.batcher is not None:
+                    entry.batcher.close()
 
     def names(self) -> list[str]:
         """Model names, sorted."""
-        return sorted({name for name, _ in self.entries})
+        return sorted(self.models)
+
+    def view(self, name: str) -> ModelView:
+        """A model's view (404 for a name the repository does not have)."""
+        view = self.models.get(name)
+        if view is None:
+            raise ModelNotFound(f"model {name!r} not found", details={"available": self.names()})
+        return view
 
     def versions_of(self, name: str) -> list[ModelEntry]:
-        """All versions of a model, ascending."""
-        return sorted((e for e in self.entries.values() if e.name == name), key=lambda e: e.version)
+        """All known versions of a model, ascending ([] for an unknown model)."""
+        view = self.models.get(name)
+        return list(view.entries.values()) if view else []
 
     def select(self, name: str | None = None, version: int | str | None = None) -> list[ModelEntry]:
         """Entries in (name, version) order: every one; a model's versions; or one version.
         An unknown model or version is a 404, as in ``find``."""
         if name is None:
-            return sorted(self.entries.values(), key=lambda e: (e.name, e.version))
+            return [e for n in self.names() for e in self.models[n].entries.values()]
         if version is not None:
             return [self.find(name, version)]
-        self.find(name)
-        return self.versions_of(name)
+        return list(self.view(name).entries.values())
 
     def find(self, name: str, version: int | str | None = None) -> ModelEntry:
-        """The entry for a name and version (latest loaded version when none is given).
-
-        A version may come as a number or as the digits of one (a URL segment, V2's
-        ``model_version``); anything else names no version.
-        """
-        versions = self.versions_of(name)
-        if not versions:
-            raise ModelNotFound(f"model {name!r} not found", details={"available": self.names()})
+        """The entry a request means: with no version, one picked by the model's weights,
+        else its latest loaded version; a version is a number, the digits of one, or a
+        label from the model's serving.json."""
+        view = self.view(name)
         if version is None:
-            loaded = [e for e in versions if e.loaded]
-            return loaded[-1] if loaded else versions[-1]
-        number = version_number(version)
-        for entry in versions:
-            if entry.version == number:
-                return entry
-        raise VersionNotFound(
-            f"model {name!r} has no version {version}",
-            details={"available": [e.version for e in versions]},
-        )
+            if view.chooser is not None:
+                return view.entries[view.chooser.pick()]
+            served = view.served
+            if served:
+                return served[-1]
+            if not view.entries:
+                raise VersionNotFound(f"model {name!r} has no versions")
+            return next(reversed(view.entries.values()))
+        number = version if type(version) is int else None
+        if isinstance(version, str):
+            number = version_number(version)
+            if number is None and version in view.config.labels:
+                number = view.config.labels[version]
+        entry = view.entries.get(number) if number is not None else None
+        if entry is None:
+            label_like = isinstance(version, str) and number is None
+            raise VersionNotFound(
+                f"model {name!r} has no version or label {version!r}" if label_like
+                else f"model {name!r} has no version {version}",
+                details={"available": list(view.entries), "labels": dict(view.config.labels)},
+            )  # fmt: skip
+        return entry
+
+    def label(self, name: str, label: str) -> int:
+        """The version a label names in the model's serving.json (404 when none)."""
+        view = self.view(name)
+        if label not in view.config.labels:
+            raise VersionNotFound(f"model {name!r} has no label {label!r}",
+                                  details={"labels": dict(view.config.labels)})  # fmt: skip
+        return view.config.labels[label]
 
     def get(self, name: str, version: int | str | None = None) -> ModelEntry:
-        """Like find, but the entry must be servable."""
+        """Like find, but the entry must be servable: 503 for a version that failed to
+        load, 404 for one that is not served (policy, or unloaded through the API)."""
         entry = self.find(name, version)
-        if not entry.loaded:
+        if entry.status == "failed":
             raise ModelUnavailable(
                 f"model {name!r} version {entry.version} failed to load",
                 details={"error": entry.error},
+            )
+        if not entry.loaded:
+            raise VersionNotFound(
+                f"model {name!r} version {entry.version} is not served: {entry.error}",
+                details={"available": [e.version for e in self.models[name].served]},
             )
         return entry
 
@@ -188,26 +186,23 @@ class Registry:
         """(ready, reason): loading done, at least one model servable, default model servable."""
         if not self.loaded_once:
             return False, "models are still loading"
-        if self.repository_error:
+        if self.repository_error and not self.models:
             return False, self.repository_error
-        if not any(e.loaded for e in self.entries.values()):
+        entries = list(self.entries.values())
+        if not any(e.loaded for e in entries):
             return False, "no model loaded"
         default = self.settings.default_model
         if default:
             try:
                 self.get(default)
-            except (ModelNotFound, ModelUnavailable) as exc:
+            except (ModelNotFound, ModelUnavailable, VersionNotFound) as exc:
                 return False, f"default model: {exc.message}"
-        failed = [f"{e.name} v{e.version}" for e in self.entries.values() if e.status == "failed"]
-        if failed:
-            return True, f"serving; failed to load: {', '.join(failed)}"
+        failed = [f"{e.name} v{e.version}" for e in entries if e.status == "failed"]
+        trouble = [f"failed to load: {', '.join(failed)}"] if failed else []
+        trouble += [f"{e.name} v{e.version}: {e.notice}" for e in entries if e.notice]
+        trouble += [f"{v.name}: {p}" for v in self.models.values() for p in v.problems]
+        if self.repository_error:
+            trouble.insert(0, self.repository_error)
+        if trouble:
+            return True, "serving; " + "; ".join(trouble)
         return True, "all models loaded"
-
-
-def version_number(version: int | str) -> int | None:
-    """The integer a version names, or None (a version number is ASCII digits)."""
-    if type(version) is int:
-        return version
-    if isinstance(version, str) and version.isascii() and version.isdigit() and len(version) < 19:
-        return int(version)
-    return None

@@ -47,6 +47,7 @@ class Route:
     handler: Handler
     protocol: Protocol
     doc: dict[str, Any] | None = None  # the OpenAPI operation; None: not in the document
+    scope: str | None = "read"  # the API-key scope it needs (service.keys); None: open
     params: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,13 +61,16 @@ def versioned(
     handler: Handler,
     protocol: Protocol,
     doc: dict[str, Any] | None = None,
+    scope: str | None = "read",
+    labels: bool = False,
 ) -> list[Route]:
     """The route for a model (``{model_path}{suffix}``) and the one for a version of it
-    (``{model_path}/versions/{version}{suffix}``), which every protocol here has."""
-    return [
-        Route(method, model_path + suffix, handler, protocol, doc),
-        Route(method, f"{model_path}/versions/{{version}}{suffix}", handler, protocol, doc),
-    ]
+    (``{model_path}/versions/{version}{suffix}``), which every protocol here has; with
+    ``labels``, also ``{model_path}/labels/{label}{suffix}`` (TF Serving's)."""
+    kinds = ["/versions/{version}", *(["/labels/{label}"] if labels else [])]
+    return [Route(method, model_path + suffix, handler, protocol, doc, scope),
+            *(Route(method, f"{model_path}{kind}{suffix}", handler, protocol, doc, scope)
+              for kind in kinds)]  # fmt: skip
 
 
 def _pattern(template: str) -> re.Pattern[str]:

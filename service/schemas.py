@@ -6,7 +6,26 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from service.metadata import version_number
+from service.serving_config import LABEL
+
 INPUT_KEYS = ("instances", "instance", "images", "image")
+
+
+def is_version(text: str) -> bool:
+    """A version number's digits, or a label."""
+    return version_number(text) is not None or LABEL.fullmatch(text) is not None
+
+
+class VersionField(fields.Field):
+    """A version: a number (or its digits), or a label from the model's serving.json."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is int and value >= 1:
+            return value
+        if isinstance(value, str) and is_version(value):
+            return version_number(value) or value
+        raise ValidationError("a version number (1 or more) or a label")
 
 
 class PredictOptionsSchema(Schema):
@@ -16,10 +35,12 @@ class PredictOptionsSchema(Schema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "Model name; the configured default model when omitted."},
     )
-    version = fields.Integer(
-        strict=False,
-        validate=validate.Range(min=1),
-        metadata={"description": "Model version; the latest loaded version when omitted."},
+    version = VersionField(
+        metadata={
+            "description": "Model version (a number) or label (from the model's "
+            "serving.json); when omitted, the version the model's weights pick, else "
+            "its latest loaded version."
+        },
     )
     top_k = fields.Integer(
         strict=False,
@@ -86,7 +107,9 @@ def plain_options(data: dict[str, Any]) -> dict[str, Any] | None:
             ok = kind is str
         elif key == "model":
             ok = kind is str and 1 <= len(value) <= 64
-        elif key in ("version", "top_k"):
+        elif key == "version":
+            ok = (kind is int and value >= 1) or (kind is str and is_version(value))
+        elif key == "top_k":
             ok = kind is int and value >= 1
         elif key == "logits":
             ok = kind is bool
@@ -97,7 +120,10 @@ def plain_options(data: dict[str, Any]) -> dict[str, Any] | None:
         given += key in INPUT_KEYS
     if given != 1:
         return None
-    return {"logits": False, **data}
+    options = {"logits": False, **data}
+    if type(options.get("version")) is str:  # digits become the number, as in the schema
+        options["version"] = version_number(options["version"]) or options["version"]
+    return options
 
 
 class ModelRefSchema(Schema):
@@ -147,10 +173,27 @@ class ModelVersionSchema(Schema):
 
     name = fields.String(required=True)
     version = fields.Integer(required=True)
-    status = fields.String(required=True, metadata={"description": "loaded or failed"})
+    status = fields.String(
+        required=True,
+        metadata={
+            "description": "loaded, failed (error says why) or unloaded (present in the "
+            "repository but not served: error says why)"
+        },
+    )
     error = fields.String(allow_none=True)
+    notice = fields.String(
+        metadata={
+            "description": "the files changed and the new ones failed to load; the previous "
+            "ones are still served"
+        }
+    )
     provider = fields.String(allow_none=True)
     load_seconds = fields.Float()
+    labels = fields.List(fields.String(), metadata={"description": "labels naming it"})
+    weight = fields.Float(
+        allow_none=True,
+        metadata={"description": "its share of the requests that name no version (serving.json)"},
+    )
     task = fields.String()
     classes = fields.List(fields.String())
     input = fields.Dict()
@@ -166,12 +209,28 @@ class ModelVersionSchema(Schema):
     metadata = fields.Dict()
 
 
+class ServingRulesSchema(Schema):
+    """A model's serving.json, resolved: what it serves and how unversioned requests are
+    routed."""
+
+    version_policy = fields.String(metadata={"description": "all, latest N or specific [..]"})
+    labels = fields.Dict(keys=fields.String(), values=fields.Integer())
+    weights = fields.Dict(keys=fields.String(), values=fields.Float())
+    problems = fields.List(
+        fields.String(),
+        metadata={
+            "description": "a serving.json that could not be used, a label on a version not served"
+        },
+    )
+
+
 class ModelSchema(Schema):
     """A model and all its versions."""
 
     name = fields.String(required=True)
     latest_version = fields.Integer(allow_none=True)
     default = fields.Boolean()
+    serving = fields.Nested(ServingRulesSchema)
     versions = fields.List(fields.Nested(ModelVersionSchema))
 
 

@@ -6,6 +6,7 @@ Nothing else in the service reads ``os.environ``. Tests pass overrides to ``crea
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SERVING_"
+MODEL_CONTROL_MODES = ("poll", "explicit")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,6 +65,10 @@ class Settings:
     keepalive: int = 5
     log_level: str = "INFO"
     metrics_dir: Path = Path(tempfile.gettempdir()) / "keras-serving-metrics"
+    poll_interval_s: float = 1.0  # repository checks; 0: never (changes need a restart)
+    model_control: str = "poll"  # or "explicit": only the model-control API loads/unloads
+    api_keys_file: str = ""  # empty: no API keys (anyone who reaches the port may call)
+    metrics_auth: bool = False  # /metrics needs a key with the "read" scope
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,9 +94,14 @@ def _parse(name: str, raw: str, kind: str) -> Any:
         value = parsers[kind](raw)
     except (KeyError, ValueError) as exc:
         raise SettingsError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from None
-    may_be_zero = name in ("keepalive", "batch_max_delay_us")
+    if kind == "float" and not math.isfinite(value):
+        raise SettingsError(f"{PREFIX}{name.upper()} must be a finite number, got {raw!r}")
+    may_be_zero = name in ("keepalive", "batch_max_delay_us", "poll_interval_s")
     if kind in ("int", "float") and (value < 0 or (value == 0 and not may_be_zero)):
         raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
+    if name == "model_control" and value not in MODEL_CONTROL_MODES:
+        raise SettingsError(f"{PREFIX}MODEL_CONTROL must be one of {', '.join(MODEL_CONTROL_MODES)}"
+                            f", got {value!r}")  # fmt: skip
     return value
 
 

@@ -15,8 +15,9 @@ from service.context import Serving
 from service.dataplane import InferRequest, InferResult
 from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
 from service.inputs import EncodedImages, JsonInstances, parse_json
+from service.metadata import version_number
 from service.postprocessing import top_k as most_probable
-from service.registry import ModelEntry, version_number
+from service.registry import ModelEntry, ModelView
 from service.routing import Protocol, Route, versioned
 from service.schemas import (
     INPUT_KEYS,
@@ -79,10 +80,15 @@ def _agree(what: str, in_path: str | None, in_body: Any) -> Any:
     """The URL's model or version, or the body's; both given and different is a 422."""
     if in_path is None:
         return in_body
-    same = in_body == in_path if what == "model" else in_body == version_number(in_path)
+    same = in_body == in_path if what == "model" else _version(in_body) == _version(in_path)
     if in_body is not None and not same:
         raise ValidationFailed(f"{what} {in_body!r} conflicts with the URL's {in_path!r}")
     return in_path
+
+
+def _version(given: Any) -> Any:
+    """A version as compared: digits as their number, labels as they are."""
+    return (version_number(given) or given) if isinstance(given, str) else given
 
 
 def decode(request: Request, model: str | None, version: str | None) -> tuple[InferRequest, dict]:
@@ -177,8 +183,11 @@ def _metrics_view(metrics: dict[str, Any]) -> dict[str, Any] | None:
     return view or None
 
 
-def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
-    """Status, provider and the metadata a client needs (all of it when ``full``)."""
+def version_view(
+    entry: ModelEntry, full: bool = False, model: ModelView | None = None
+) -> dict[str, Any]:
+    """Status (and why not served), provider, labels, weight, and the metadata a client
+    needs (all of it when ``full``)."""
     view: dict[str, Any] = {
         "name": entry.name,
         "version": entry.version,
@@ -187,6 +196,12 @@ def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
         "provider": entry.provider,
         "load_seconds": round(entry.load_seconds, 4),
     }
+    if model is not None:
+        view["labels"] = model.labels_of(entry.version)
+        shares = model.chooser.shares if model.chooser else {}
+        view["weight"] = round(shares[entry.version], 6) if entry.version in shares else None
+    if entry.notice:
+        view["notice"] = entry.notice
     meta = entry.metadata
     if meta:
         view.update(
@@ -203,14 +218,15 @@ def version_view(entry: ModelEntry, full: bool = False) -> dict[str, Any]:
 
 
 def model_view(serving: Serving, name: str, full: bool = False) -> dict[str, Any]:
-    """A model with every version."""
-    versions = serving.registry.versions_of(name)
-    loaded = [e.version for e in versions if e.loaded]
+    """A model with every version, and its serving rules (serving.json)."""
+    model = serving.registry.view(name)
+    loaded = [e.version for e in model.served]
     return {
         "name": name,
         "latest_version": loaded[-1] if loaded else None,
         "default": name == serving.settings.default_model,
-        "versions": [version_view(e, full) for e in versions],
+        "serving": {**model.config.to_dict(), "problems": list(model.problems)},
+        "versions": [version_view(e, full, model) for e in model.entries.values()],
     }
 
 
@@ -224,15 +240,29 @@ def list_models(serving: Serving, request: Request) -> Response:
 
 def get_model(serving: Serving, request: Request) -> Response:
     """GET /models/{model}."""
-    name = request.params["model"]
-    serving.registry.find(name)  # 404 when unknown
-    return json_response(model_view(serving, name))
+    return json_response(model_view(serving, request.params["model"]))
 
 
 def get_version(serving: Serving, request: Request) -> Response:
-    """GET /models/{model}/versions/{version}."""
-    entry = serving.registry.find(request.params["model"], request.params["version"])
-    return json_response(version_view(entry, full=True))
+    """GET /models/{model}/versions/{version} (a number or a label)."""
+    name = request.params["model"]
+    entry = serving.registry.find(name, request.params["version"])
+    return json_response(version_view(entry, True, serving.registry.view(name)))
+
+
+def control(serving: Serving, request: Request) -> Response:
+    """POST /models/{model}/load | /unload: serve a model again (re-reading its folder) or
+    stop serving it, in every worker. 200 with the model as this worker now serves it;
+    a load where no version could be loaded is a 422 that says why."""
+    name, action = request.params["model"], request.path.rsplit("/", 1)[1]
+    lifecycle = serving.lifecycle
+    model = lifecycle.load(name) if action == "load" else lifecycle.unload(name)
+    if action == "load" and not model.served:
+        raise ValidationFailed(
+            f"model {name!r}: no version could be loaded",
+            details={str(e.version): e.error for e in model.entries.values()},
+        )
+    return json_response(model_view(serving, name))
 
 
 def live(serving: Serving, request: Request) -> Response:
@@ -292,20 +322,30 @@ def _get_doc(summary: str, schema: type[Schema], errors: tuple[str, ...] = ()) -
 
 ROUTES = [
     Route("POST", "/predict", predict, PROTOCOL,
-          _predict_doc("Predict with the model named in the body or query (or the default)")),
+          _predict_doc("Predict with the model named in the body or query (or the default)"),
+          "predict"),
     *versioned("POST", "/models/{model}", "/predict", predict, PROTOCOL,
-               _predict_doc("Predict with a model (its latest loaded version, or the one named)")),
+               _predict_doc("Predict with a model (the version its weights pick, else its "
+                            "latest; or the version or label named)"), "predict"),
     Route("GET", "/models", list_models, PROTOCOL,
           _get_doc("Every model and version: status, provider, classes, input, test metrics",
                    ModelsSchema)),
     Route("GET", "/models/{model}", get_model, PROTOCOL,
           _get_doc("One model and its versions", ModelSchema, ("404",))),
     Route("GET", "/models/{model}/versions/{version}", get_version, PROTOCOL,
-          _get_doc("One version, with its whole metadata.json", ModelVersionSchema, ("404",))),
+          _get_doc("One version (a number or a label), with its whole metadata.json",
+                   ModelVersionSchema, ("404",))),
+    *(Route("POST", f"/models/{{model}}/{action}", control, PROTOCOL,
+            {**_get_doc(summary, ModelSchema, ("404", "422")), "tags": ["model control"]},
+            "admin")
+      for action, summary in (
+          ("load", "Serve a model (again), re-reading its folder, in every worker"),
+          ("unload", "Stop serving every version of a model, in every worker"))),
     Route("GET", "/health/live", live, PROTOCOL,
-          _get_doc("200 while the process can answer", HealthSchema)),
+          _get_doc("200 while the process can answer", HealthSchema), None),
     Route("GET", "/health/ready", ready, PROTOCOL,
           {**_get_doc("200 when the models are servable; 503 with the reason otherwise",
                       HealthSchema),
-           "responses": {"200": _ok(HealthSchema), "503": _ok(HealthSchema, "Not ready")}}),
+           "responses": {"200": _ok(HealthSchema), "503": _ok(HealthSchema, "Not ready")}},
+          None),
 ]  # fmt: skip

@@ -72,8 +72,8 @@ ROUTES = [
         "summary": "Prometheus metrics, summed over gunicorn's workers",
         "responses": {"200": {"description": "Prometheus text exposition format",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    }),
-    Route("GET", "/openapi.json", openapi, PROTOCOL),
-    Route("GET", "/docs", docs, PROTOCOL),
-    Route("GET", "/docs/assets/{filename}", asset, PROTOCOL),
+    }, "metrics"),
+    Route("GET", "/openapi.json", openapi, PROTOCOL, None, None),
+    Route("GET", "/docs", docs, PROTOCOL, None, None),
+    Route("GET", "/docs/assets/{filename}", asset, PROTOCOL, None, None),
 ]  # fmt: skip

@@ -18,8 +18,9 @@ import numpy as np
 
 from service.context import Serving
 from service.dataplane import InferRequest, InferResult
-from service.errors import BadRequest
+from service.errors import BadRequest, VersionNotFound
 from service.inputs import JsonInstances, ModelTensor, check_numbers, is_b64_object, parse_json
+from service.metadata import version_number
 from service.preprocessing import FeatureSpec, ImageSpec
 from service.protocols.common import (
     IMAGE_INPUT,
@@ -47,9 +48,26 @@ def _version_status(entry: ModelEntry) -> dict[str, Any]:
             "status": {"error_code": "UNKNOWN", "error_message": entry.error or ""}}  # fmt: skip
 
 
+def _version(serving: Serving, request: Request) -> int | None:
+    """The version a path names: ``/versions/{number}``, ``/labels/{label}``, or none."""
+    params, name = request.params, request.params["model"]
+    if "label" in params:
+        return serving.registry.label(name, params["label"])
+    if "version" in params:
+        number = version_number(params["version"])
+        if number is None:
+            serving.registry.view(name)  # an unknown model is a 404 first
+            raise VersionNotFound(
+                f"model {name!r} has no version {params['version']!r}; a version is a "
+                "number (labels go in /labels/{label})"
+            )
+        return number
+    return None
+
+
 def status(serving: Serving, request: Request) -> Response:
-    """GET /v1/models/{model}[/versions/{version}]."""
-    entries = serving.registry.select(request.params["model"], request.params.get("version"))
+    """GET /v1/models/{model}[/versions/{version} | /labels/{label}]."""
+    entries = serving.registry.select(request.params["model"], _version(serving, request))
     return json_response({"model_version_status": [_version_status(e) for e in reversed(entries)]})
 
 
@@ -61,7 +79,7 @@ def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
 
 def metadata(serving: Serving, request: Request) -> Response:
     """GET /v1/models/{model}[/versions/{version}]/metadata: the model's signature."""
-    entry = serving.dataplane.resolve(request.params["model"], request.params.get("version"))
+    entry = serving.dataplane.resolve(request.params["model"], _version(serving, request))
     meta = entry.metadata
     signature = {
         "inputs": {meta["input"]["name"]: _tensor_info(meta["input"]["name"], "DT_FLOAT",
@@ -151,7 +169,7 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
 
 
 def _resolve(serving: Serving, request: Request) -> ModelEntry:
-    return serving.dataplane.resolve(request.params["model"], request.params.get("version"))
+    return serving.dataplane.resolve(request.params["model"], _version(serving, request))
 
 
 def _infer(serving: Serving, request: Request, keys: set[str], decode) -> tuple[dict, InferResult]:
@@ -228,16 +246,17 @@ _M = "/v1/models/{model}"
 
 ROUTES = [
     *versioned("GET", _M, "", status, PROTOCOL,
-               operation(_TAG, "Model version status", UNKNOWN)),
+               operation(_TAG, "Model version status", UNKNOWN), labels=True),
     *versioned("GET", _M, "/metadata", metadata, PROTOCOL,
-               operation(_TAG, "The serving_default signature", UNKNOWN)),
+               operation(_TAG, "The serving_default signature", UNKNOWN), labels=True),
     *versioned("POST", _M, ":predict", predict, PROTOCOL,
                operation(_TAG, "Predict: probabilities (row or columnar format)", MALFORMED,
-                         UNKNOWN, body=json_body("TFServingPredict"))),
+                         UNKNOWN, body=json_body("TFServingPredict")), "predict", labels=True),
     *versioned("POST", _M, ":classify", classify, PROTOCOL,
                operation(_TAG, "Classify examples keyed by feature name: [label, score] pairs",
-                         MALFORMED, UNKNOWN, body=json_body("TFServingClassify"))),
-    *versioned("POST", _M, ":regress", regress, PROTOCOL),
+                         MALFORMED, UNKNOWN, body=json_body("TFServingClassify")), "predict",
+               labels=True),
+    *versioned("POST", _M, ":regress", regress, PROTOCOL, None, "predict", labels=True),
 ]  # fmt: skip
 
 SCHEMAS = {

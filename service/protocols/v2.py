@@ -158,41 +158,63 @@ def model_ready(serving: Serving, request: Request) -> Response:
     entry = _entry(serving, request)
     if entry.loaded:
         return json_response({"name": entry.name, "ready": True})
-    return json_response(
-        {"name": entry.name, "ready": False, "error": f"failed to load: {entry.error}"}, 400
-    )
+    why = f"failed to load: {entry.error}" if entry.status == "failed" else entry.error
+    return json_response({"name": entry.name, "ready": False, "error": why}, 400)
 
 
 def repository_index(serving: Serving, request: Request) -> Response:
     """POST /v2/repository/index: every model version and its state (``{"ready": true}``
-    lists only the servable ones; tritonclient posts an empty body)."""
-    body = request.body()
-    only_ready = False
-    if body.strip():
-        try:
-            options = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(options, dict) or type(options.get("ready", False)) is not bool:
-            raise BadRequest('the body must be {} or {"ready": true|false}')
-        only_ready = options.get("ready", False)
+    lists only the servable ones; tritonclient posts an empty body). A model with no
+    version in the repository is listed by name alone, as Triton lists it."""
+    only_ready = _options(request, {"ready": bool}).get("ready", False)
     index = []
-    for entry in serving.registry.select():
-        if only_ready and not entry.loaded:
-            continue
-        index.append({"name": entry.name, "version": str(entry.version),
-                      "state": "READY" if entry.loaded else "UNAVAILABLE",
-                      "reason": "" if entry.loaded else (entry.error or entry.status)})  # fmt: skip
+    for name in serving.registry.names():
+        entries = serving.registry.versions_of(name)
+        for entry in entries:
+            if only_ready and not entry.loaded:
+                continue
+            reason = "" if entry.loaded else (entry.error or entry.status)
+            index.append({"name": entry.name, "version": str(entry.version),
+                          "state": _STATES.get(entry.status, "UNAVAILABLE"),
+                          "reason": reason})  # fmt: skip
+        if not entries and not only_ready:
+            index.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
     return json_response(index)
 
 
+_STATES = {"loaded": "READY", "failed": "UNAVAILABLE", "unloaded": "UNAVAILABLE"}
+
+
 def model_control(serving: Serving, request: Request) -> Response:
-    """POST /v2/repository/models/{model}/load|unload: refused, as Triton refuses them when
-    it is not in explicit model-control mode (the model must exist: else a 404)."""
-    serving.registry.find(request.params["model"])
-    action = request.path.rsplit("/", 1)[1]
-    raise BadRequest(f"explicit model {action} is not allowed: this server loads every model "
-                     "version in its repository at start")  # fmt: skip
+    """POST /v2/repository/models/{model}/load|unload (Triton's model-repository
+    extension): every worker follows. A load answers once this worker has loaded the model:
+    400 with the reasons when no version of it could be loaded."""
+    _options(request, {"parameters": dict, "unload_dependents": bool})
+    name, action = request.params["model"], request.path.rsplit("/", 1)[1]
+    lifecycle = serving.lifecycle
+    view = lifecycle.load(name) if action == "load" else lifecycle.unload(name)
+    if action == "load" and not view.served:
+        reasons = "; ".join(f"v{e.version}: {e.error}" for e in view.entries.values())
+        raise BadRequest(f"failed to load {name!r}: {reasons or 'it has no versions'}")
+    return json_response({})
+
+
+def _options(request: Request, allowed: dict[str, type]) -> dict[str, Any]:
+    """A control request's optional JSON object body (empty is ``{}``)."""
+    body = request.body()
+    if not body.strip():
+        return {}
+    try:
+        options = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise BadRequest("the body must be a JSON object")
+    for key, value in options.items():
+        if key not in allowed or type(value) is not allowed[key]:
+            expected = ", ".join(f"{k!r}: {t.__name__}" for k, t in allowed.items())
+            raise BadRequest(f"unexpected {key!r} in the body; it may hold {expected}")
+    return options
 
 
 def stats(serving: Serving, request: Request) -> Response:
@@ -339,9 +361,9 @@ def _doc(summary: str, *errors: tuple[str, str], body: dict | None = None) -> di
 
 ROUTES = [
     Route("GET", "/v2", server_metadata, PROTOCOL, _doc("Server metadata: extensions")),
-    Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness")),
+    Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness"), None),
     Route("GET", "/v2/health/ready", ready, PROTOCOL,
-          _doc("Server readiness", ("400", "Not ready"))),
+          _doc("Server readiness", ("400", "Not ready")), None),
     *versioned("GET", _M, "", model_metadata, PROTOCOL, _doc("Model metadata", UNKNOWN)),
     *versioned("GET", _M, "/config", model_config, PROTOCOL,
                _doc("Model configuration (Triton's)", UNKNOWN)),
@@ -349,12 +371,12 @@ ROUTES = [
                _doc("Model readiness", ("400", "Not ready"), UNKNOWN)),
     *versioned("POST", _M, "/infer", infer, PROTOCOL,
                _doc("Infer: logits, probabilities and labels", MALFORMED, UNKNOWN,
-                    ("413", "Body or images too large"), body=_INFER_BODY)),
+                    ("413", "Body or images too large"), body=_INFER_BODY), "predict"),
     Route("POST", "/v2/repository/index", repository_index, PROTOCOL,
-          _doc("Every model version and its state", MALFORMED)),
+          _doc("Every model version and its state", MALFORMED), "admin"),
     *(Route("POST", f"/v2/repository/models/{{model}}/{action}", model_control, PROTOCOL,
-            _doc(f"Explicit model {action}: refused (every version is loaded at start)",
-                 ("400", "Not allowed"), UNKNOWN)) for action in ("load", "unload")),
+            _doc(f"Model {action}, in every worker (model control)",
+                 ("400", "Load failed"), UNKNOWN), "admin") for action in ("load", "unload")),
     Route("GET", "/v2/models/stats", stats, PROTOCOL,
           _doc("Statistics of every model version, summed over workers")),
     *versioned("GET", _M, "/stats", stats, PROTOCOL,

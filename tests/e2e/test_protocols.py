@@ -72,7 +72,7 @@ def test_json_tensors_both_ways_with_a_version_and_an_id(triton, fashion):
     tensor.set_data_from_numpy(x, binary_data=False)
     outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=False),
                httpclient.InferRequestedOutput("label", binary_data=False)]  # fmt: skip
-    result = triton.infer("fashion-mnist", [tensor], model_version="1", outputs=outputs,
+    result = triton.infer("fashion-mnist", [tensor], model_version="2", outputs=outputs,
                           request_id="e2e-1")  # fmt: skip
     assert result.get_response()["id"] == "e2e-1"
     assert "data" in result.get_response()["outputs"][0]

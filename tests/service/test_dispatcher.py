@@ -245,7 +245,8 @@ def test_every_documented_route_is_in_the_openapi_document(client):
     hidden = {r.template for r in ROUTES if r.doc is None}
     assert hidden == {"/openapi.json", "/docs", "/docs/assets/{filename}",
                       "/v1/models/{model}:regress",
-                      "/v1/models/{model}/versions/{version}:regress"}  # fmt: skip
+                      "/v1/models/{model}/versions/{version}:regress",
+                      "/v1/models/{model}/labels/{label}:regress"}  # fmt: skip
     infer = spec["paths"]["/v2/models/{model}/versions/{version}/infer"]["post"]
     assert [p["name"] for p in infer["parameters"]] == ["model", "version"]
     ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]

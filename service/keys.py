@@ -1,0 +1,229 @@
+"""API keys: who may call the service, and for what.
+
+``SERVING_API_KEYS_FILE`` names a file with one key per line,
+``<id>:<sha256 hex of the key>:<scope>[,<scope>...]`` (``#`` starts a comment). The file
+holds digests only: the service hashes the key a request carries and compares digests in
+constant time; the plaintext key lives only as long as that request. The file is re-read
+when it changes (checked at most once a second); a file that becomes unreadable or empty
+of valid lines keeps the keys that were in force, and says so in the log.
+
+Scopes: ``predict`` (inference), ``read`` (model metadata, statistics; ``/metrics`` where
+``SERVING_METRICS_AUTH`` is on), ``admin`` (model control). Health and the API docs are
+open. Make a key with ``python -m service.keys ID --scopes predict,read``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("predict", "read", "admin")
+REALM = "keras-classifier-serving"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+RELOAD_CHECK_S = 1.0
+
+
+class Unauthorized(ApiError):
+    """No key, or one the service does not know."""
+
+    status, code = 401, "unauthorized"
+
+    @classmethod
+    def because(cls, message: str, invalid: bool) -> Unauthorized:
+        """The 401 with its ``WWW-Authenticate`` challenge (RFC 6750)."""
+        challenge = f'Bearer realm="{REALM}"' + (', error="invalid_token"' if invalid else "")
+        return cls(message, headers=(("WWW-Authenticate", challenge),))
+
+
+class Forbidden(ApiError):
+    """A known key without the scope the route needs."""
+
+    status, code = 403, "forbidden"
+
+
+class KeyFileError(ValueError):
+    """The keys file cannot be used at all."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One line of the keys file."""
+
+    id: str
+    digest: bytes
+    scopes: frozenset[str]
+
+
+def digest(key: str) -> str:
+    """The sha256 hex digest of a key, as the keys file records it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse(text: str) -> tuple[list[Key], list[str]]:
+    """(keys, problems): each bad line is a problem naming its line number, never its text
+    (it might be a plaintext key pasted by mistake)."""
+    keys, problems, ids = [], [], set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split(":")
+        if len(parts) != 3:
+            problems.append(f"line {number}: expected <id>:<sha256 hex>:<scopes>")
+            continue
+        key_id, hexdigest, scope_text = (p.strip() for p in parts)
+        scopes = {s.strip() for s in scope_text.split(",") if s.strip()}
+        if not _ID.fullmatch(key_id):
+            problems.append(f"line {number}: the id must be 1-64 letters, digits, '.', '_', '-'")
+        elif key_id in ids:
+            problems.append(f"line {number}: id {key_id!r} is used twice")
+        elif not _DIGEST.fullmatch(hexdigest.lower()):
+            problems.append(f"line {number}: the digest must be 64 hex characters (sha256)")
+        elif not scopes or not scopes <= set(SCOPES):
+            problems.append(f"line {number}: scopes must be among {', '.join(SCOPES)}")
+        else:
+            ids.add(key_id)
+            keys.append(Key(key_id, bytes.fromhex(hexdigest.lower()), frozenset(scopes)))
+    return keys, problems
+
+
+class KeyFile:
+    """The keys in force, re-read when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+        self.keys: list[Key] = []
+        if not self._reload(startup=True):
+            raise KeyFileError(f"API keys file {self.path}: no valid key (see the log)")
+
+    def _reload(self, startup: bool = False) -> bool:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if stamp == self._stamp:
+                return True
+            text = self.path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("API keys file %s cannot be read (%s); the keys in force stay",
+                      self.path, getattr(exc, "strerror", None) or type(exc).__name__)  # fmt: skip
+            return False
+        keys, problems = parse(text)
+        for problem in problems:
+            log.error("API keys file %s, %s (line skipped)", self.path, problem)
+        self._stamp = stamp
+        if not keys:
+            log.error("API keys file %s has no valid key; the keys in force stay", self.path)
+            return False
+        self.keys = keys
+        log.info("API keys %s: %d key(s) (%s)", "loaded" if startup else "reloaded", len(keys),
+                 ", ".join(k.id for k in keys))  # fmt: skip
+        return True
+
+    def find(self, key: str) -> Key | None:
+        """The key's entry, comparing its digest with every entry in constant time."""
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK_S:
+            with self._lock:
+                if now - self._checked >= RELOAD_CHECK_S:
+                    self._checked = now
+                    self._reload()
+        presented = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+        found = None
+        for entry in self.keys:  # no early exit: the time does not depend on which matched
+            if hmac.compare_digest(entry.digest, presented):
+                found = entry
+        return found
+
+
+class Authenticator:
+    """Checks a request's key against the scope its route needs (all open when off)."""
+
+    def __init__(self, keys_file: str, metrics_auth: bool) -> None:
+        self.keys = KeyFile(Path(keys_file)) if keys_file else None
+        self.metrics_auth = metrics_auth
+        if self.keys is None:
+            log.warning(
+                "API keys are off: anyone who can reach the port can use every model "
+                "and the model-control API (set SERVING_API_KEYS_FILE to turn them on)"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Keys are required."""
+        return self.keys is not None
+
+    def check(self, environ: dict[str, Any], scope: str | None) -> str | None:
+        """The id of the key that may call a route needing ``scope`` (None when keys are
+        off or the route is open); 401 / 403 otherwise."""
+        if self.keys is None or scope is None or (scope == "metrics" and not self.metrics_auth):
+            return None
+        token = _token(environ)
+        if not token:
+            raise Unauthorized.because(
+                "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'",
+                invalid=False,
+            )
+        key = self.keys.find(token)
+        if key is None:
+            raise Unauthorized.because("the API key is not valid", invalid=True)
+        needed = "read" if scope == "metrics" else scope
+        if needed not in key.scopes:
+            raise Forbidden(f"API key {key.id!r} lacks the {needed!r} scope",
+                            details={"scopes": sorted(key.scopes), "needed": needed})  # fmt: skip
+        return key.id
+
+
+def _token(environ: dict[str, Any]) -> str:
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    if header:
+        scheme, _, value = header.strip().partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+    return environ.get("HTTP_X_API_KEY", "").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Make a key: print it once (give it to the client) and its line for the keys file."""
+    parser = argparse.ArgumentParser(prog="python -m service.keys", description=main.__doc__)
+    parser.add_argument("id", help="a name for the key (shown in logs and metrics)")
+    parser.add_argument(
+        "--scopes",
+        default="predict",
+        help=f"comma-separated, among {', '.join(SCOPES)} (default: predict)",
+    )
+    parser.add_argument("--append", type=Path, metavar="FILE",
+                        help="also append the line to this keys file")  # fmt: skip
+    args = parser.parse_args(argv)
+    scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+    key = "ksk_" + secrets.token_urlsafe(32)
+    line = f"{args.id}:{digest(key)}:{','.join(scopes)}"
+    _keys, problems = parse(line)
+    if problems:
+        parser.error(problems[0].split(": ", 1)[1])
+    if args.append:
+        with args.append.open("a") as fh:
+            fh.write(line + "\n")
+    sys.stdout.write(f"key:  {key}\nline: {line}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""What the model repository holds right now, cheaply: names, versions, file fingerprints.
+
+A scan stats files and reads nothing else, so it can run every second: a version's
+fingerprint is the (size, modification time, inode) of its ``metadata.json`` and
+``model.onnx``; whether a changed fingerprint means changed *content* is decided by sha256
+only when it changes (:func:`content_digest`). Training and import publish a version by
+renaming a finished folder into place, so a scan sees a version whole or not at all; a
+copy in progress shows up with a fingerprint that keeps changing, and is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.metadata import METADATA_FILE, MODEL_FILE, version_number
+
+SERVING_FILE = "serving.json"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what a model folder may be called
+
+Fingerprint = tuple[tuple[int, int, int] | None, ...]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One model folder: its version folders and the fingerprint of its ``serving.json``."""
+
+    path: Path
+    versions: dict[int, Fingerprint]
+    config: tuple[int, int, int] | None  # None: no serving.json
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """(size, mtime, inode) of a version's two files (None for a missing one)."""
+    return (_stat(version_dir / METADATA_FILE), _stat(version_dir / MODEL_FILE))
+
+
+def scan_model(model_dir: Path) -> ModelFiles:
+    """One model folder's versions (folders named by a version number) and config."""
+    versions: dict[int, Fingerprint] = {}
+    try:
+        children = list(os.scandir(model_dir))
+    except OSError:
+        children = []
+    for child in children:
+        number = version_number(child.name)
+        if number is not None and child.is_dir():
+            versions[number] = fingerprint(Path(child.path))
+    return ModelFiles(Path(model_dir), dict(sorted(versions.items())),
+                      _stat(Path(model_dir) / SERVING_FILE))  # fmt: skip
+
+
+def scan(root: Path) -> dict[str, ModelFiles]:
+    """Every model folder under ``root`` (hidden and oddly named folders are skipped:
+    ``.staging`` folders are where versions are written before they are published)."""
+    found = {}
+    for child in sorted(os.scandir(root), key=lambda c: c.name):
+        if child.is_dir() and NAME.fullmatch(child.name):
+            found[child.name] = scan_model(Path(child.path))
+    return found
+
+
+def content_digest(version_dir: Path) -> str:
+    """sha256 over a version's two files: equal digests, same model (a touched file or a
+    copy of the same bytes is no change)."""
+    digest = hashlib.sha256()
+    for name in (METADATA_FILE, MODEL_FILE):
+        with open(version_dir / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,314 @@
+"""Live model lifecycle in one process: versions that appear, change, fail and disappear;
+serving.json rules; model control; two registries sharing one control record."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service import metrics
+from service.app import create_app
+from service.control import ControlStore
+from service.lifecycle import Lifecycle
+from service.registry import Registry
+from service.settings import Settings
+from tests.helpers import MODELS
+
+POINT = {"instances": [[0.1, 0.2]]}
+
+
+def publish(repo: Path, name: str, version: int, source: str = "circles", edit=None) -> Path:
+    """Copy ``source`` v1 as ``name`` v``version``, finished in a hidden folder and renamed
+    into place, as training publishes."""
+    staging = repo / name / f".staging-{version}"
+    staging.parent.mkdir(exist_ok=True)
+    shutil.copytree(MODELS / source / "1", staging)
+    meta = json.loads((staging / "metadata.json").read_text())
+    meta.update(name=name, version=version)
+    if edit:
+        edit(meta, staging)
+    (staging / "metadata.json").write_text(json.dumps(meta))
+    final = repo / name / str(version)
+    os.rename(staging, final)
+    return final
+
+
+def serving_json(repo: Path, name: str, rules: dict | str) -> None:
+    text = rules if isinstance(rules, str) else json.dumps(rules)
+    path = repo / name / "serving.json"
+    path.write_text(text)
+    stamp = path.stat().st_mtime_ns + 1_000_000  # a second write within one tick still shows
+    os.utime(path, ns=(stamp, stamp))
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    publish(tmp_path, "circles", 1)
+    publish(tmp_path, "blobs", 1, source="blobs")
+    return tmp_path
+
+
+@pytest.fixture
+def app(repo):
+    return create_app(Settings.from_env({}, model_repository=repo, default_model="circles",
+                                        poll_interval_s=0))  # fmt: skip
+
+
+def serving(app):
+    return app.extensions["serving"]
+
+
+def predict_version(client, path="/models/circles/predict", **query) -> tuple[int, dict]:
+    response = client.post(path, json=POINT, query_string=query)
+    return response.status_code, response.get_json()
+
+
+def test_a_new_version_is_loaded_warmed_and_then_served(app, repo):
+    client = app.test_client()
+    assert predict_version(client)[1]["model"]["version"] == 1
+    publish(repo, "circles", 2)
+    assert predict_version(client)[1]["model"]["version"] == 1  # not before a check
+    serving(app).lifecycle.refresh()
+    status, body = predict_version(client)
+    assert (status, body["model"]["version"]) == (200, 2)
+    entry = serving(app).registry.get("circles", 2)
+    assert entry.loaded
+    assert entry.predictor.ready
+    versions = client.get("/models/circles").get_json()["versions"]
+    assert [(v["version"], v["status"]) for v in versions] == [(1, "loaded"), (2, "loaded")]
+
+
+def test_a_removed_version_finishes_its_requests_then_its_session_is_released(app, repo, caplog):
+    publish(repo, "circles", 2)
+    lifecycle, registry = serving(app).lifecycle, serving(app).registry
+    lifecycle.refresh()
+    in_flight = registry.get("circles", 2)  # a request that resolved v2 and is still running
+    shutil.rmtree(repo / "circles" / "2")
+    with caplog.at_level(logging.INFO, logger="service.lifecycle"):
+        lifecycle.refresh()
+        client = app.test_client()
+        status, _body = predict_version(client, "/models/circles/versions/2/predict")
+        assert status == 404
+        assert predict_version(client)[1]["model"]["version"] == 1
+        logits = in_flight.predictor.predict(np.zeros((1, 2), np.float32))
+        assert logits.shape == (1, 1)  # the in-flight request still finishes
+        assert not any("released model circles v2" in r.message for r in caplog.records)
+        del in_flight
+        gc.collect()
+        assert any("released model circles v2" in r.message for r in caplog.records)
+    assert ("circles", 2) not in registry.entries
+
+
+def test_changed_files_reload_and_touched_files_do_not(app, repo):
+    lifecycle, registry = serving(app).lifecycle, serving(app).registry
+    before = registry.get("circles", 1)
+    path = repo / "circles" / "1" / "metadata.json"
+    stamp = path.stat().st_mtime_ns + 5_000_000
+    os.utime(path, ns=(stamp, stamp))  # same bytes, new time
+    lifecycle.refresh()
+    assert registry.get("circles", 1) is before
+    meta = json.loads(path.read_text())
+    meta["description"] = "retrained with more data"
+    path.write_text(json.dumps(meta))
+    os.utime(path, ns=(stamp + 5_000_000, stamp + 5_000_000))
+    lifecycle.refresh()
+    after = registry.get("circles", 1)
+    assert after is not before
+    assert after.metadata["description"] == "retrained with more data"
+
+
+def test_a_corrupt_new_version_is_reported_and_the_old_one_keeps_serving(app, repo):
+    client = app.test_client()
+    failures = metrics.MODEL_LOAD_FAILURES.labels("circles", "2")
+    failed_before = failures._value.get()
+
+    def corrupt(meta, folder):
+        (folder / "model.onnx").write_bytes(b"not an onnx file")
+
+    publish(repo, "circles", 2, edit=corrupt)
+    serving(app).lifecycle.refresh()
+    status, body = predict_version(client)
+    assert (status, body["model"]["version"]) == (200, 1)
+    versions = {v["version"]: v for v in client.get("/models/circles").get_json()["versions"]}
+    assert versions[2]["status"] == "failed"
+    assert "sha256" in versions[2]["error"]
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert "failed to load: circles v2" in ready.get_json()["reason"]
+    assert failures._value.get() == failed_before + 1
+    serving(app).lifecycle.refresh()  # unchanged files: not retried
+    assert failures._value.get() == failed_before + 1
+
+
+def test_changed_files_that_fail_keep_the_previous_session_with_a_notice(app, repo):
+    registry = serving(app).registry
+    before = registry.get("circles", 1)
+    (repo / "circles" / "1" / "model.onnx").write_bytes(b"half-copied")
+    serving(app).lifecycle.refresh()
+    assert registry.get("circles", 1) is before
+    assert "failed to load" in before.notice
+    view = app.test_client().get("/models/circles").get_json()["versions"][0]
+    assert view["status"] == "loaded"
+    assert "serving the previous ones" in view["notice"]
+
+
+def test_version_policy_latest_serves_the_highest_and_says_why_not_the_rest(app, repo):
+    client = app.test_client()
+    publish(repo, "circles", 2)
+    publish(repo, "circles", 3)
+    serving_json(repo, "circles", {"version_policy": {"latest": 2}})
+    serving(app).lifecycle.refresh()
+    versions = {v["version"]: v for v in client.get("/models/circles").get_json()["versions"]}
+    assert [versions[v]["status"] for v in (1, 2, 3)] == ["unloaded", "loaded", "loaded"]
+    assert versions[1]["error"] == "version policy latest 2"
+    status, body = predict_version(client, "/models/circles/versions/1/predict")
+    assert status == 404
+    assert "not served" in body["error"]["message"]
+    serving_json(repo, "circles", {"version_policy": {"specific": [1]}})
+    serving(app).lifecycle.refresh()
+    assert [e.version for e in serving(app).registry.view("circles").served] == [1]
+
+
+def test_labels_work_in_every_protocol(app, repo):
+    client = app.test_client()
+    publish(repo, "circles", 2)
+    serving_json(repo, "circles", {"labels": {"stable": 1, "canary": 2}})
+    serving(app).lifecycle.refresh()
+    assert predict_version(client, version="stable")[1]["model"]["version"] == 1
+    assert predict_version(client, "/models/circles/versions/canary/predict")[1]["model"][
+        "version"] == 2  # fmt: skip
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2],
+                        "data": [0.1, 0.2]}]}  # fmt: skip
+    v2 = client.post("/v2/models/circles/versions/stable/infer", json=body).get_json()
+    assert v2["model_version"] == "1"
+    tf = client.post("/v1/models/circles/labels/canary:predict", json={"instances": [[0.1, 0.2]]})
+    assert tf.status_code == 200
+    status = client.get("/v1/models/circles/labels/stable").get_json()
+    assert status["model_version_status"][0]["version"] == "1"
+    assert client.get("/v1/models/circles/labels/nope").status_code == 404
+    assert client.get("/v1/models/circles/versions/stable").status_code == 404  # numbers only
+    unknown = predict_version(client, version="beta")
+    assert unknown[0] == 404
+    assert "label 'beta'" in unknown[1]["error"]["message"]
+    view = client.get("/models/circles").get_json()
+    assert view["serving"]["labels"] == {"stable": 1, "canary": 2}
+    assert [v["labels"] for v in view["versions"]] == [["stable"], ["canary"]]
+
+
+def test_weights_route_unversioned_requests_in_proportion(app, repo):
+    publish(repo, "circles", 2)
+    serving_json(repo, "circles", {"labels": {"canary": 2}, "weights": {"1": 9, "canary": 1}})
+    serving(app).lifecycle.refresh()
+    registry = serving(app).registry
+    picks = Counter(registry.find("circles").version for _ in range(20_000))
+    assert abs(picks[2] / 20_000 - 0.1) < 0.01
+    client = app.test_client()
+    seen = Counter(predict_version(client)[1]["model"]["version"] for _ in range(300))
+    assert set(seen) == {1, 2}
+    assert seen[1] > seen[2]
+    assert predict_version(client, version=2)[1]["model"]["version"] == 2  # named: no weights
+    view = client.get("/models/circles").get_json()
+    assert [v["weight"] for v in view["versions"]] == [0.9, 0.1]
+    assert metrics.MODEL_WEIGHT.labels("circles", "2")._value.get() == pytest.approx(0.1)
+
+
+def test_a_bad_serving_json_is_reported_and_the_rules_in_force_stay(app, repo):
+    publish(repo, "circles", 2)
+    serving_json(repo, "circles", {"labels": {"stable": 1}})
+    serving(app).lifecycle.refresh()
+    for bad, why in (("{not json", "not valid JSON"),
+                     ({"version_policy": {"latest": 0}}, "version_policy"),
+                     ({"weights": {"beta": 1}}, "neither a version number nor a label"),
+                     ({"labels": {"2x": 1}}, "labels")):  # fmt: skip
+        serving_json(repo, "circles", bad)
+        serving(app).lifecycle.refresh()
+        view = app.test_client().get("/models/circles").get_json()
+        assert why in view["serving"]["problems"][0], bad
+        assert view["serving"]["labels"] == {"stable": 1}
+        ready = app.test_client().get("/health/ready").get_json()
+        assert "serving.json" in ready["reason"]
+
+
+def test_unload_and_load_through_the_native_and_v2_apis(app, repo):
+    client = app.test_client()
+    body = client.post("/models/blobs/unload").get_json()
+    assert [v["status"] for v in body["versions"]] == ["unloaded"]
+    assert "model-control API" in body["versions"][0]["error"]
+    status, _error = predict_version(client, "/models/blobs/predict")
+    assert status == 404
+    serving(app).lifecycle.refresh()  # a poll does not bring it back
+    assert predict_version(client, "/models/blobs/predict")[0] == 404
+    index = client.post("/v2/repository/index", json={}).get_json()
+    assert {"name": "blobs", "version": "1", "state": "UNAVAILABLE",
+            "reason": "unloaded through the model-control API"} in index  # fmt: skip
+    assert client.post("/v2/repository/models/blobs/load").get_json() == {}
+    assert client.post("/models/blobs/predict", json={"instances": [[0.0, 0.0]]}).status_code == 200
+    assert client.post("/v2/repository/models/blobs/unload", json={}).status_code == 200
+    assert client.post("/models/blobs/load").get_json()["versions"][0]["status"] == "loaded"
+    assert client.post("/models/nothing/load").status_code == 404
+    assert client.post("/v2/repository/models/nothing/load").status_code == 404
+    bad = client.post("/v2/repository/models/blobs/load", json={"force": True})
+    assert bad.status_code == 400
+    assert "force" in bad.get_json()["error"]
+
+
+def test_a_load_where_nothing_loads_says_why(app, repo):
+    def corrupt(meta, folder):
+        (folder / "model.onnx").write_bytes(b"broken")
+
+    publish(repo, "broken", 1, edit=corrupt)
+    client = app.test_client()
+    native = client.post("/models/broken/load")
+    assert native.status_code == 422
+    assert "sha256" in native.get_json()["error"]["details"]["1"]
+    v2 = client.post("/v2/repository/models/broken/load")
+    assert v2.status_code == 400
+    assert "failed to load 'broken'" in v2.get_json()["error"]
+
+
+def test_explicit_mode_reads_the_repository_only_when_told(repo):
+    app = create_app(Settings.from_env({}, model_repository=repo, default_model="circles",
+                                       poll_interval_s=1, model_control="explicit"))  # fmt: skip
+    lifecycle, client = serving(app).lifecycle, app.test_client()
+    assert lifecycle.interval == 0  # nothing to watch in one process
+    publish(repo, "circles", 2)
+    lifecycle.refresh()
+    assert predict_version(client)[1]["model"]["version"] == 1
+    assert serving(app).registry.find("circles", 2).status == "unloaded"
+    client.post("/v2/repository/models/circles/load")
+    assert predict_version(client)[1]["model"]["version"] == 2
+
+
+def test_two_workers_follow_one_control_record(repo, tmp_path):
+    """Two registries sharing a control folder stand in for two gunicorn workers."""
+    folder = tmp_path / "runtime"
+    settings = Settings.from_env({}, model_repository=repo, default_model="circles",
+                                 poll_interval_s=0)  # fmt: skip
+    workers = []
+    for _ in range(2):
+        registry = Registry(settings)
+        lifecycle = Lifecycle(settings, registry, ControlStore(folder))
+        lifecycle.start(watch=False)
+        workers.append((registry, lifecycle))
+    (a_registry, a), (b_registry, b) = workers
+    assert a.interval == 1.0  # the control record is checked every second
+    a.unload("blobs")
+    assert a_registry.find("blobs", 1).status == "unloaded"
+    assert b_registry.find("blobs", 1).loaded
+    b.tick()
+    assert b_registry.find("blobs", 1).status == "unloaded"
+    late = Registry(settings)  # a worker that (re)starts now comes up in the current state
+    Lifecycle(settings, late, ControlStore(folder)).start(watch=False)
+    assert late.find("blobs", 1).status == "unloaded"
+    b.load("blobs")
+    a.tick()
+    assert a_registry.find("blobs", 1).loaded
+    assert late.find("circles", 1).loaded
