@@ -3,8 +3,9 @@
     gunicorn -c gunicorn.conf.py        # what scripts/serve.sh and the Dockerfile run
 
 Prometheus multiprocess mode: this file runs in the master before any worker exists, so it
-empties the metrics folder and exports PROMETHEUS_MULTIPROC_DIR for the workers to inherit;
-child_exit marks dead workers so their live gauges disappear.
+exports PROMETHEUS_MULTIPROC_DIR for the workers to inherit, and on_starting empties that
+folder (once per master: a HUP reload keeps the metrics and the model-control record the
+workers share); child_exit marks dead workers so their live gauges disappear.
 """
 
 import os
@@ -12,15 +13,26 @@ import shutil
 
 from gunicorn.glogging import Logger
 
+from service import keys
 from service.settings import Settings
 
 _settings = Settings.from_env()
+if _settings.api_keys_file:  # fail fast here; a worker never refuses to start over it
+    _problem = keys.problem_with(_settings.api_keys_file)
+    if _problem:
+        raise SystemExit(f"SERVING_API_KEYS_FILE: {_problem}")
 
 _metrics_dir = _settings.metrics_dir
-if _metrics_dir.exists():
-    shutil.rmtree(_metrics_dir)  # stale files from an earlier run would be summed in
-_metrics_dir.mkdir(parents=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+def on_starting(server):
+    """The master starts (not a reload: a HUP keeps the metrics and the model-control
+    record): empty the runtime folder, whose stale files would be summed in."""
+    if _metrics_dir.exists():
+        shutil.rmtree(_metrics_dir)
+    _metrics_dir.mkdir(parents=True)
+
 
 wsgi_app = "service.app:create_app()"  # a factory call: sessions are built in each worker
 bind = _settings.bind

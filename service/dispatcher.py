@@ -63,6 +63,7 @@ class Dispatcher:
             except ApiError as exc:
                 observability.log_error(exc, rid)
                 error = exc
+                key_id = getattr(exc, "key_id", None) or key_id  # a 403's key
             except Exception as exc:  # a bug: logged with its traceback, never shown
                 error = observability.log_unexpected(method, path, exc, rid)
             if error is not None:
@@ -88,7 +89,7 @@ class Dispatcher:
                 entry=response.entry,
                 instances=response.instances,
                 error=error,
-                key_id=(key_id or "none") if self.auth.enabled else None,
+                key_id=(key_id or "none") if route and self.auth.requires(route.scope) else None,
             )
             return [] if method == "HEAD" else [body]
         finally:

@@ -79,6 +79,12 @@ class MethodNotAllowed(ApiError):
                    headers=(("Allow", ", ".join(allowed)),))  # fmt: skip
 
 
+class Conflict(ApiError):
+    """The request contradicts the service's configuration (unloading the default model)."""
+
+    status, code = 409, "conflict"
+
+
 class PayloadTooLarge(ApiError):
     """The body is above the configured maximum."""
 

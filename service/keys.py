@@ -4,8 +4,10 @@
 ``<id>:<sha256 hex of the key>:<scope>[,<scope>...]`` (``#`` starts a comment). The file
 holds digests only: the service hashes the key a request carries and compares digests in
 constant time; the plaintext key lives only as long as that request. The file is re-read
-when it changes (checked at most once a second); a file that becomes unreadable or empty
-of valid lines keeps the keys that were in force, and says so in the log.
+when its content changes (checked at most once a second), and what it says is what holds:
+a line removed is a key revoked. Fail closed: while the file is unreadable or has no valid
+line, every request that needs a key is refused (and the log says why); gunicorn's master
+refuses to start on such a file.
 
 Scopes: ``predict`` (inference), ``read`` (model metadata, statistics; ``/metrics`` where
 ``SERVING_METRICS_AUTH`` is on), ``admin`` (model control). Health and the API docs are
@@ -18,7 +20,6 @@ import argparse
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import sys
@@ -52,13 +53,10 @@ class Unauthorized(ApiError):
 
 
 class Forbidden(ApiError):
-    """A known key without the scope the route needs."""
+    """A known key without the scope the route needs (``key_id``: whose)."""
 
     status, code = 403, "forbidden"
-
-
-class KeyFileError(ValueError):
-    """The keys file cannot be used at all."""
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,40 +101,52 @@ def parse(text: str) -> tuple[list[Key], list[str]]:
     return keys, problems
 
 
+def problem_with(path: Path) -> str | None:
+    """Why a keys file cannot be used (unreadable, no valid key), or None."""
+    try:
+        keys, problems = parse(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"API keys file {path} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    if not keys:
+        first = f" ({problems[0]})" if problems else ""
+        return f"API keys file {path} has no valid key{first}"
+    return None
+
+
 class KeyFile:
-    """The keys in force, re-read when the file changes."""
+    """The keys in force: exactly what the file says, re-read when its content changes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple | None = None
-        self._checked = 0.0
+        self._content: bytes | None = None
+        self._checked = time.monotonic()
         self.keys: list[Key] = []
-        if not self._reload(startup=True):
-            raise KeyFileError(f"API keys file {self.path}: no valid key (see the log)")
+        self._reload(startup=True)
 
-    def _reload(self, startup: bool = False) -> bool:
+    def _reload(self, startup: bool = False) -> None:
         try:
-            st = os.stat(self.path)
-            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-            if stamp == self._stamp:
-                return True
-            text = self.path.read_text()
+            content = self.path.read_bytes()
+            text = content.decode()
         except (OSError, UnicodeDecodeError) as exc:
-            log.error("API keys file %s cannot be read (%s); the keys in force stay",
-                      self.path, getattr(exc, "strerror", None) or type(exc).__name__)  # fmt: skip
-            return False
+            if startup or self._content is not None:  # said once, not every second
+                log.error("API keys file %s cannot be read (%s): every request that needs a "
+                          "key is refused until it can", self.path,
+                          getattr(exc, "strerror", None) or type(exc).__name__)  # fmt: skip
+            self._content, self.keys = None, []
+            return
+        if content == self._content:
+            return
         keys, problems = parse(text)
         for problem in problems:
             log.error("API keys file %s, %s (line skipped)", self.path, problem)
-        self._stamp = stamp
+        self._content, self.keys = content, keys
         if not keys:
-            log.error("API keys file %s has no valid key; the keys in force stay", self.path)
-            return False
-        self.keys = keys
-        log.info("API keys %s: %d key(s) (%s)", "loaded" if startup else "reloaded", len(keys),
-                 ", ".join(k.id for k in keys))  # fmt: skip
-        return True
+            log.error("API keys file %s has no valid key: every request that needs a key is "
+                      "refused", self.path)  # fmt: skip
+        else:
+            log.info("API keys %s: %d key(s) (%s)", "loaded" if startup else "reloaded",
+                     len(keys), ", ".join(k.id for k in keys))  # fmt: skip
 
     def find(self, key: str) -> Key | None:
         """The key's entry, comparing its digest with every entry in constant time."""
@@ -171,10 +181,16 @@ class Authenticator:
         """Keys are required."""
         return self.keys is not None
 
+    def requires(self, scope: str | None) -> bool:
+        """A route with this scope needs a key."""
+        if self.keys is None or scope is None:
+            return False
+        return scope != "metrics" or self.metrics_auth
+
     def check(self, environ: dict[str, Any], scope: str | None) -> str | None:
         """The id of the key that may call a route needing ``scope`` (None when keys are
         off or the route is open); 401 / 403 otherwise."""
-        if self.keys is None or scope is None or (scope == "metrics" and not self.metrics_auth):
+        if not self.requires(scope):
             return None
         token = _token(environ)
         if not token:
@@ -187,16 +203,19 @@ class Authenticator:
             raise Unauthorized.because("the API key is not valid", invalid=True)
         needed = "read" if scope == "metrics" else scope
         if needed not in key.scopes:
-            raise Forbidden(f"API key {key.id!r} lacks the {needed!r} scope",
-                            details={"scopes": sorted(key.scopes), "needed": needed})  # fmt: skip
+            error = Forbidden(f"API key {key.id!r} lacks the {needed!r} scope",
+                              details={"scopes": sorted(key.scopes), "needed": needed})  # fmt: skip
+            error.key_id = key.id
+            raise error
         return key.id
 
 
 def _token(environ: dict[str, Any]) -> str:
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    if header:
-        scheme, _, value = header.strip().partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else ""
+    """A bearer token from ``Authorization``, else ``X-API-Key`` (an ``Authorization``
+    header of another scheme, e.g. a proxy's Basic, does not hide it)."""
+    parts = environ.get("HTTP_AUTHORIZATION", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
     return environ.get("HTTP_X_API_KEY", "").strip()
 
 

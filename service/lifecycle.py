@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from service import metadata as contract
 from service import metrics, repository
 from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.control import ControlStore, State
-from service.errors import ModelNotFound
+from service.errors import Conflict, ModelNotFound
 from service.postprocessing import OutputSpec
 from service.predictor import OnnxPredictor
 from service.preprocessing import spec_from_dict
@@ -112,22 +113,22 @@ class Lifecycle:
             self._thread.join(timeout=5)
 
     def tick(self) -> None:
-        """One check: the whole repository in poll mode, else the control record."""
+        """One check: the whole repository in poll mode, else the models whose control
+        record changed. A changed record (an API load anywhere) also retries versions that
+        failed here with the same files."""
         try:
-            if self.explicit or not self.settings.poll_interval_s:
-                changed = self._control_changes()
-                if changed:
-                    self.refresh(only=changed)
-            else:
-                self.refresh()
+            changed = self._control_changes()
+            if not self.explicit and self.settings.poll_interval_s:
+                self.refresh(retry=changed)
+            elif changed:
+                self.refresh(only=changed, retry=changed)
         except Exception:  # a bug must not stop the watching
             log.exception("model repository check failed")
 
     def _control_changes(self) -> set[str]:
         models = self.control.read()["models"]
-        changed = {n for n in set(models) | set(self._control_seen)
-                   if models.get(n) != self._control_seen.get(n)}  # fmt: skip
-        return changed
+        return {n for n in set(models) | set(self._control_seen)
+                if models.get(n) != self._control_seen.get(n)}  # fmt: skip
 
     # --- the model-control API ----------------------------------------------------------------
 
@@ -136,21 +137,29 @@ class Lifecycle:
         files = self._model_files(name)
 
         def change(state: State) -> None:
-            if self.explicit:
-                state["models"][name] = {"action": "load", "versions": list(files.versions)}
-            else:  # poll mode serves what the repository holds: just drop an unload
-                state["models"].pop(name, None)
+            # A new generation each time: other workers see a change even when the
+            # versions are the same, and re-read the folder (retrying failed versions).
+            generation = state["models"].get(name, {}).get("generation", 0) + 1
+            versions = list(files.versions) if self.explicit else None
+            state["models"][name] = {"action": "load", "versions": versions,
+                                     "generation": generation}  # fmt: skip
 
         self.control.update(change)
-        self.refresh(only={name}, retry=True)
+        self.refresh(only={name}, retry={name})
         return self.registry.view(name)
 
     def unload(self, name: str) -> ModelView:
-        """Stop serving every version of a model; every worker follows."""
+        """Stop serving every version of a model; every worker follows. Not the default
+        model: without it an instance is not ready, and leaves its load balancer."""
         self._model_files(name)
+        if name == self.settings.default_model:
+            raise Conflict(f"model {name!r} is the default model (SERVING_DEFAULT_MODEL): "
+                           "unloading it would make this instance unready")  # fmt: skip
 
         def change(state: State) -> None:
-            state["models"][name] = {"action": "unload", "versions": []}
+            generation = state["models"].get(name, {}).get("generation", 0) + 1
+            state["models"][name] = {"action": "unload", "versions": [],
+                                     "generation": generation}  # fmt: skip
 
         self.control.update(change)
         self.refresh(only={name})
@@ -165,31 +174,46 @@ class Lifecycle:
 
     # --- one pass -------------------------------------------------------------------------------
 
-    def refresh(self, only: set[str] | None = None, retry: bool = False) -> None:
+    def refresh(self, only: Collection[str] | None = None, retry: Collection[str] = ()) -> None:
         """Bring the registry in line with the repository and the control record (for the
-        ``only`` models, or all); ``retry``: also versions that failed with these files."""
+        ``only`` models, or all); for the ``retry`` models, also versions that failed with
+        the files they have now. One model's trouble never holds up the others."""
         with self._lock:
             root = Path(self.settings.model_repository)
-            if not root.is_dir():
-                self.registry.repository_error = f"model repository {root} does not exist"
+            try:
+                found = repository.scan(root)
+            except OSError as exc:
+                why = ("does not exist" if isinstance(exc, FileNotFoundError)
+                       else f"cannot be read: {exc.strerror or exc}")  # fmt: skip
+                self.registry.repository_error = (
+                    f"model repository {root} {why}; the versions loaded stay served"
+                )
                 log.error(self.registry.repository_error)
                 self.registry.loaded_once = True
                 return
             self.registry.repository_error = None
             control = self.control.read()["models"]
-            found = repository.scan(root)
             old_models = self.registry.models
             models = dict(old_models)
-            for name in sorted(set(found) | set(old_models)):
-                if only is not None and name not in only:
+            names = set(found) | set(old_models)
+            names = names if only is None else names & set(only)
+            for name in sorted(names):
+                old = old_models.get(name)
+                try:
+                    view = self._model(name, found.get(name), control.get(name), old,
+                                       name in retry)  # fmt: skip
+                except Exception:  # a bug in one model's pass: keep what it served
+                    log.exception("model %s: check failed; what it served stays", name)
                     continue
-                view = self._model(name, found.get(name), control.get(name),
-                                   old_models.get(name), retry)  # fmt: skip
                 if view is None:
                     models.pop(name, None)
+                    _zero_weights(old)
                 else:
                     models[name] = view
-            self._control_seen = {n: control.get(n) for n in set(control) | set(models)}
+            # Only the models looked at are up to date with the record (another worker
+            # may have changed the others since): the rest are picked up next time.
+            for name in names | (set(control) if only is None else set()):
+                self._control_seen[name] = control.get(name)
             if any(models.get(n) is not old_models.get(n) for n in set(models) | set(old_models)):
                 self.registry.models = models
                 self._retire(old_models, models)
@@ -198,6 +222,9 @@ class Lifecycle:
     def _model(self, name, files, control, old: ModelView | None, retry: bool) -> ModelView | None:
         if files is None:
             return None  # the folder is gone: every version leaves
+        if files.error is not None:  # unreadable for now: keep serving what was loaded
+            log.error("model %s: %s", name, files.error, extra={"model": name})
+            return old
         old_entries = old.entries if old else {}
         config, problems = self._config(name, files, old)
         if control and control.get("action") == "unload":
@@ -237,6 +264,8 @@ class Lifecycle:
                 entries[number] = self._unloaded(name, number, files.path / str(number),
                                                  old_entries.get(number), why_not)  # fmt: skip
         entries = dict(sorted(entries.items()))
+        problems += [f"folder {n!r} is not a version number (1, 2, ... without leading zeros): "
+                     "ignored" for n in files.ignored]  # fmt: skip
         served = {v for v, e in entries.items() if e.loaded}
         if candidates:  # (an unloaded model's labels name nothing served, as expected)
             problems += [f"label {label!r} names version {v}, which is not served"
@@ -249,8 +278,7 @@ class Lifecycle:
                          WeightedChoice(weights) if weights else None)  # fmt: skip
         if old is not None and _same(old, view):
             return old
-        for v in set(old.chooser.versions if old and old.chooser else ()) - set(weights):
-            metrics.MODEL_WEIGHT.labels(name, str(v)).set(0)
+        _zero_weights(old, keep=set(weights))
         for v, share in (view.chooser.shares if view.chooser else {}).items():
             metrics.MODEL_WEIGHT.labels(name, str(v)).set(share)
         for problem in set(problems) - set(old.problems if old else ()):
@@ -291,6 +319,7 @@ class Lifecycle:
             digest = None
         if digest == old.digest:
             old.fingerprint = fingerprint  # touched or copied over with the same bytes
+            old.notice = None  # (or restored after a failed change)
             return old
         new = self._load(name, number, path, fingerprint)
         if new.loaded:
@@ -370,6 +399,12 @@ def _watch(ref: weakref.ref, stop: threading.Event, interval: float) -> None:
             return
         lifecycle.tick()
         del lifecycle
+
+
+def _zero_weights(old: ModelView | None, keep: set[int] = frozenset()) -> None:
+    """Versions no longer weighted get weight 0 in the metrics."""
+    for v in set(old.chooser.versions if old and old.chooser else ()) - keep:
+        metrics.MODEL_WEIGHT.labels(old.name, str(v)).set(0)
 
 
 def _keys(models: dict[str, ModelView]) -> set[tuple[str, int]]:

@@ -164,6 +164,7 @@ _ERROR_KINDS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media",
     422: "validation",

@@ -124,16 +124,23 @@ class Registry:
         """Entries in (name, version) order: every one; a model's versions; or one version.
         An unknown model or version is a 404, as in ``find``."""
         if name is None:
-            return [e for n in self.names() for e in self.models[n].entries.values()]
+            models = self.models  # one snapshot: a swap in between changes nothing here
+            return [e for n in sorted(models) for e in models[n].entries.values()]
+        view = self.view(name)
         if version is not None:
-            return [self.find(name, version)]
-        return list(self.view(name).entries.values())
+            return [self.find_in(view, version)]
+        return list(view.entries.values())
 
     def find(self, name: str, version: int | str | None = None) -> ModelEntry:
         """The entry a request means: with no version, one picked by the model's weights,
         else its latest loaded version; a version is a number, the digits of one, or a
         label from the model's serving.json."""
-        view = self.view(name)
+        return self.find_in(self.view(name), version)
+
+    @staticmethod
+    def find_in(view: ModelView, version: int | str | None) -> ModelEntry:
+        """``find`` within one model's view (a snapshot: the view a caller already holds)."""
+        name = view.name
         if version is None:
             if view.chooser is not None:
                 return view.entries[view.chooser.pick()]
@@ -158,18 +165,11 @@ class Registry:
             )  # fmt: skip
         return entry
 
-    def label(self, name: str, label: str) -> int:
-        """The version a label names in the model's serving.json (404 when none)."""
-        view = self.view(name)
-        if label not in view.config.labels:
-            raise VersionNotFound(f"model {name!r} has no label {label!r}",
-                                  details={"labels": dict(view.config.labels)})  # fmt: skip
-        return view.config.labels[label]
-
     def get(self, name: str, version: int | str | None = None) -> ModelEntry:
         """Like find, but the entry must be servable: 503 for a version that failed to
         load, 404 for one that is not served (policy, or unloaded through the API)."""
-        entry = self.find(name, version)
+        view = self.view(name)
+        entry = self.find_in(view, version)
         if entry.status == "failed":
             raise ModelUnavailable(
                 f"model {name!r} version {entry.version} failed to load",
@@ -178,7 +178,7 @@ class Registry:
         if not entry.loaded:
             raise VersionNotFound(
                 f"model {name!r} version {entry.version} is not served: {entry.error}",
-                details={"available": [e.version for e in self.models[name].served]},
+                details={"available": [e.version for e in view.served]},
             )
         return entry
 

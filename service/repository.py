@@ -30,7 +30,9 @@ class ModelFiles:
 
     path: Path
     versions: dict[int, Fingerprint]
-    config: tuple[int, int, int] | None  # None: no serving.json
+    config: tuple | None  # serving.json's size, time, inode and sha256; None: no file
+    ignored: tuple[str, ...] = ()  # folders that look like versions but name none ("007")
+    error: str | None = None  # the folder could not be read (keep what it served)
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:
@@ -41,6 +43,17 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def _content(path: Path) -> tuple | None:
+    """A small file's (size, mtime, inode, sha256): a rewrite of the same size within one
+    timestamp tick still shows."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    stamp = _stat(path)
+    return (*(stamp or (len(data), 0, 0)), hashlib.sha256(data).hexdigest())
+
+
 def fingerprint(version_dir: Path) -> Fingerprint:
     """(size, mtime, inode) of a version's two files (None for a missing one)."""
     return (_stat(version_dir / METADATA_FILE), _stat(version_dir / MODEL_FILE))
@@ -49,16 +62,20 @@ def fingerprint(version_dir: Path) -> Fingerprint:
 def scan_model(model_dir: Path) -> ModelFiles:
     """One model folder's versions (folders named by a version number) and config."""
     versions: dict[int, Fingerprint] = {}
+    ignored = []
     try:
         children = list(os.scandir(model_dir))
-    except OSError:
-        children = []
+    except OSError as exc:
+        return ModelFiles(Path(model_dir), {}, None,
+                          error=f"its folder cannot be read: {exc.strerror or exc}")  # fmt: skip
     for child in children:
         number = version_number(child.name)
         if number is not None and child.is_dir():
             versions[number] = fingerprint(Path(child.path))
+        elif child.name.isdigit():
+            ignored.append(child.name)
     return ModelFiles(Path(model_dir), dict(sorted(versions.items())),
-                      _stat(Path(model_dir) / SERVING_FILE))  # fmt: skip
+                      _content(Path(model_dir) / SERVING_FILE), tuple(sorted(ignored)))  # fmt: skip
 
 
 def scan(root: Path) -> dict[str, ModelFiles]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class ServingConfig:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise ServingConfigError(f"serving.json is invalid at {where}: {error.message}")
         policy = data.get("version_policy", "all")
-        labels = dict(data.get("labels", {}))
+        labels = {label: int(v) for label, v in data.get("labels", {}).items()}  # 1.0 -> 1
         weights: dict[int, float] = {}
         for key, share in data.get("weights", {}).items():
             number = version_number(key)
@@ -64,17 +65,21 @@ class ServingConfig:
                 number = labels[key]
             if number in weights:
                 raise ServingConfigError(f"serving.json weights name version {number} twice")
+            if not math.isfinite(share):
+                raise ServingConfigError(f"serving.json weight {key!r} is not a finite number")
             weights[number] = float(share)
-        total = sum(weights.values())
-        if weights and total <= 0:
-            raise ServingConfigError("serving.json weights are all zero")
+        total = sum(weights.values())  # inf when the shares overflow
+        if weights and not (0 < total < math.inf):
+            raise ServingConfigError("serving.json weights must be finite and not all zero")
+        shares = {v: w / total for v, w in sorted(weights.items())}
         return cls(
             policy="all" if policy == "all" else next(iter(policy)),
-            latest=policy.get("latest", 0) if isinstance(policy, dict) else 0,
-            specific=tuple(sorted(policy.get("specific", ()))) if isinstance(policy, dict) else (),
+            latest=int(policy.get("latest", 0)) if isinstance(policy, dict) else 0,
+            specific=tuple(sorted(int(v) for v in policy.get("specific", ())))
+            if isinstance(policy, dict) else (),
             labels=labels,
-            weights={v: w / total for v, w in sorted(weights.items()) if w > 0},
-        )
+            weights={v: share for v, share in shares.items() if share > 0},
+        )  # fmt: skip
 
     @classmethod
     def read(cls, path: Path) -> ServingConfig:
@@ -83,7 +88,7 @@ class ServingConfig:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
             raise ServingConfigError(f"serving.json cannot be read: {exc.strerror}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
             raise ServingConfigError(f"serving.json is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
@@ -111,6 +116,8 @@ class WeightedChoice:
 
     def __init__(self, weights: dict[int, float]) -> None:
         total = sum(weights.values())
+        if not (0 < total < math.inf):
+            raise ValueError(f"weights must sum to a positive finite number: {weights}")
         self.versions = list(weights)
         self.shares = {v: w / total for v, w in weights.items()}
         self._bounds, running = [], 0.0

@@ -217,10 +217,10 @@ def version_view(
     return view
 
 
-def model_view(serving: Serving, name: str, full: bool = False) -> dict[str, Any]:
+def model_view(serving: Serving, model: ModelView, full: bool = False) -> dict[str, Any]:
     """A model with every version, and its serving rules (serving.json)."""
-    model = serving.registry.view(name)
     loaded = [e.version for e in model.served]
+    name = model.name
     return {
         "name": name,
         "latest_version": loaded[-1] if loaded else None,
@@ -232,22 +232,23 @@ def model_view(serving: Serving, name: str, full: bool = False) -> dict[str, Any
 
 def list_models(serving: Serving, request: Request) -> Response:
     """GET /models."""
+    models = serving.registry.models  # one snapshot
     return json_response({
         "default_model": serving.settings.default_model or None,
-        "models": [model_view(serving, name) for name in serving.registry.names()],
+        "models": [model_view(serving, models[name]) for name in sorted(models)],
     })  # fmt: skip
 
 
 def get_model(serving: Serving, request: Request) -> Response:
     """GET /models/{model}."""
-    return json_response(model_view(serving, request.params["model"]))
+    return json_response(model_view(serving, serving.registry.view(request.params["model"])))
 
 
 def get_version(serving: Serving, request: Request) -> Response:
     """GET /models/{model}/versions/{version} (a number or a label)."""
-    name = request.params["model"]
-    entry = serving.registry.find(name, request.params["version"])
-    return json_response(version_view(entry, True, serving.registry.view(name)))
+    model = serving.registry.view(request.params["model"])
+    entry = serving.registry.find_in(model, request.params["version"])
+    return json_response(version_view(entry, True, model))
 
 
 def control(serving: Serving, request: Request) -> Response:
@@ -262,7 +263,7 @@ def control(serving: Serving, request: Request) -> Response:
             f"model {name!r}: no version could be loaded",
             details={str(e.version): e.error for e in model.entries.values()},
         )
-    return json_response(model_view(serving, name))
+    return json_response(model_view(serving, model))
 
 
 def live(serving: Serving, request: Request) -> Response:

@@ -32,6 +32,7 @@ from service.protocols.common import (
 )
 from service.registry import ModelEntry
 from service.routing import Protocol, versioned
+from service.serving_config import LABEL
 from service.web import Request, Response, json_response
 
 PROTOCOL = Protocol("tfserving", "/v1", render_message_error)
@@ -48,15 +49,18 @@ def _version_status(entry: ModelEntry) -> dict[str, Any]:
             "status": {"error_code": "UNKNOWN", "error_message": entry.error or ""}}  # fmt: skip
 
 
-def _version(serving: Serving, request: Request) -> int | None:
+def _version(serving: Serving, request: Request) -> int | str | None:
     """The version a path names: ``/versions/{number}``, ``/labels/{label}``, or none."""
     params, name = request.params, request.params["model"]
     if "label" in params:
-        return serving.registry.label(name, params["label"])
+        if not LABEL.fullmatch(params["label"]):
+            serving.registry.view(name)  # an unknown model is a 404 first
+            raise VersionNotFound(f"model {name!r} has no label {params['label']!r}")
+        return params["label"]
     if "version" in params:
         number = version_number(params["version"])
         if number is None:
-            serving.registry.view(name)  # an unknown model is a 404 first
+            serving.registry.view(name)
             raise VersionNotFound(
                 f"model {name!r} has no version {params['version']!r}; a version is a "
                 "number (labels go in /labels/{label})"

@@ -189,8 +189,14 @@ def model_control(serving: Serving, request: Request) -> Response:
     """POST /v2/repository/models/{model}/load|unload (Triton's model-repository
     extension): every worker follows. A load answers once this worker has loaded the model:
     400 with the reasons when no version of it could be loaded."""
-    _options(request, {"parameters": dict, "unload_dependents": bool})
     name, action = request.params["model"], request.path.rsplit("/", 1)[1]
+    parameters = _options(request, {"parameters": dict}).get("parameters", {})
+    # tritonclient's unload sends unload_dependents (there are no dependents here); its load
+    # sends a config or files only when asked to override the model's own.
+    if set(parameters) - {"unload_dependents"}:
+        raise BadRequest("load parameters (configuration or file overrides) are not "
+                         "supported: a model is its folder (metadata.json, "
+                         "serving.json)")  # fmt: skip
     lifecycle = serving.lifecycle
     view = lifecycle.load(name) if action == "load" else lifecycle.unload(name)
     if action == "load" and not view.served:

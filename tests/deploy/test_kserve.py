@@ -103,3 +103,13 @@ def test_resources_security_and_termination(service):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert IMAGE_ENV["SERVING_METRICS_DIR"].startswith(tuple(m + "/" for m in mounts))
+
+
+def test_api_keys_are_on_with_the_file_from_a_secret(service):
+    container = _container(service)
+    path = _env(container)["SERVING_API_KEYS_FILE"]
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    volumes = service["spec"]["predictor"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "keras-serving-api-keys"

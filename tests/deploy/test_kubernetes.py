@@ -140,3 +140,14 @@ def test_gpu_overlay_requests_a_gpu_and_cpu_overlay_does_not(rendered):
     else:
         assert "nvidia.com/gpu" not in limits
         assert "SERVING_PROVIDERS" not in _env(container)
+
+
+def test_api_keys_are_on_with_the_file_from_a_secret(rendered):
+    _, objects = rendered
+    container = _container(objects)
+    path = _env(container)["SERVING_API_KEYS_FILE"]
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    (mount,) = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "keras-serving-api-keys"

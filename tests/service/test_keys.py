@@ -3,14 +3,12 @@ both header forms, reloading, per-key metrics, and the CLI that makes keys."""
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 
 from service import keys, metrics
 from service.app import create_app
-from service.keys import KeyFile, KeyFileError, digest, parse
+from service.keys import KeyFile, digest, parse
+from service.routes import ROUTES
 from service.settings import Settings
 from tests.helpers import MODELS
 
@@ -81,40 +79,51 @@ def test_an_unknown_key_is_401_invalid_token(client):
     assert wrong_scheme.status_code == 401
 
 
-@pytest.mark.parametrize(("method", "path", "scope"), [
-    ("POST", "/predict", "predict"),
-    ("POST", "/models/circles/predict", "predict"),
-    ("POST", "/v2/models/circles/infer", "predict"),
-    ("POST", "/v1/models/circles:predict", "predict"),
-    ("POST", "/v1/models/circles:classify", "predict"),
-    ("GET", "/models", "read"),
-    ("GET", "/models/circles/versions/1", "read"),
-    ("GET", "/v2/models/circles", "read"),
-    ("GET", "/v2/models/circles/config", "read"),
-    ("GET", "/v2/models/stats", "read"),
-    ("GET", "/v2", "read"),
-    ("GET", "/v1/models/circles/metadata", "read"),
-    ("POST", "/v2/repository/index", "admin"),
-    ("POST", "/v2/repository/models/blobs/load", "admin"),
-    ("POST", "/models/blobs/load", "admin"),
-])  # fmt: skip
-def test_each_route_family_needs_its_scope(client, method, path, scope):
-    body = {
-        "/v2/models/circles/infer": V2_BODY,
-        "/v1/models/circles:classify": {"examples": [{"x1": 0.1, "x2": 0.2}]},
-    }.get(path)
-    if method == "POST" and body is None and "repository" not in path and "load" not in path:
-        body = POINT
-    holders = {"predict": PREDICT, "read": READ, "admin": ADMIN}
-    for key in (PREDICT, READ, ADMIN):
-        response = client.open(path, method=method, json=body, headers=bearer(key))
-        allowed = key == holders[scope] or key == ADMIN
-        assert (response.status_code != 403) == allowed, (key, response.get_json())
-        if not allowed:
-            assert f"lacks the '{scope}' scope" in str(response.get_json())
-    # the other header form
-    response = client.open(path, method=method, json=body, headers={"X-API-Key": ADMIN})
-    assert response.status_code not in (401, 403)
+def _path(template: str) -> str:
+    return (template.replace("{model}", "circles").replace("{version}", "1")
+            .replace("{label}", "stable").replace("{filename}", "swagger-ui.css"))  # fmt: skip
+
+
+SCOPED = [r for r in ROUTES if r.scope not in (None, "metrics")]
+HOLDER = {"predict": PREDICT, "read": READ, "admin": ADMIN}
+
+
+def test_every_route_needing_a_scope_is_checked_in_every_protocol(client):
+    assert {r.scope for r in SCOPED} == {"predict", "read", "admin"}
+    assert len(SCOPED) >= 38  # every protocol's model, version and label routes
+    for route in SCOPED:
+        path = _path(route.template)
+        anonymous = client.open(path, method=route.method, json={})
+        assert anonymous.status_code == 401, (route.method, path)
+        assert anonymous.headers["WWW-Authenticate"].startswith("Bearer ")
+        for key in (PREDICT, READ):
+            if key != HOLDER.get(route.scope):
+                refused = client.open(path, method=route.method, json={}, headers=bearer(key))
+                assert refused.status_code == 403, (route.method, path, key)
+                assert f"lacks the '{route.scope}' scope" in str(refused.get_json())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/predict", POINT, 200),
+        ("POST", "/models/circles/predict", POINT, 200),
+        ("POST", "/v2/models/circles/infer", V2_BODY, 200),
+        ("POST", "/v1/models/circles:predict", POINT, 200),
+        ("GET", "/models", None, 200),
+        ("GET", "/v2/models/circles/versions/1/ready", None, 200),
+        ("GET", "/v1/models/circles", None, 200),
+        ("GET", "/v2/models/stats", None, 200),
+        ("POST", "/v2/repository/index", None, 200),
+        ("POST", "/models/circles/load", None, 200),
+    ],
+)  # fmt: skip
+def test_a_key_with_the_scope_gets_through_with_either_header(client, method, path, body, status):
+    scope = next(r.scope for r in SCOPED if r.method == method and _path(r.template) == path)
+    proxy = {"Authorization": "Basic dXNlcjpwdw==", "X-API-Key": HOLDER[scope]}
+    for headers in (bearer(HOLDER[scope]), {"X-API-Key": HOLDER[scope]}, bearer(ADMIN), proxy):
+        response = client.open(path, method=method, json=body, headers=headers)
+        assert response.status_code == status, (headers, response.get_json())
 
 
 def test_health_and_docs_are_open_and_metrics_open_by_default(client):
@@ -138,38 +147,52 @@ def test_requests_are_counted_by_key_id_never_by_key(client):
     before = counter._value.get()
     assert client.post("/predict", json=POINT, headers=bearer(PREDICT)).status_code == 200
     assert counter._value.get() == before + 1
+    refused = metrics.KEY_REQUESTS.labels("dashboard", "/predict", "403")
+    before = refused._value.get()
+    assert client.post("/predict", json=POINT, headers=bearer(READ)).status_code == 403
+    assert refused._value.get() == before + 1  # a 403 is counted under the key that got it
+    client.get("/health/live")
+    assert metrics.KEY_REQUESTS.labels("none", "/health/live", "200")._value.get() == 0
     assert metrics.KEY_REQUESTS.labels("none", "/predict", "401")._value.get() >= 1
     exposition = metrics.exposition()[0].decode()
     assert PREDICT not in exposition
     assert 'key_id="app"' in exposition
 
 
-def test_the_keys_file_is_reloaded_when_it_changes(tmp_path, monkeypatch, caplog):
+def test_the_keys_file_is_reloaded_and_what_it_says_holds(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(keys, "RELOAD_CHECK_S", 0.0)
     path = tmp_path / "keys.txt"
     path.write_text(f"app:{digest(PREDICT)}:predict\n")
     key_file = KeyFile(path)
     assert key_file.find(PREDICT).id == "app"
     assert key_file.find(READ) is None
+    path.write_text(f"dashboard:{digest(READ)}:read\n")  # same size, same second: still seen
+    assert key_file.find(READ).id == "dashboard"
+    assert key_file.find(PREDICT) is None  # a line removed is a key revoked
+    path.write_text("garbage\n")  # nothing valid: nothing passes (fail closed)
+    assert key_file.find(READ) is None
     path.write_text(f"dashboard:{digest(READ)}:read\n")
-    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
     assert key_file.find(READ).id == "dashboard"
-    assert key_file.find(PREDICT) is None
-    path.write_text("garbage\n")  # a broken file keeps the keys in force
-    os.utime(path, ns=(time.time_ns() + 2 * 10**9,) * 2)
-    assert key_file.find(READ).id == "dashboard"
-    path.unlink()
-    assert key_file.find(READ).id == "dashboard"
+    path.unlink()  # unreadable: nothing passes, said once in the log
+    assert key_file.find(READ) is None
+    assert key_file.find(READ) is None
+    assert sum("cannot be read" in r.message for r in caplog.records) == 1
     assert any("no valid key" in r.message for r in caplog.records)
 
 
-def test_a_keys_file_without_a_valid_key_refuses_to_start(tmp_path):
+def test_an_unusable_keys_file_is_named_and_refused_by_everything(tmp_path):
     path = tmp_path / "keys.txt"
     path.write_text(f"app:{PREDICT}:predict\n")  # a plaintext key, not its digest
-    with pytest.raises(KeyFileError):
-        KeyFile(path)
-    with pytest.raises(KeyFileError):
-        KeyFile(tmp_path / "missing.txt")
+    assert "no valid key (line 1: the digest must be 64 hex" in keys.problem_with(path)
+    assert "cannot be read" in keys.problem_with(tmp_path / "missing.txt")
+    good = tmp_path / "good.txt"
+    good.write_text(keys_text())
+    assert keys.problem_with(good) is None
+    settings = Settings.from_env({}, model_repository=MODELS, default_model="circles",
+                                 poll_interval_s=0, api_keys_file=str(path))  # fmt: skip
+    client = create_app(settings).test_client()
+    assert client.post("/predict", json=POINT, headers=bearer(PREDICT)).status_code == 401
+    assert client.get("/health/ready").status_code == 200
 
 
 def test_the_cli_makes_a_key_whose_line_works(tmp_path, capsys):

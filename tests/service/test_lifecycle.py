@@ -43,10 +43,7 @@ def publish(repo: Path, name: str, version: int, source: str = "circles", edit=N
 
 def serving_json(repo: Path, name: str, rules: dict | str) -> None:
     text = rules if isinstance(rules, str) else json.dumps(rules)
-    path = repo / name / "serving.json"
-    path.write_text(text)
-    stamp = path.stat().st_mtime_ns + 1_000_000  # a second write within one tick still shows
-    os.utime(path, ns=(stamp, stamp))
+    (repo / name / "serving.json").write_text(text)
 
 
 @pytest.fixture
@@ -311,4 +308,148 @@ def test_two_workers_follow_one_control_record(repo, tmp_path):
     b.load("blobs")
     a.tick()
     assert a_registry.find("blobs", 1).loaded
-    assert late.find("circles", 1).loaded
+
+
+def _workers(repo, folder, n=2, **overrides):
+    """``n`` registries sharing one control folder: stand-ins for gunicorn workers."""
+    overrides = {"poll_interval_s": 1, **overrides}  # (no watcher thread: tick() by hand)
+    settings = Settings.from_env({}, model_repository=repo, default_model="circles",
+                                 **overrides)  # fmt: skip
+    workers = []
+    for _ in range(n):
+        registry = Registry(settings)
+        lifecycle = Lifecycle(settings, registry, ControlStore(folder))
+        lifecycle.start(watch=False)
+        workers.append((registry, lifecycle))
+    return workers
+
+
+def test_a_worker_busy_with_one_model_still_catches_up_on_the_others(repo, tmp_path):
+    publish(repo, "digits", 1, source="digits")
+    # interval 0: workers follow the control record only, model by model
+    (_, a), (b_registry, b) = _workers(repo, tmp_path / "runtime", poll_interval_s=0)
+    a.unload("blobs")  # worker a records an unload ...
+    b.load("digits")  # ... while worker b answers a load of another model
+    assert b_registry.find("blobs", 1).loaded  # b has not looked at blobs yet
+    b.tick()
+    assert b_registry.find("blobs", 1).status == "unloaded"  # and is not fooled into skipping it
+
+
+def test_explicit_mode_workers_follow_a_load_even_with_the_same_versions(repo, tmp_path):
+    (a_registry, a), (b_registry, b) = _workers(repo, tmp_path / "runtime",
+                                                model_control="explicit")  # fmt: skip
+    publish(repo, "circles", 2)
+    a.tick()
+    b.tick()
+    assert b_registry.find("circles").version == 1  # not until a load
+    a.load("circles")
+    b.tick()
+    assert b_registry.find("circles").version == 2
+    late = Registry(a_registry.settings)  # a restarted worker: the recorded versions
+    publish(repo, "circles", 3)
+    Lifecycle(a_registry.settings, late, ControlStore(tmp_path / "runtime")).start(watch=False)
+    assert [e.version for e in late.view("circles").served] == [1, 2]
+
+
+def test_a_load_anywhere_retries_versions_that_failed_with_the_same_files(repo, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    from service.predictor import OnnxPredictor
+
+    (a_registry, a), (b_registry, b) = _workers(repo, tmp_path / "runtime")
+    real_load = OnnxPredictor.load
+
+    def out_of_memory(self):
+        raise MemoryError("no room for the session")
+
+    monkeypatch.setattr(OnnxPredictor, "load", out_of_memory)
+    publish(repo, "circles", 2)
+    a.tick()
+    b.tick()
+    assert b_registry.find("circles", 2).status == "failed"
+    monkeypatch.setattr(OnnxPredictor, "load", real_load)
+    b.tick()
+    assert b_registry.find("circles", 2).status == "failed"  # same files: not retried
+    a.load("circles")
+    assert a_registry.find("circles", 2).loaded
+    b.tick()
+    assert b_registry.find("circles", 2).loaded  # the load reached b too
+
+
+def test_a_restarted_worker_follows_a_later_load(repo, tmp_path):
+    (_, a), (_, b) = _workers(repo, tmp_path / "runtime")
+    a.unload("blobs")
+    ((late_registry, late),) = _workers(repo, tmp_path / "runtime", n=1)
+    assert late_registry.find("blobs", 1).status == "unloaded"
+    b.load("blobs")
+    late.tick()
+    assert late_registry.find("blobs", 1).loaded
+
+
+def test_the_default_model_cannot_be_unloaded(app):
+    response = app.test_client().post("/models/circles/unload")
+    assert response.status_code == 409
+    assert "default model" in response.get_json()["error"]["message"]
+    v2 = app.test_client().post("/v2/repository/models/circles/unload")
+    assert v2.status_code == 409
+    assert serving(app).registry.get("circles").loaded
+
+
+def test_weights_that_cannot_be_shares_are_refused(app, repo):
+    publish(repo, "circles", 2)
+    for weights in ({"1": 1e308, "2": 1e308}, {"1": 0, "2": 0}, '{"weights": {"1": 1e999}}'):
+        rules = weights if isinstance(weights, str) else {"weights": weights}
+        serving_json(repo, "circles", rules)
+        serving(app).lifecycle.refresh()
+        problems = app.test_client().get("/models/circles").get_json()["serving"]["problems"]
+        assert "weight" in problems[0], weights
+    serving_json(repo, "circles", {"weights": {"1": 1e-320, "2": 1e300}})
+    serving(app).lifecycle.refresh()
+    assert {serving(app).registry.find("circles").version for _ in range(50)} == {2}
+
+
+def test_labels_written_as_floats_are_versions(app, repo):
+    publish(repo, "circles", 2)
+    serving_json(repo, "circles", '{"labels": {"stable": 2.0}}')
+    serving(app).lifecycle.refresh()
+    status = app.test_client().get("/v1/models/circles/labels/stable").get_json()
+    assert status["model_version_status"][0]["version"] == "2"
+
+
+def test_a_folder_that_cannot_be_read_keeps_what_it_served(app, repo, monkeypatch):
+    from service import repository
+
+    real = repository.os.scandir
+
+    def scandir(path):
+        if Path(path).name == "circles":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(repository.os, "scandir", scandir)
+    serving(app).lifecycle.refresh()
+    assert serving(app).registry.get("circles", 1).loaded
+
+
+def test_one_models_failure_does_not_hold_up_the_others(app, repo, monkeypatch, caplog):
+    lifecycle = serving(app).lifecycle
+    real = Lifecycle._model
+
+    def broken(self, name, *args):
+        if name == "blobs":
+            raise RuntimeError("a bug")
+        return real(self, name, *args)
+
+    monkeypatch.setattr(Lifecycle, "_model", broken)
+    publish(repo, "circles", 2)
+    lifecycle.refresh()
+    assert serving(app).registry.find("circles").version == 2
+    assert serving(app).registry.get("blobs", 1).loaded
+    assert any("model blobs: check failed" in r.message for r in caplog.records)
+
+
+def test_folders_that_name_no_version_are_reported(app, repo):
+    shutil.copytree(repo / "circles" / "1", repo / "circles" / "007")
+    serving(app).lifecycle.refresh()
+    problems = app.test_client().get("/models/circles").get_json()["serving"]["problems"]
+    assert problems == ["folder '007' is not a version number (1, 2, ... without leading "
+                        "zeros): ignored"]  # fmt: skip
