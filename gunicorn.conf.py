@@ -37,7 +37,7 @@ def on_starting(server):
 wsgi_app = "service.app:create_app()"  # a factory call: sessions are built in each worker
 bind = _settings.bind
 workers = _settings.workers
-worker_class = "gthread"
+worker_class = "service.worker.ServingWorker"  # gthread, reading whole requests first
 threads = _settings.threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout

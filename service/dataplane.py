@@ -84,6 +84,13 @@ class DataPlane:
         meters = entry.meters
         try:
             batch = request.inputs.tensor(entry.spec, self.limits.of(entry.name))
+            if not np.isfinite(batch).all():  # a number beyond float32, or one made so
+                rows = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))
+                raise ValidationFailed(
+                    f"instance(s) {rows[:10].tolist()} hold numbers that are not finite as "
+                    "float32 (beyond ±3.4e38, or after the model's standardisation)",
+                    details={"instances": rows[:100].tolist()},
+                )
             ran = time.perf_counter()
             meters.preprocessing.observe(ran - started)
             logits = self._run(entry, batch)

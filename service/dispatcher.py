@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from service import metrics, observability
 from service.errors import ApiError, MethodNotAllowed, NotFound
 from service.web import Request, Response, compress
@@ -28,6 +30,18 @@ StartResponse = Callable[..., Any]
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 _COMPRESS_ABOVE = 1024  # bytes: smaller bodies gain nothing worth the CPU
+
+
+def _render(protocol, error: ApiError, rid: str, method: str, path: str) -> Response:
+    """The error in the protocol's shape; should that fail (a bug), a plain JSON 500 that
+    still carries the request id: never an HTML page from the server underneath."""
+    try:
+        return protocol.error_response(error, rid)
+    except Exception as exc:
+        observability.log_unexpected(method, path, exc, rid)
+        body = {"error": {"code": "internal_error", "message": "internal error; the request "
+                          "id identifies it in the logs"}, "request_id": rid}  # fmt: skip
+        return Response(orjson.dumps(body), 500)
 
 
 class Dispatcher:
@@ -67,7 +81,7 @@ class Dispatcher:
             except Exception as exc:  # a bug: logged with its traceback, never shown
                 error = observability.log_unexpected(method, path, exc, rid)
             if error is not None:
-                response = protocol.error_response(error, rid)
+                response = _render(protocol, error, rid, method, path)
             body = response.body
             headers = [("Content-Type", response.content_type), ("X-Request-ID", rid),
                        *response.headers]  # fmt: skip

@@ -44,6 +44,17 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+MAX_INT_DIGITS = 18  # what fits in 64 bits, as orjson (which parses first) has it
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers of at most 18 digits: a 400-digit integer is refused at parse time, not
+    left to overflow in numpy later."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"the integer {text[:24]}... has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a JSON body; NaN/Infinity literals and bad encodings are 400 invalid_json.
 
@@ -57,7 +68,7 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise InvalidJSON("the request body is empty; expected a JSON object")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_int=_bounded_int)
     except RecursionError:
         raise InvalidJSON("the JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -193,7 +193,8 @@ def features_to_tensor(values: Any, spec: FeatureSpec) -> np.ndarray:
         raise PreprocessingError(
             f"expected {spec.n_features} features per instance, got {array.shape[1]}"
         )
-    return spec.standardise(array).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused before inference
+        return spec.standardise(array).astype(np.float32)
 
 
 def pixels_to_tensor(values: Any, spec: ImageSpec) -> np.ndarray:

@@ -157,7 +157,7 @@ class Registry:
                 number = view.config.labels[version]
         entry = view.entries.get(number) if number is not None else None
         if entry is None:
-            label_like = isinstance(version, str) and number is None
+            label_like = isinstance(version, str) and not version.isdigit()
             raise VersionNotFound(
                 f"model {name!r} has no version or label {version!r}" if label_like
                 else f"model {name!r} has no version {version}",

@@ -63,6 +63,7 @@ class Settings:
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 5
+    read_timeout_s: float = 15.0  # a request must arrive whole within this (else 408)
     log_level: str = "INFO"
     metrics_dir: Path = Path(tempfile.gettempdir()) / "keras-serving-metrics"
     poll_interval_s: float = 1.0  # repository checks; 0: never (changes need a restart)

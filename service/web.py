@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from service.registry import ModelEntry
 
 _READ_CHUNK = 1 << 16
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# Integer keys (a validation error's index into a list) become strings, as json.dumps does.
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class Request:

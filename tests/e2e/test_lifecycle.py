@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from collections import Counter
@@ -124,37 +123,36 @@ def in_progress(server, endpoint: str) -> float:
 
 def test_a_removed_version_finishes_in_flight_requests_then_leaves_both_workers(live):
     server, repo = live
-    publish(repo, "removal", 1, source="fashion-mnist")
-    publish(repo, "removal", 2, source="fashion-mnist")
+    for version in (1, 2):  # Fashion-MNIST v2: mirror-averaged, so a big batch takes a while
+        publish(repo, "removal", version, source="fashion-mnist", source_version=2)
     both_workers(server, "loaded model removal v2", 0)
-    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1],
-                                   "data": [0.5] * 784}]}).encode()  # fmt: skip
-    host, port = server.url.removeprefix("http://").split(":")
-    endpoint = "/v2/models/{model}/versions/{version}/infer"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        # V2 resolves the version when the request arrives, then reads the body: hold the
-        # body back, and the request is in flight, holding version 1, for as long as we like.
-        sock.sendall(b"POST /v2/models/removal/versions/1/infer HTTP/1.1\r\nHost: test\r\n"
-                     b"Content-Type: application/json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])  # fmt: skip
-        deadline = time.monotonic() + 10
-        while in_progress(server, endpoint) < 1:
-            assert time.monotonic() < deadline, "the request never reached a worker"
-            time.sleep(0.05)
-        removed = time.time()
-        shutil.rmtree(repo / "removal" / "1")
-        gone = both_workers(server, "unloading model removal v1", removed)
-        assert max(gone.values()) - removed <= 2 * INTERVAL + 0.5
-        for _ in range(10):  # new requests: gone from both workers
-            status, _ = predict(f"{server.url}/models/removal/versions/1/predict")
-            assert status == 404
-        sock.sendall(body[100:])
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), answer[:300]
-    assert json.loads(payload)["model_version"] == "1"  # the in-flight request finished on v1
+    images = np.random.default_rng(0).integers(0, 256, (4000, 28, 28)).tolist()
+    batch = json.dumps({"instances": images}).encode()
+    endpoint = "/models/{model}/versions/{version}/predict"
+    answers = []
+
+    def slow_request():
+        answers.append((*predict(f"{server.url}/models/removal/versions/1/predict", batch),
+                        time.time()))  # fmt: skip
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    deadline = time.monotonic() + 20
+    while in_progress(server, endpoint) < 1:  # the whole body is in: the app is on it
+        assert time.monotonic() < deadline, "the request never reached a worker"
+        time.sleep(0.02)
+    removed = time.time()
+    shutil.rmtree(repo / "removal" / "1")
+    gone = both_workers(server, "unloading model removal v1", removed)
+    slow.join(timeout=60)
+    ((status, body, answered),) = answers
+    assert status == 200
+    assert body["model"]["version"] == 1
+    assert len(body["predictions"]) == 4000
+    assert max(gone.values()) - removed <= 2 * INTERVAL + 0.5
+    assert min(gone.values()) < answered  # it left while the request was still running
+    for _ in range(10):  # new requests: gone from both workers
+        assert predict(f"{server.url}/models/removal/versions/1/predict")[0] == 404
     released = both_workers(server, "released model removal v1", removed)
     assert len(released) == 2
 

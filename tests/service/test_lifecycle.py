@@ -25,12 +25,13 @@ from tests.helpers import MODELS
 POINT = {"instances": [[0.1, 0.2]]}
 
 
-def publish(repo: Path, name: str, version: int, source: str = "circles", edit=None) -> Path:
-    """Copy ``source`` v1 as ``name`` v``version``, finished in a hidden folder and renamed
-    into place, as training publishes."""
+def publish(repo: Path, name: str, version: int, source: str = "circles", edit=None,
+            source_version: int = 1) -> Path:  # fmt: skip
+    """Copy a committed model version as ``name`` v``version``, finished in a hidden folder
+    and renamed into place, as training publishes."""
     staging = repo / name / f".staging-{version}"
     staging.parent.mkdir(exist_ok=True)
-    shutil.copytree(MODELS / source / "1", staging)
+    shutil.copytree(MODELS / source / str(source_version), staging)
     meta = json.loads((staging / "metadata.json").read_text())
     meta.update(name=name, version=version)
     if edit:
