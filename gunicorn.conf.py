@@ -3,17 +3,17 @@
     gunicorn -c gunicorn.conf.py        # what scripts/serve.sh and the Dockerfile run
 
 Prometheus multiprocess mode: this file runs in the master before any worker exists, so it
-exports PROMETHEUS_MULTIPROC_DIR for the workers to inherit, and on_starting empties that
-folder (once per master: a HUP reload keeps the metrics and the model-control record the
-workers share); child_exit marks dead workers so their live gauges disappear.
+exports PROMETHEUS_MULTIPROC_DIR (the instance's runtime folder, service.runtime) for the
+workers to inherit; on_starting claims and empties it once per master (a HUP reload keeps
+the metrics and the model-control record); child_exit marks dead workers so their live
+gauges disappear.
 """
 
 import os
-import shutil
 
 from gunicorn.glogging import Logger
 
-from service import keys
+from service import keys, runtime
 from service.settings import Settings
 
 _settings = Settings.from_env()
@@ -22,16 +22,32 @@ if _settings.api_keys_file:  # fail fast here; a worker never refuses to start o
     if _problem:
         raise SystemExit(f"SERVING_API_KEYS_FILE: {_problem}")
 
-_metrics_dir = _settings.metrics_dir
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+# The instance's runtime folder: Prometheus' multiprocess files and the model-control
+# record its workers share. Given, or one of its own (kept across a HUP reload, which runs
+# this file again in the same master; removed when the master exits).
+_runtime = runtime.RuntimeFolder.for_instance(_settings.metrics_dir)
+# A folder that cannot be written (or has no room) costs the metrics, never the predictions:
+# the workers then count in-process, /metrics answers 503 and readiness says why.
+_problem = _runtime.problem()
+if _problem:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ["KERAS_SERVING_METRICS_UNAVAILABLE"] = f"the metrics folder {_problem}"
+else:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_runtime.path)
 
 
 def on_starting(server):
     """The master starts (not a reload: a HUP keeps the metrics and the model-control
-    record): empty the runtime folder, whose stale files would be summed in."""
-    if _metrics_dir.exists():
-        shutil.rmtree(_metrics_dir)
-    _metrics_dir.mkdir(parents=True)
+    record): claim the folder (refused when another live instance holds it), empty it."""
+    if _problem:
+        server.log.error("metrics unavailable: the metrics folder %s", _problem)
+    else:
+        _runtime.claim()
+
+
+def on_exit(server):
+    """The master stops: release the folder (and remove it, when it was our own)."""
+    _runtime.release()
 
 
 wsgi_app = "service.app:create_app()"  # a factory call: sessions are built in each worker
@@ -88,6 +104,6 @@ def worker_exit(server, worker):
 
 def child_exit(server, worker):
     """A worker died or was replaced: drop its live gauges from the multiprocess files."""
-    from prometheus_client import multiprocess
+    from service import metrics
 
-    multiprocess.mark_process_dead(worker.pid)
+    metrics.mark_process_dead(worker.pid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -46,6 +47,9 @@ def _reading(what: str, max_pixels: int) -> Iterator[None]:
         raise InvalidImage(f"{what} could not be decoded: {exc}") from None
 
 
+MAX_SIDE = 32_768  # the longest side an image may have (a 16,000,000x1 PNG costs GBs)
+
+
 def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
     """The image with only its header read, refused when it declares too many pixels."""
     if not data:
@@ -59,6 +63,11 @@ def _open(data: bytes, max_pixels: int, what: str) -> Image.Image:
         )
     if width == 0 or height == 0:
         raise InvalidImage(f"{what} has no pixels")
+    if max(width, height) > MAX_SIDE:  # Pillow's memory grows with rows, not only pixels
+        raise ImageTooLarge(
+            f"{what} is {width}x{height}: a side above {MAX_SIDE:,} pixels",
+            details={"width": width, "height": height, "max_side": MAX_SIDE},
+        )
     return image
 
 
@@ -81,9 +90,32 @@ def decode_image(data: bytes, max_pixels: int, what: str = "image") -> tuple[np.
     return _to_array(image)
 
 
+# Past this, an image is box-averaged (Pillow's reduce, in its own 8-bit memory) before it
+# becomes floats: a model sees at most a few hundred pixels a side, and framing works on 384,
+# so the cost of a huge or absurdly long image is bounded by these, not by its size.
+MAX_WORKING_PIXELS = 2_000_000
+MAX_WORKING_SIDE = 4096
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """The image shrunk by one whole factor on both axes (the aspect ratio kept) until it
+    has at most MAX_WORKING_PIXELS pixels and MAX_WORKING_SIDE a side."""
+    width, height = image.size
+    factor = max(math.ceil(math.sqrt(width * height / MAX_WORKING_PIXELS)),
+                 math.ceil(max(width, height) / MAX_WORKING_SIDE))  # fmt: skip
+    if factor <= 1:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode reduce does not take (16-bit): 32-bit integers do
+        return image.convert("I").reduce(factor)
+
+
 def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
+    sixteen_bit = image.mode in _SIXTEEN_BIT_MODES
+    image = _reduced(image)
     mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
+    if sixteen_bit:
         return np.asarray(image, dtype=np.float64), 65535.0
     if mode == "F":
         array = np.asarray(image, dtype=np.float64)

@@ -32,7 +32,7 @@ from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.control import ControlStore, State
 from service.errors import Conflict, ModelNotFound
 from service.postprocessing import OutputSpec
-from service.predictor import OnnxPredictor
+from service.predictor import OnnxPredictor, usable_providers
 from service.preprocessing import spec_from_dict
 from service.registry import ModelEntry, ModelView, Registry
 from service.serving_config import ServingConfig, ServingConfigError, WeightedChoice
@@ -53,7 +53,10 @@ class Lifecycle:
         self.explicit = settings.model_control == "explicit"
         # Narrowed after the first session: a provider that cannot start (CUDA libraries
         # missing) is not retried, and not logged again, for every other model.
-        self.providers: list[str] = list(settings.providers)
+        self.providers, why = usable_providers(settings.providers)
+        if why:
+            log.info("CUDAExecutionProvider not used: %s; models run on %s", why,
+                     ", ".join(self.providers) or "no provider")  # fmt: skip
         self.batching_overrides = model_overrides(
             "SERVING_BATCHING_OVERRIDES",
             settings.batching_overrides,
@@ -366,7 +369,10 @@ class Lifecycle:
                 extra={"model": name, "version": number},
             )
         except Exception as exc:  # any failure: report it, serve the other versions
-            entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+            # Paths inside the repository, never the machine's: clients read this.
+            root = str(Path(self.settings.model_repository).resolve())
+            message = f"{type(exc).__name__}: {exc}".replace(root + "/", "")
+            entry.status, entry.error = "failed", message.replace(root, "(repository)")
             metrics.MODEL_LOAD_FAILURES.labels(name, str(number)).inc()
             log.error("model %s v%d failed to load: %s", name, number, entry.error,
                       extra={"model": name, "version": number})  # fmt: skip

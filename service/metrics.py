@@ -13,6 +13,8 @@ error kind, and the predicted label (class names are fixed per model).
 from __future__ import annotations
 
 import collections
+import io
+import logging
 import os
 from typing import Any
 
@@ -24,10 +26,69 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import mmap_dict as _mmap_dict
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own switch
+UNAVAILABLE_ENV = "KERAS_SERVING_METRICS_UNAVAILABLE"  # set by gunicorn.conf.py: why not
+
+log = logging.getLogger(__name__)
+
+# --- metrics storage that fails soft ---------------------------------------------------------
+# In multiprocess mode each value lives in an mmaped file. prometheus-client grows those files
+# with truncate(), which leaves holes: on a full disk the first write into a hole kills the
+# worker with SIGBUS. Here growth reserves the space first (posix_fallocate), so a full disk
+# is an OSError when a new labelled value is created, and that falls back to an in-process
+# value: predictions go on, and /metrics says the numbers are unavailable.
+
+_state: dict[str, str | None] = {"unavailable": os.environ.get(UNAVAILABLE_ENV) or None}
+
+
+class _Reserved(io.FileIO):
+    """A metrics file whose growth is allocated on disk before it is mapped."""
+
+    def truncate(self, size=None):
+        if size is not None and size > os.fstat(self.fileno()).st_size:
+            os.posix_fallocate(self.fileno(), 0, size)
+        return super().truncate(size)
+
+
+def _open(file, mode="r", *args, **kwargs):
+    if mode == "a+b":  # how MmapedDict opens a file to write
+        return _Reserved(file, "a+")
+    return open(file, mode, *args, **kwargs)
+
+
+def _fail_soft(value_class):
+    def make(*args, **kwargs):
+        if _state["unavailable"] is None:
+            try:
+                return value_class(*args, **kwargs)
+            except OSError as exc:
+                mark_unavailable(f"the metrics folder cannot be written ({exc.strerror or exc})")
+        return _values.MutexValue(*args, **kwargs)
+
+    return make
+
+
+_mmap_dict.open = _open
+_values.ValueClass = _fail_soft(_values.ValueClass)
+
+
+def mark_unavailable(reason: str) -> None:
+    """From now on this process's metrics are incomplete: say so once, and in /metrics."""
+    if _state["unavailable"] is None:
+        _state["unavailable"] = reason
+        log.error("metrics unavailable: %s; predictions continue", reason)
+
+
+def unavailable() -> str | None:
+    """Why the metrics cannot be trusted (None: they can)."""
+    return _state["unavailable"]
+
+
 # generate_latest writes the classic text format; say so (every Prometheus version reads it).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -256,6 +317,10 @@ def exposition() -> tuple[bytes, str]:
 
 
 def mark_process_dead(pid: int) -> None:
-    """gunicorn's child_exit hook: drop a dead worker's live gauges."""
+    """gunicorn's child_exit hook: drop a dead worker's live gauges (never raises: the
+    master must outlive any trouble with the metrics folder)."""
     if multiprocess_dir():
-        _multiprocess.mark_process_dead(pid)
+        try:
+            _multiprocess.mark_process_dead(pid)
+        except OSError as exc:
+            log.error("metrics of dead worker %d not cleared: %s", pid, exc)

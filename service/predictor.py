@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,31 @@ from service import metadata as contract
 from service import metrics
 
 log = logging.getLogger(__name__)
+
+
+_CUDA = "CUDAExecutionProvider"
+
+
+def usable_providers(requested: Sequence[str]) -> tuple[list[str], str | None]:
+    """The requested providers minus CUDA where its libraries are missing, and why.
+
+    Asking onnxruntime for CUDA without them prints non-JSON error lines from every worker;
+    probing the provider library first costs one ``dlopen``. Only a missing shared object
+    counts as missing (anything else is left for onnxruntime to decide).
+    """
+    if _CUDA not in requested:
+        return list(requested), None
+    if _CUDA not in ort.get_available_providers():
+        return [p for p in requested if p != _CUDA], "this onnxruntime build has no CUDA"
+    capi = Path(ort.__file__).parent / "capi"
+    try:
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_cuda.so"))
+    except OSError as exc:
+        missing = re.search(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object", str(exc))
+        if missing:
+            return [p for p in requested if p != _CUDA], f"{missing.group(1)} is not installed"
+    return list(requested), None
 
 
 class OnnxPredictor:

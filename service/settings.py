@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -65,7 +64,7 @@ class Settings:
     keepalive: int = 5
     read_timeout_s: float = 15.0  # a request must arrive whole within this (else 408)
     log_level: str = "INFO"
-    metrics_dir: Path = Path(tempfile.gettempdir()) / "keras-serving-metrics"
+    metrics_dir: str = ""  # empty: a new folder for each instance, removed when it stops
     poll_interval_s: float = 1.0  # repository checks; 0: never (changes need a restart)
     model_control: str = "poll"  # or "explicit": only the model-control API loads/unloads
     api_keys_file: str = ""  # empty: no API keys (anyone who reaches the port may call)

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError
 
+from service import metrics
 from service.context import Serving
 from service.dataplane import InferRequest, InferResult
 from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
@@ -272,14 +273,22 @@ def live(serving: Serving, request: Request) -> Response:
 
 
 def ready(serving: Serving, request: Request) -> Response:
-    """GET /health/ready: 200 when servable, 503 with the reason otherwise."""
+    """GET /health/ready: 200 when servable, 503 with the reason otherwise. The route is
+    open (probes carry no key); with API keys on, the reason and the model list (what the
+    repository holds, what failed and why) go only to a key with the ``read`` scope."""
     registry = serving.registry
     is_ready, reason = registry.readiness()
-    body = {
-        "status": "ready" if is_ready else "not_ready",
-        "reason": reason,
-        "models": {f"{e.name}/{e.version}": e.status for e in registry.select()},
-    }
+    if metrics.unavailable():
+        reason += f"; metrics unavailable: {metrics.unavailable()}"
+    body: dict[str, Any] = {"status": "ready" if is_ready else "not_ready", "reason": reason,
+                            "models": {f"{e.name}/{e.version}": e.status
+                                       for e in registry.select()}}  # fmt: skip
+    if serving.auth.enabled:
+        try:
+            serving.auth.check(request.environ, "read")
+        except ApiError:
+            body = {"status": body["status"],
+                    "reason": "details need an API key with the read scope"}  # fmt: skip
     return json_response(body, 200 if is_ready else 503)
 
 

@@ -9,7 +9,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from service import metrics
 from service.context import Serving
-from service.errors import NotFound
+from service.errors import NotFound, ServiceUnavailable
 from service.protocols.native import PROTOCOL
 from service.routing import Route
 from service.web import Request, Response
@@ -36,7 +36,10 @@ _INIT = b"""window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger
 
 
 def scrape(serving: Serving, request: Request) -> Response:
-    """GET /metrics: every metric of every live and dead worker, built fresh per scrape."""
+    """GET /metrics: every metric of every live and dead worker, built fresh per scrape;
+    503 when the numbers cannot be trusted (the metrics folder failed)."""
+    if metrics.unavailable():
+        raise ServiceUnavailable(f"metrics unavailable: {metrics.unavailable()}")
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
