@@ -10,6 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from service.routing import Route
+from service.schemas import PredictJSONSchema
 
 TITLE = "Keras classifier serving"
 VERSION = "1.0.0"
@@ -23,10 +24,18 @@ _MESSAGE_ERROR = {"type": "object", "required": ["error"],
                   "properties": {"error": {"type": "string"}}}  # fmt: skip
 
 
+def _declared(self, field, **kwargs) -> dict[str, Any]:
+    """A field's own OpenAPI property (``metadata["openapi"]``), where its type says too
+    little (a version: a number or a label; an instance: anything but null)."""
+    return dict(field.metadata.get("openapi", {}))
+
+
 def document(routes: Iterable[Route], schemas: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """Every documented route as an OpenAPI operation, with its path parameters."""
+    plugin = MarshmallowPlugin()
     spec = APISpec(title=TITLE, version=VERSION, openapi_version="3.0.3",
-                   plugins=[MarshmallowPlugin()], info={"description": DESCRIPTION})  # fmt: skip
+                   plugins=[plugin], info={"description": DESCRIPTION})  # fmt: skip
+    plugin.converter.add_attribute_function(_declared)
     spec.components.schema("MessageError", _MESSAGE_ERROR)
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
@@ -45,4 +54,10 @@ def document(routes: Iterable[Route], schemas: Mapping[str, dict[str, Any]]) -> 
         paths.setdefault(route.template, {})[route.method.lower()] = operation
     for template, operations in paths.items():
         spec.path(path=template, operations=operations)
-    return spec.to_dict()
+    result = spec.to_dict()
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        schema.update(_EXTRAS.get(name, {}))
+    return result
+
+
+_EXTRAS = {"PredictJSON": PredictJSONSchema.openapi_extra}

@@ -43,13 +43,13 @@ class RuntimeFolder:
 
     def problem(self) -> str | None:
         """Why the folder cannot hold the metrics (cannot be made, written, or has no
-        room for a megabyte), or None."""
+        room for a first metrics file), or None."""
         probe = self.path / f".probe-{os.getpid()}"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                os.posix_fallocate(fd, 0, 1 << 20)
+                os.posix_fallocate(fd, 0, 1 << 16)  # a metrics file's first size
             finally:
                 os.close(fd)
                 probe.unlink()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -10,6 +10,13 @@ from service.metadata import version_number
 from service.serving_config import LABEL
 
 INPUT_KEYS = ("instances", "instance", "images", "image")
+# What a field's OpenAPI property is, where marshmallow's type cannot say it (service.openapi
+# merges metadata["openapi"] into the property).
+_NOT_NULL = {"anyOf": [{"type": "array", "items": {}}, {"type": "string"}, {"type": "number"},
+                       {"type": "object"}, {"type": "boolean"}]}  # fmt: skip
+_VERSION_TEXT = r"^([1-9][0-9]{0,17}|[A-Za-z][A-Za-z0-9_.-]{0,63})$"  # digits or a label
+_VERSION = {"oneOf": [{"type": "integer", "minimum": 1},
+                      {"type": "string", "pattern": _VERSION_TEXT}]}  # fmt: skip
 
 
 def is_version(text: str) -> bool:
@@ -39,7 +46,8 @@ class PredictOptionsSchema(Schema):
         metadata={
             "description": "Model version (a number) or label (from the model's "
             "serving.json); when omitted, the version the model's weights pick, else "
-            "its latest loaded version."
+            "its latest loaded version.",
+            "openapi": _VERSION,
         },
     )
     top_k = fields.Integer(
@@ -64,14 +72,19 @@ class PredictFormSchema(PredictOptionsSchema):
 class PredictJSONSchema(PredictOptionsSchema):
     """A JSON prediction body: exactly one of instances, instance, images, image."""
 
+    # What the schema's fields cannot say: exactly one input (merged by service.openapi).
+    openapi_extra: ClassVar[dict[str, Any]] = {"oneOf": [{"required": [k]} for k in INPUT_KEYS]}
+
     instances = fields.List(
-        fields.Raw(),
+        fields.Raw(metadata={"openapi": _NOT_NULL}),
         metadata={
             "description": "A batch: feature vectors, pixel arrays in the model's raw units, "
             'base64 images, or {"b64": ...} objects. A flat list of numbers is one vector.'
         },
     )
-    instance = fields.Raw(metadata={"description": "One feature vector, pixel array or image."})
+    instance = fields.Raw(
+        metadata={"description": "One feature vector, pixel array or image.", "openapi": _NOT_NULL}
+    )
     images = fields.List(fields.String(), metadata={"description": "Base64-encoded images."})
     image = fields.String(metadata={"description": "One base64-encoded image."})
 

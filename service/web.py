@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from service.registry import ModelEntry
 
 _READ_CHUNK = 1 << 16
+# A part's Content-Disposition header, and a field name in it (not the "name=" of filename=).
+_DISPOSITION = re.compile(rb"(?im)^content-disposition:([^\r\n]*)")
+_FIELD_NAME = re.compile(rb"(?i)\bform-data\b.*(?:^|;)\s*name\s*=")
 # Integer keys (a validation error's index into a list) become strings, as json.dumps does.
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -76,6 +80,10 @@ class Request:
         from werkzeug.formparser import parse_form_data
 
         body = self.body()
+        for disposition in _DISPOSITION.findall(body):
+            if not _FIELD_NAME.search(disposition):
+                raise BadRequest("a multipart part has no field name: each part needs "
+                                 "'Content-Disposition: form-data; name=\"...\"'")  # fmt: skip
         environ = {
             "REQUEST_METHOD": "POST",
             "CONTENT_TYPE": self.environ.get("CONTENT_TYPE", ""),

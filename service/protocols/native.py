@@ -296,6 +296,7 @@ def ready(serving: Serving, request: Request) -> Response:
 
 _ERRORS = {str(s): {"description": d, "content": {"application/json": {"schema": ApiErrorSchema}}}
            for s, d in ((400, "Malformed request"), (404, "Unknown model or version"),
+                        (409, "The default model cannot be unloaded"),
                         (413, "Body or image too large"), (415, "Unsupported Content-Type"),
                         (422, "Invalid content"), (503, "Model unavailable"))}  # fmt: skip
 _PREDICT_BODY = {
@@ -346,11 +347,12 @@ ROUTES = [
           _get_doc("One version (a number or a label), with its whole metadata.json",
                    ModelVersionSchema, ("404",))),
     *(Route("POST", f"/models/{{model}}/{action}", control, PROTOCOL,
-            {**_get_doc(summary, ModelSchema, ("404", "422")), "tags": ["model control"]},
-            "admin")
-      for action, summary in (
-          ("load", "Serve a model (again), re-reading its folder, in every worker"),
-          ("unload", "Stop serving every version of a model, in every worker"))),
+            {**_get_doc(summary, ModelSchema, errors), "tags": ["model control"]}, "admin")
+      for action, summary, errors in (
+          ("load", "Serve a model (again), re-reading its folder, in every worker",
+           ("404", "422")),
+          ("unload", "Stop serving every version of a model, in every worker",
+           ("404", "409")))),
     Route("GET", "/health/live", live, PROTOCOL,
           _get_doc("200 while the process can answer", HealthSchema), None),
     Route("GET", "/health/ready", ready, PROTOCOL,

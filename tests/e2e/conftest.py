@@ -47,8 +47,9 @@ class Server:
 
 
 @contextmanager
-def running_server(workdir: Path, **settings: str) -> Iterator[Server]:
-    """Start gunicorn as the README does, wait for readiness, stop it at the end."""
+def running_server(workdir: Path, preexec=None, **settings: str) -> Iterator[Server]:
+    """Start gunicorn as the README does, wait for readiness, stop it at the end
+    (``preexec``: run in the server's process before it starts, e.g. to set limits)."""
     port = free_port()
     log_path, metrics_dir = workdir / "gunicorn.log", workdir / "metrics"
     env = {
@@ -64,7 +65,7 @@ def running_server(workdir: Path, **settings: str) -> Iterator[Server]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
