@@ -14,6 +14,7 @@ line, headers too large) are JSON with a request id, and counted in the metrics.
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import socket
 import struct
@@ -32,28 +33,26 @@ MAX_HEAD = 64 * 1024  # more than gunicorn's own header limits: past it, gunicor
 BUFFERED_PER_WORKER = 256 * 1024 * 1024  # beyond it, requests are read in threads instead
 
 
+_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
+
+
 def request_complete(data: bytes | bytearray, max_body: int) -> bool:
     """Whether ``data`` holds a whole HTTP/1.x request, or enough for it to be refused
     (a malformed or oversized one: gunicorn or the service answers it without waiting)."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return len(data) > MAX_HEAD
-    length, chunked = None, False
-    for line in bytes(data[:end]).split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == b"content-length":
-            if not value.isdigit() or length is not None:
-                return True  # malformed: refused at once
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value
-    start = end + 4
-    if chunked:
+    head, start = bytes(data[: end + 2]), end + 4
+    if _CHUNKED.search(head):
         return len(data) - start > max_body or _chunks_complete(data, start)
-    if length is None or length > max_body:
-        return True  # no body, or one the service refuses unread (413)
-    return len(data) - start >= length
+    lengths = _LENGTH.findall(head)
+    if not lengths:
+        return True  # no body
+    if len(lengths) > 1 or not lengths[0].strip().isdigit():
+        return True  # malformed: refused at once
+    length = int(lengths[0])
+    return length > max_body or len(data) - start >= length  # too big: refused unread (413)
 
 
 def _chunks_complete(data: bytes | bytearray, pos: int) -> bool:
@@ -127,43 +126,47 @@ class ServingWorker(ThreadWorker):
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._receive(conn, idle=0)
-        self._on_data(conn, client)
 
     def _receive(self, conn, idle: float) -> None:
+        """Read what has arrived; wait in the poller (not in a thread) for the rest."""
         conn.inbox, conn.continued = bytearray(), False
         conn.deadline = time.monotonic() + max(idle, self.read_timeout)
-        self.receiving[conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_data, conn))
+        if not self._read(conn):  # the usual case on a kept-alive connection: all there
+            self.receiving[conn] = None
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_data, conn))
 
     def _on_data(self, conn, client):
+        if self._read(conn):
+            self.receiving.pop(conn, None)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
+
+    def _read(self, conn) -> bool:
+        """One read; True once the connection is off the main loop's hands (its request
+        went to a thread, or the client went away)."""
         try:
             data = conn.sock.recv(1 << 16)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:  # the client went away
-            self._forget(conn)
+            self.buffered -= len(conn.inbox)
             self.nr_conns -= 1
             conn.close()
-            return
+            return True
         conn.inbox += data
         self.buffered += len(data)
         if request_complete(conn.inbox, self.max_body) or self.buffered > BUFFERED_PER_WORKER:
-            self._forget(conn)
-            conn.prebuffered = bytes(conn.inbox)
-            conn.inbox = None
+            self.buffered -= len(conn.inbox)
+            conn.prebuffered, conn.inbox = bytes(conn.inbox), None
             self.enqueue_req(conn)
-        elif not conn.continued and b"\r\n\r\n" in conn.inbox:
+            return True
+        if not conn.continued and b"\r\n\r\n" in conn.inbox:
             conn.continued = True
             if b"100-continue" in bytes(conn.inbox[: conn.inbox.find(b"\r\n\r\n")]).lower():
                 _send_now(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def _forget(self, conn) -> None:
-        self.receiving.pop(conn, None)
-        self.buffered -= len(conn.inbox or b"")
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(conn.sock)
+        return False
 
     def handle(self, conn):
         """In a thread: the request's bytes go to gunicorn's parser before the socket."""
@@ -180,7 +183,10 @@ class ServingWorker(ThreadWorker):
         super().murder_keepalived(force)
         now = time.monotonic()
         for conn in [c for c in self.receiving if force or c.deadline <= now]:
-            self._forget(conn)
+            del self.receiving[conn]
+            self.buffered -= len(conn.inbox)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.poller.unregister(conn.sock)
             if conn.inbox:
                 _send_now(conn.sock, json_error(
                     408, "Request Timeout",
