@@ -384,3 +384,36 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
         assert " passed" in summary
         assert "failure" not in summary.lower().split("summary")[-1]
         assert server.process.poll() is None
+
+
+def test_every_log_line_is_one_json_object(target):
+    lines = target.log_path.read_text().splitlines()
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line[:200]
+    providers = [json.loads(x) for x in lines if "CUDAExecutionProvider not used" in x]
+    assert providers  # where CUDA's libraries are missing, one line per worker says so
+
+
+def test_a_hup_reload_keeps_the_counts(tmp_path):
+    import signal
+
+    (tmp_path / "server").mkdir()
+    with running_server(tmp_path / "server", default_model="circles") as server:
+        for _ in range(4):
+            call("POST", server.url + "/predict", json.dumps(POINT).encode(), "application/json")
+        before = set(worker_pids(server))
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while set(worker_pids(server)) & before or len(worker_pids(server)) < 2:
+            assert time.monotonic() < deadline, "the workers were not replaced"
+            time.sleep(0.2)
+        while call("GET", server.url + "/health/ready")[0] != 200:
+            time.sleep(0.2)
+        exposition = call("GET", server.url + "/metrics")[2]
+        line = next(
+            x
+            for x in exposition.splitlines()
+            if x.startswith('http_requests_total{endpoint="/predict",method="POST",status="200"}')
+        )
+        assert float(line.rsplit(" ", 1)[1]) == 4

@@ -206,3 +206,11 @@ def test_the_cli_makes_a_key_whose_line_works(tmp_path, capsys):
     assert KeyFile(path).find(key).scopes == {"predict", "read"}
     with pytest.raises(SystemExit):
         keys.main(["x", "--scopes", "root"])
+
+
+def test_readiness_details_need_the_read_scope(client):
+    anonymous = client.get("/health/ready").get_json()
+    assert anonymous == {"status": "ready",
+                         "reason": "details need an API key with the read scope"}  # fmt: skip
+    detailed = client.get("/health/ready", headers=bearer(READ)).get_json()
+    assert "circles/1" in detailed["models"]

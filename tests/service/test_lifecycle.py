@@ -138,6 +138,8 @@ def test_a_corrupt_new_version_is_reported_and_the_old_one_keeps_serving(app, re
     versions = {v["version"]: v for v in client.get("/models/circles").get_json()["versions"]}
     assert versions[2]["status"] == "failed"
     assert "sha256" in versions[2]["error"]
+    assert "circles/2/model.onnx" in versions[2]["error"]
+    assert str(repo) not in versions[2]["error"]  # paths inside the repository only
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     assert "failed to load: circles v2" in ready.get_json()["reason"]
