@@ -33,6 +33,7 @@ if _problem:
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     os.environ["KERAS_SERVING_METRICS_UNAVAILABLE"] = f"the metrics folder {_problem}"
 else:
+    os.environ.pop("KERAS_SERVING_METRICS_UNAVAILABLE", None)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_runtime.path)
 
 
@@ -40,7 +41,7 @@ def on_starting(server):
     """The master starts (not a reload: a HUP keeps the metrics and the model-control
     record): claim the folder (refused when another live instance holds it), empty it."""
     if _problem:
-        server.log.error("metrics unavailable: the metrics folder %s", _problem)
+        server.log.error("metrics unavailable: the metrics folder %s %s", _runtime.path, _problem)
     else:
         _runtime.claim()
 

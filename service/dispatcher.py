@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from service import metrics, observability
-from service.errors import ApiError, MethodNotAllowed, NotFound
+from service.errors import ApiError, InvalidJSON, MethodNotAllowed, NotFound
 from service.web import Request, Response, compress
 
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ class Dispatcher:
                     raise MethodNotAllowed.on(method, path, allowed)
                 else:
                     raise NotFound(f"no route for {method} {path}; see /docs")
+            except RecursionError:  # a structure nested deeper than any check of it can walk
+                error = InvalidJSON("the request is nested too deeply")
+                observability.log_error(error, rid)
             except ApiError as exc:
                 observability.log_error(exc, rid)
                 error = exc

@@ -112,14 +112,13 @@ def _reduced(image: Image.Image) -> Image.Image:
 
 
 def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
-    sixteen_bit = image.mode in _SIXTEEN_BIT_MODES
-    image = _reduced(image)
     mode = image.mode
-    if sixteen_bit:
-        return np.asarray(image, dtype=np.float64), 65535.0
+    if mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(_reduced(image), dtype=np.float64), 65535.0
     if mode == "F":
-        array = np.asarray(image, dtype=np.float64)
+        array = np.asarray(_reduced(image), dtype=np.float64)
         return array, 1.0 if array.max(initial=0) <= 1.0 else 255.0
+    # Colours first (a palette's indices must not be averaged), then the reduction.
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("LA", "PA"):
@@ -128,7 +127,7 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
         image = image.convert("L")
     elif mode not in ("L", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV, ...
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.float64), 255.0
+    return np.asarray(_reduced(image), dtype=np.float64), 255.0
 
 
 def decode_base64(text: str, what: str) -> bytes:

@@ -187,11 +187,12 @@ class Lifecycle:
                 found = repository.scan(root)
             except OSError as exc:
                 why = ("does not exist" if isinstance(exc, FileNotFoundError)
-                       else f"cannot be read: {exc.strerror or exc}")  # fmt: skip
+                       else f"cannot be read ({exc.strerror or type(exc).__name__})")  # fmt: skip
+                # Clients read this (readiness): the path goes to the log only.
                 self.registry.repository_error = (
-                    f"model repository {root} {why}; the versions loaded stay served"
+                    f"the model repository {why}; the versions loaded stay served"
                 )
-                log.error(self.registry.repository_error)
+                log.error("model repository %s %s", root, why)
                 self.registry.loaded_once = True
                 return
             self.registry.repository_error = None
@@ -370,9 +371,11 @@ class Lifecycle:
             )
         except Exception as exc:  # any failure: report it, serve the other versions
             # Paths inside the repository, never the machine's: clients read this.
-            root = str(Path(self.settings.model_repository).resolve())
-            message = f"{type(exc).__name__}: {exc}".replace(root + "/", "")
-            entry.status, entry.error = "failed", message.replace(root, "(repository)")
+            message = f"{type(exc).__name__}: {exc}"
+            for root in {str(Path(self.settings.model_repository)),
+                         str(Path(self.settings.model_repository).resolve())}:  # fmt: skip
+                message = message.replace(root + "/", "").replace(root, "(repository)")
+            entry.status, entry.error = "failed", message
             metrics.MODEL_LOAD_FAILURES.labels(name, str(number)).inc()
             log.error("model %s v%d failed to load: %s", name, number, entry.error,
                       extra={"model": name, "version": number})  # fmt: skip

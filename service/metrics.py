@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # is an OSError when a new labelled value is created, and that falls back to an in-process
 # value: predictions go on, and /metrics says the numbers are unavailable.
 
-_state: dict[str, str | None] = {"unavailable": os.environ.get(UNAVAILABLE_ENV) or None}
+_state: dict[str, str | None] = {"unavailable": None}  # this process's own trouble
 
 
 class _Reserved(io.FileIO):
@@ -63,11 +63,13 @@ def _open(file, mode="r", *args, **kwargs):
 
 def _fail_soft(value_class):
     def make(*args, **kwargs):
-        if _state["unavailable"] is None:
+        # The environment is read now, not at import: gunicorn's master imports this module
+        # once, and a HUP may since have found the folder broken (or fixed).
+        if unavailable() is None and os.environ.get(MULTIPROC_ENV):
             try:
                 return value_class(*args, **kwargs)
-            except OSError as exc:
-                mark_unavailable(f"the metrics folder cannot be written ({exc.strerror or exc})")
+            except Exception as exc:  # a full disk, a folder gone: all alike
+                mark_unavailable(f"the metrics folder cannot be written ({exc})")
         return _values.MutexValue(*args, **kwargs)
 
     return make
@@ -85,8 +87,9 @@ def mark_unavailable(reason: str) -> None:
 
 
 def unavailable() -> str | None:
-    """Why the metrics cannot be trusted (None: they can)."""
-    return _state["unavailable"]
+    """Why the metrics cannot be trusted (None: they can): this process's trouble, or what
+    gunicorn.conf.py found when the instance (re)started."""
+    return _state["unavailable"] or os.environ.get(UNAVAILABLE_ENV) or None
 
 
 # generate_latest writes the classic text format; say so (every Prometheus version reads it).

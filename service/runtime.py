@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 LOCK_FILE = ".instance.lock"
+OURS = ("model-control.json", ".model-control.json", ".probe-")  # besides Prometheus' *.db
 _OWN = "KERAS_SERVING_OWN_RUNTIME_DIR"  # this master's own folder, across a HUP reload
 
 
@@ -53,8 +54,8 @@ class RuntimeFolder:
             finally:
                 os.close(fd)
                 probe.unlink()
-        except OSError as exc:
-            return f"{self.path}: {exc.strerror or exc}"
+        except OSError as exc:  # (clients may read this: no path in it)
+            return f"cannot be written ({exc.strerror or type(exc).__name__})"
         return None
 
     def claim(self) -> None:
@@ -70,12 +71,10 @@ class RuntimeFolder:
                 "each instance its own (or leave it unset: each gets one)"
             ) from None
         self._lock_fd = fd
+        # Only what an instance writes here: a folder given by mistake (a home) loses nothing.
         for child in self.path.iterdir():
-            if child.name != LOCK_FILE:
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+            if child.is_file() and (child.suffix == ".db" or child.name.startswith(OURS)):
+                child.unlink()
 
     def release(self) -> None:
         """Drop the claim; remove the folder when it was this instance's own."""

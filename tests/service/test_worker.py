@@ -1,41 +1,73 @@
-"""The gunicorn worker's test of a complete request (read in its main loop before a thread
-handles it) and its JSON error pages."""
+"""The gunicorn worker's reading of requests in its main loop (before a thread handles
+them) and its JSON error pages."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from service.worker import json_error, request_complete
+from service.worker import Incoming, Refused, json_error
 
 HEAD = b"POST /predict HTTP/1.1\r\nHost: t\r\n"
+CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
 
 
-@pytest.mark.parametrize(("data", "complete"), [
+def arrived(data: bytes, max_body: int = 100):
+    return Incoming(data, deadline=0.0).request(max_body)
+
+
+@pytest.mark.parametrize(("data", "whole"), [
     (b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", True),  # no body
     (b"GET /health/live HTTP/1.1\r\nHost: t\r\n", False),  # headers not finished
     (HEAD + b"Content-Length: 5\r\n\r\nabc", False),
     (HEAD + b"content-length:5\r\n\r\nabcde", True),
     (HEAD + b"Content-Length: 5\r\n\r\nabcdeGET / HTTP/1.1\r\n", True),  # pipelined
-    (HEAD + b"Content-Length: 999\r\n\r\n", True),  # above the limit: refused unread
-    (HEAD + b"Content-Length: x\r\n\r\n", True),  # malformed: refused at once
+    (HEAD + b"Content-Length: x\r\n\r\n", True),  # malformed: gunicorn refuses it at once
+    (HEAD + b"Content-Length: " + b"1" * 5000 + b"\r\n\r\n", True),  # (no int() of it)
     (HEAD + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n", True),  # ambiguous
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n", True),
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nab", False),
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n", True),  # bad framing
-    (HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"1" * 2000, True),  # garbage size line
-    (b"X" * 70_000, True),  # no end of headers in 64 KB: gunicorn refuses it
+    (CHUNKED + b"3\r\nabc\r\n", False),
+    (CHUNKED + b"3\r\nab", False),
+    (CHUNKED + b"3\r\nabc\r\n0\r\n\r\n", True),
+    (CHUNKED + b"3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n", True),
 ])  # fmt: skip
-def test_a_request_is_complete_when_it_can_be_answered(data, complete):
-    assert request_complete(data, max_body=100) is complete
+def test_a_request_goes_to_a_thread_once_it_can_be_answered(data, whole):
+    assert (arrived(data) is not None) is whole
 
 
-def test_chunked_bodies_above_the_limit_are_complete_enough_to_refuse():
-    data = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"64\r\n" + b"a" * 100 + b"\r\n"
-    assert request_complete(data + b"64\r\n" + b"a" * 50, max_body=100) is True
+def test_a_chunked_body_reaches_the_thread_as_a_plain_one():
+    request = arrived(CHUNKED + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    assert request == (HEAD + b"Content-Length: 5\r\n\r\nabcde" + b"GET / HTTP/1.1\r\n\r\n")
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (HEAD + b"Content-Length: 999\r\n\r\n", 413),  # refused from the header, unread
+    (CHUNKED + (b"40\r\n" + b"a" * 64 + b"\r\n") * 2, 413),  # payload above the limit
+    (CHUNKED + b"-6\r\nabc\r\n", 400),  # sizes gunicorn would not read: no endless loop
+    (CHUNKED + b"0x5\r\nabcde\r\n", 400),
+    (CHUNKED + b"5_0\r\n", 400),
+    (CHUNKED + b"ZZ\r\nabc\r\n", 400),
+    (CHUNKED + b"3\r\nabcXY", 400),  # data where the chunk's CRLF belongs
+    (CHUNKED + b"1" * 2000, 400),  # a size line that never ends
+    (b"X" * 70_000, 431),  # headers that never end
+])  # fmt: skip
+def test_what_can_be_refused_early_is_refused_from_the_main_loop(data, status):
+    with pytest.raises(Refused) as refused:
+        arrived(data)
+    assert refused.value.args[0] == status
+
+
+def test_chunked_bodies_are_read_in_linear_time():
+    incoming = Incoming(CHUNKED, deadline=0.0)
+    started = time.perf_counter()
+    for _ in range(20_000):  # one-byte chunks arriving one by one: each read is O(new bytes)
+        incoming.data += b"1\r\na\r\n"
+        assert incoming.request(max_body=1 << 20) is None
+    incoming.data += b"0\r\n\r\n"
+    request = incoming.request(max_body=1 << 20)
+    assert request.endswith(b"Content-Length: 20000\r\n\r\n" + b"a" * 20_000)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_error_pages_are_json_with_a_request_id():
