@@ -13,9 +13,11 @@ error kind, and the predicted label (class names are fixed per model).
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -79,17 +81,30 @@ _mmap_dict.open = _open
 _values.ValueClass = _fail_soft(_values.ValueClass)
 
 
+_MARKER = ".metrics-unavailable"  # in the multiprocess folder: every worker's sums are off
+
+
 def mark_unavailable(reason: str) -> None:
-    """From now on this process's metrics are incomplete: say so once, and in /metrics."""
+    """From now on the metrics are incomplete: say so once, here and (best effort, the
+    folder may be full) to the other workers."""
     if _state["unavailable"] is None:
         _state["unavailable"] = reason
         log.error("metrics unavailable: %s; predictions continue", reason)
+        folder = multiprocess_dir()
+        if folder:
+            with contextlib.suppress(OSError):
+                Path(folder, _MARKER).write_text(reason)
 
 
 def unavailable() -> str | None:
-    """Why the metrics cannot be trusted (None: they can): this process's trouble, or what
-    gunicorn.conf.py found when the instance (re)started."""
-    return _state["unavailable"] or os.environ.get(UNAVAILABLE_ENV) or None
+    """Why the metrics cannot be trusted (None: they can): this process's trouble, another
+    worker's, or what gunicorn.conf.py found when the instance (re)started."""
+    if _state["unavailable"] or os.environ.get(UNAVAILABLE_ENV):
+        return _state["unavailable"] or os.environ.get(UNAVAILABLE_ENV)
+    folder = multiprocess_dir()
+    if folder and os.path.exists(os.path.join(folder, _MARKER)):
+        return "another worker could not write the metrics folder"
+    return None
 
 
 # generate_latest writes the classic text format; say so (every Prometheus version reads it).

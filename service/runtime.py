@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 LOCK_FILE = ".instance.lock"
-OURS = ("model-control.json", ".model-control.json", ".probe-")  # besides Prometheus' *.db
+OURS = ("model-control.json", ".model-control.json", ".probe-", ".metrics-unavailable")
 _OWN = "KERAS_SERVING_OWN_RUNTIME_DIR"  # this master's own folder, across a HUP reload
 
 
