@@ -48,6 +48,7 @@ class InferResult:
     logits: np.ndarray
     probabilities: np.ndarray
     indices: np.ndarray
+    tensor: np.ndarray | None = None  # the model's input batch (after preprocessing)
 
     @property
     def classes(self) -> list[str]:
@@ -114,7 +115,7 @@ class DataPlane:
             raise
         meters.success.observe(done - started)
         meters.last_inference.set(time.time())
-        return InferResult(entry, logits, probs, winners)
+        return InferResult(entry, logits, probs, winners, batch)
 
     @staticmethod
     def _run(entry: ModelEntry, batch: np.ndarray) -> np.ndarray:

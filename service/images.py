@@ -130,6 +130,24 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
     return np.asarray(_reduced(image), dtype=np.float64), 255.0
 
 
+def input_png(row: np.ndarray, height: int, width: int, channels: int, layout: str) -> str:
+    """One instance of a model's image input as a PNG data URL: values in [0, 1] as they
+    are, anything else (a standardised input) stretched from its minimum to its maximum."""
+    if layout == "flat":
+        row = row.reshape(height, width, channels)
+    elif layout == "nchw":
+        row = np.moveaxis(row, 0, -1)
+    values = np.asarray(row, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+        values = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    pixels = np.round(values * 255).astype(np.uint8)
+    image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def decode_base64(text: str, what: str) -> bytes:
     """Base64 as clients write it: standard or URL-safe alphabet, padded or not, wrapped
     in lines or not, with or without a ``data:image/...;base64,`` prefix; nothing else."""

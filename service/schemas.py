@@ -58,6 +58,14 @@ class PredictOptionsSchema(Schema):
     logits = fields.Boolean(
         load_default=False, metadata={"description": "Also return the raw logits."}
     )
+    show_input = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Also return each instance as the model sees it: an image "
+            "model's input tensor as a PNG data URL, a feature model's standardised "
+            "vector."
+        },
+    )
 
 
 class PredictFormSchema(PredictOptionsSchema):
@@ -124,7 +132,7 @@ def plain_options(data: dict[str, Any]) -> dict[str, Any] | None:
             ok = (kind is int and value >= 1) or (kind is str and is_version(value))
         elif key == "top_k":
             ok = kind is int and value >= 1
-        elif key == "logits":
+        elif key in ("logits", "show_input"):
             ok = kind is bool
         else:
             return None
@@ -133,7 +141,7 @@ def plain_options(data: dict[str, Any]) -> dict[str, Any] | None:
         given += key in INPUT_KEYS
     if given != 1:
         return None
-    options = {"logits": False, **data}
+    options = {"logits": False, "show_input": False, **data}
     if type(options.get("version")) is str:  # digits become the number, as in the schema
         options["version"] = version_number(options["version"]) or options["version"]
     return options
@@ -156,6 +164,12 @@ class PredictionSchema(Schema):
     confidence = fields.Float(required=True)
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
     logits = fields.List(fields.Float())
+    input = fields.Raw(
+        metadata={
+            "description": "with show_input: the instance as the model "
+            "sees it (PNG data URL, or the standardised features)"
+        }
+    )
 
 
 class PredictResponseSchema(Schema):

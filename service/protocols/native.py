@@ -15,9 +15,11 @@ from service import metrics
 from service.context import Serving
 from service.dataplane import InferRequest, InferResult
 from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
+from service.images import input_png
 from service.inputs import EncodedImages, JsonInstances, parse_json
 from service.metadata import version_number
 from service.postprocessing import top_k as most_probable
+from service.preprocessing import ImageSpec
 from service.registry import ModelEntry, ModelView
 from service.routing import Protocol, Route, versioned
 from service.schemas import (
@@ -122,9 +124,14 @@ def decode(request: Request, model: str | None, version: str | None) -> tuple[In
 
 
 def predictions(
-    result: InferResult, top_k: int | None = None, with_logits: bool = False
+    result: InferResult,
+    top_k: int | None = None,
+    with_logits: bool = False,
+    with_input: bool = False,
 ) -> list[dict[str, Any]]:
-    """One dict per instance: label, index, confidence, probabilities (all or the top k)."""
+    """One dict per instance: label, index, confidence, probabilities (all or the top k);
+    the logits and the input as the model sees it where asked."""
+    spec = result.entry.spec
     classes, probs = result.classes, result.probabilities
     k = len(classes) if top_k is None else min(top_k, len(classes))
     out = []
@@ -139,6 +146,12 @@ def predictions(
         }
         if with_logits:
             item["logits"] = [float(v) for v in result.logits[row]]
+        if with_input and result.tensor is not None:
+            tensor = result.tensor[row]
+            item["input"] = (
+                input_png(tensor, spec.height, spec.width, spec.channels, spec.layout)
+                if isinstance(spec, ImageSpec) else [float(v) for v in tensor]
+            )  # fmt: skip
         out.append(item)
     return out
 
@@ -166,7 +179,8 @@ def predict(serving: Serving, request: Request) -> Response:
         "request_id": request.id,
         "model": {"name": entry.name, "version": entry.version,
                   "task": entry.metadata["task"], "provider": entry.provider},
-        "predictions": predictions(result, options.get("top_k"), options["logits"]),
+        "predictions": predictions(result, options.get("top_k"), options["logits"],
+                                   options.get("show_input", False)),
     }  # fmt: skip
     return json_response(payload, entry=entry, instances=result.instances)
 

@@ -400,3 +400,57 @@ def test_deeply_nested_json_is_a_400(client):
     assert r.status_code == 400
     assert r.get_json()["error"] == {"code": "invalid_json",
                                      "message": "the JSON is nested too deeply"}  # fmt: skip
+
+
+def test_show_input_returns_each_instance_as_the_model_sees_it(client, fashion):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from service import metadata as contract
+    from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
+    from tests.helpers import MODELS, image_bytes
+
+    image = fashion["images"][0]
+    r = client.post("/predict?model=fashion-mnist&show_input=true", data=image_bytes(image),
+                    content_type="image/png")  # fmt: skip
+    (prediction,) = r.get_json()["predictions"]
+    url = prediction["input"]
+    assert url.startswith("data:image/png;base64,")
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert shown.shape == (28, 28)
+    latest = contract.latest_version_dirs(MODELS)
+    meta = contract.read(next(p for p in latest if p.parent.name == "fashion-mnist"))
+    spec = spec_from_dict(meta["preprocessing"])
+    expected = pixels_to_tensor(image[np.newaxis], spec)[0, :, :, 0]  # in [0, 1]
+    assert np.abs(shown / 255.0 - expected).max() <= 0.5 / 255 + 1e-9
+    features = client.post("/predict?model=circles", json={
+        "instances": [[0.3, -0.2], [1.0, 0.5]], "show_input": True}).get_json()  # fmt: skip
+    circles = spec_from_dict(contract.read(MODELS / "circles" / "1")["preprocessing"])
+    tensor = features_to_tensor(np.array([[0.3, -0.2], [1.0, 0.5]]), circles)
+    assert [p["input"] for p in features["predictions"]] == tensor.tolist()
+    plain = client.post("/predict?model=circles", json={"instances": [[0.3, -0.2]]}).get_json()
+    assert "input" not in plain["predictions"][0]
+
+
+def test_input_png_stretches_standardised_values_and_reads_every_layout():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from service.images import input_png
+
+    def shown(url):
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+    rgb = np.random.default_rng(0).random((3, 4, 5))  # NCHW, values in [0, 1]
+    assert np.array_equal(shown(input_png(rgb, 4, 5, 3, "nchw")),
+                          np.round(np.moveaxis(rgb, 0, -1) * 255).astype(np.uint8))  # fmt: skip
+    standardised = np.linspace(-2, 3, 12)  # flat, outside [0, 1]: min -> 0, max -> 255
+    gray = shown(input_png(standardised, 3, 4, 1, "flat"))
+    assert gray.shape == (3, 4)
+    assert (gray.min(), gray.max()) == (0, 255)
