@@ -387,12 +387,13 @@ class Lifecycle:
         """Versions that were serving and are not any more: out of the view already; say
         so, and let their sessions go."""
         current = {id(e) for view in models.values() for e in view.entries.values()}
+        serving = _keys(models)  # (name, version) still loaded, by a replacement or as was
         retired = 0
         for view in old_models.values():
             for entry in view.entries.values():
                 if entry.loaded and id(entry) not in current:
                     retired += 1
-                    if (entry.name, entry.version) not in _keys(models):
+                    if (entry.name, entry.version) not in serving:
                         metrics.record_model(entry.name, entry.version, False, 0.0, None)
                     log.info("unloading model %s v%d: no new requests; its session is freed "
                              "when the requests in flight finish", entry.name, entry.version,

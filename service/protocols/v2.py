@@ -210,12 +210,7 @@ def _options(request: Request, allowed: dict[str, type]) -> dict[str, Any]:
     body = request.body()
     if not body.strip():
         return {}
-    try:
-        options = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(options, dict):
-        raise BadRequest("the body must be a JSON object")
+    options = tensors.json_object(body, "the request body")
     for key, value in options.items():
         if key not in allowed or type(value) is not allowed[key]:
             expected = ", ".join(f"{k!r}: {t.__name__}" for k, t in allowed.items())

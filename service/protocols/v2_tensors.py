@@ -59,15 +59,20 @@ def split_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     return body[:size], body[size:]
 
 
+def json_object(data: bytes, what: str, shape: str = "a JSON object") -> dict[str, Any]:
+    """``data`` parsed as a JSON object; a 400 naming ``what`` otherwise."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"{what} must be {shape}")
+    return document
+
+
 def parse_header(header: bytes) -> dict[str, Any]:
     """The JSON inference request object."""
-    try:
-        document = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the inference request must be a JSON object with an 'inputs' list")
-    return document
+    return json_object(header, "the inference request", "a JSON object with an 'inputs' list")
 
 
 def parse_inputs(inputs: Any, binary: bytes) -> list[Tensor]:
