@@ -31,14 +31,15 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 # Debian packages the tests use as real components (installed only when missing):
-# chromium renders /docs, prometheus scrapes the service, promtool checks the alert rules,
-# wrk drives the benchmark, curl runs the README's examples.
+# chromium renders /docs and the console, npm fetches axe-core for it, prometheus scrapes the service, promtool checks the alert rules,
+# wrk drives the benchmark, curl runs the docs' examples.
 if [[ "$EXTRAS" == *dev* ]]; then
   missing=()
   command -v chromium >/dev/null || missing+=(chromium)
   command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
   command -v wrk >/dev/null || missing+=(wrk)
-  command -v curl >/dev/null || missing+=(curl)  # the README's examples are run by the tests
+  command -v npm >/dev/null || missing+=(npm)
+  command -v curl >/dev/null || missing+=(curl)  # the docs' examples are run by the tests
   if ((${#missing[@]})); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
       echo "bootstrap: installing Debian packages ${missing[*]}"
@@ -48,6 +49,13 @@ if [[ "$EXTRAS" == *dev* ]]; then
       echo "bootstrap: missing ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
     fi
   fi
+fi
+
+# axe-core, injected by the console's browser tests (pinned in tests/browser/package-lock.json).
+if [[ "$EXTRAS" == *dev* ]] && command -v npm >/dev/null \
+    && [[ ! -f tests/browser/node_modules/axe-core/axe.min.js ]]; then
+  echo "bootstrap: npm ci in tests/browser (axe-core)"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 # Fashion-MNIST's IDX files (training and the committed-model tests need them).

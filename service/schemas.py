@@ -225,6 +225,13 @@ class ModelVersionSchema(Schema):
     classes = fields.List(fields.String())
     input = fields.Dict()
     output = fields.Dict()
+    report = fields.List(
+        fields.String(),
+        metadata={
+            "description": "the training report's files (one version's view only), at "
+            "/models/{model}/versions/{version}/report/{file}"
+        },
+    )
     preprocessing = fields.Dict()
     metrics = fields.Dict(
         allow_none=True,

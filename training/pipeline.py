@@ -136,6 +136,7 @@ def build_metadata(
             "n_validation": fitted.n_validation,
             "n_test": len(dataset.y_test),
             "source": dataset.source,
+            **_feature_range(dataset),
         },
         "input": {
             "name": architectures.INPUT_NAME,
@@ -174,6 +175,16 @@ def build_metadata(
         "versions": library_versions(),
         "files": {"model": contract.MODEL_FILE, "report": "report/README.md"},
     }
+
+
+def _feature_range(dataset: datasets.Dataset) -> dict:
+    """The training features' range, per feature (the console draws a 2-feature model's
+    plane over it); nothing for image models."""
+    if not isinstance(dataset.spec, FeatureSpec):
+        return {}
+    low, high = dataset.x_train.min(axis=0), dataset.x_train.max(axis=0)
+    return {"feature_range": {"min": [round(float(v), 6) for v in low],
+                              "max": [round(float(v), 6) for v in high]}}  # fmt: skip
 
 
 def _describe(dataset: datasets.Dataset) -> str:

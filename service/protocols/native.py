@@ -6,6 +6,7 @@ status. Predictions name every class with its probability, best first.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from marshmallow import Schema, ValidationError
 from service import metrics
 from service.context import Serving
 from service.dataplane import InferRequest, InferResult
-from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
+from service.errors import ApiError, NotFound, UnsupportedMediaType, ValidationFailed
 from service.images import input_png
 from service.inputs import EncodedImages, JsonInstances, parse_json
 from service.metadata import version_number
@@ -229,7 +230,42 @@ def version_view(
         )
         if full:
             view["metadata"] = meta
+    if full:
+        view["report"] = report_files(entry)
     return view
+
+
+_REPORT_TYPES = {".png": "image/png", ".md": "text/markdown; charset=utf-8",
+                 ".json": "application/json"}  # fmt: skip
+
+
+def report_files(entry: ModelEntry) -> list[str]:
+    """The files of the version's training report (plots and its README), by name."""
+    try:
+        with os.scandir(entry.path / "report") as found:
+            return sorted(f.name for f in found if not f.name.startswith(".")
+                          and os.path.splitext(f.name)[1] in _REPORT_TYPES
+                          and f.is_file())  # fmt: skip
+    except OSError:
+        return []
+
+
+def get_report_file(serving: Serving, request: Request) -> Response:
+    """GET /models/{model}/versions/{version}/report/{filename}: a file of the training
+    report (the reliability diagram, training curves, confusion matrix, README)."""
+    model = serving.registry.view(request.params["model"])
+    entry = serving.registry.find_in(model, request.params["version"])
+    name = request.params["filename"]
+    if name not in report_files(entry):
+        raise NotFound(f"model {entry.name!r} version {entry.version} has no report file "
+                       f"{name!r}; see 'report' in /models/{entry.name}/versions/"
+                       f"{entry.version}")  # fmt: skip
+    try:
+        data = (entry.path / "report" / name).read_bytes()
+    except OSError:
+        raise NotFound(f"report file {name!r} could not be read") from None
+    return Response(data, content_type=_REPORT_TYPES[os.path.splitext(name)[1]],
+                    headers=(("Cache-Control", "no-cache"),))  # fmt: skip
 
 
 def model_view(serving: Serving, model: ModelView, full: bool = False) -> dict[str, Any]:
@@ -360,6 +396,14 @@ ROUTES = [
     Route("GET", "/models/{model}/versions/{version}", get_version, PROTOCOL,
           _get_doc("One version (a number or a label), with its whole metadata.json",
                    ModelVersionSchema, ("404",))),
+    Route("GET", "/models/{model}/versions/{version}/report/{filename}", get_report_file,
+          PROTOCOL, {
+              "tags": _TAG, "summary": "A file of the version's training report (plots, "
+              "README), as listed in the version's 'report'",
+              "responses": {"200": {"description": "The file", "content": {
+                  "image/png": {"schema": {"type": "string", "format": "binary"}},
+                  "text/markdown": {"schema": {"type": "string"}}}},
+                  "404": _ERRORS["404"]}}),
     *(Route("POST", f"/models/{{model}}/{action}", control, PROTOCOL,
             {**_get_doc(summary, ModelSchema, errors), "tags": ["model control"]}, "admin")
       for action, summary, errors in (

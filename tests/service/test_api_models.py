@@ -6,6 +6,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
+from tests.helpers import MODELS
 
 
 def test_models_lists_every_model_with_status_and_provider(client):
@@ -37,6 +38,36 @@ def test_model_and_version_detail(client):
     assert client.get("/models/circles/versions/3").get_json()["error"]["code"] == (
         "version_not_found"
     )
+
+
+def test_a_versions_report_files_are_listed_and_served(client):
+    detail = client.get("/models/circles/versions/1").get_json()
+    on_disk = sorted(p.name for p in (MODELS / "circles" / "1" / "report").iterdir())
+    assert detail["report"] == on_disk
+    assert {"reliability.png", "training_curves.png", "README.md"} <= set(on_disk)
+    assert "report" not in client.get("/models").get_json()["models"][0]["versions"][0]
+    r = client.get("/models/circles/versions/1/report/reliability.png")
+    assert (r.status_code, r.mimetype) == (200, "image/png")
+    assert r.data == (MODELS / "circles" / "1" / "report" / "reliability.png").read_bytes()
+    r = client.get("/models/circles/versions/1/report/README.md")
+    assert r.mimetype == "text/markdown"
+    assert b"circles" in r.data
+    for bad in ("model.onnx", "..%2Fmetadata.json", "%2E%2E", "nothing.png", ".hidden.png"):
+        r = client.get(f"/models/circles/versions/1/report/{bad}")
+        assert r.status_code == 404, bad
+        assert r.get_json()["error"]["code"] == "not_found"
+    assert client.get("/models/circles/versions/9/report/reliability.png").status_code == 404
+
+
+def test_console_page_and_its_files(client):
+    for path in ("/", "/console"):
+        r = client.get(path)
+        assert (r.status_code, r.mimetype) == (200, "text/html")
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        assert b'src="/console/assets/console.js"' in r.data
+    assert client.get("/console/assets/console.css").mimetype == "text/css"
+    assert client.get("/console/assets/index.html").status_code == 404
+    assert client.get("/console/assets/..%2F..%2Fapp.py").status_code == 404
 
 
 def test_health(client):

@@ -244,6 +244,7 @@ def test_every_documented_route_is_in_the_openapi_document(client):
     assert in_spec == documented
     hidden = {r.template for r in ROUTES if r.doc is None}
     assert hidden == {"/openapi.json", "/docs", "/docs/assets/{filename}",
+                      "/", "/console", "/console/assets/{filename}",
                       "/v1/models/{model}:regress",
                       "/v1/models/{model}/versions/{version}:regress",
                       "/v1/models/{model}/labels/{label}:regress"}  # fmt: skip

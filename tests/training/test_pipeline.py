@@ -7,6 +7,7 @@ import pytest
 
 from service import metadata as contract
 from service.postprocessing import probabilities
+from tests.helpers import MODELS
 from training import datasets, export, trainer
 from training.cli import main
 
@@ -83,6 +84,20 @@ def test_report_files_written(repo):
     text = (report / "README.md").read_text()
     assert "# circles v1" in text
     assert "| outer |" in text
+
+
+def test_feature_models_record_the_training_range(repo):
+    """The console draws a 2-feature model's plane over the training data's range; the
+    committed feature models have it too (the same datasets, rebuilt from their seeds)."""
+
+    def expected(name):
+        x = datasets.load(name).x_train
+        return {"min": [round(float(v), 6) for v in x.min(axis=0)],
+                "max": [round(float(v), 6) for v in x.max(axis=0)]}  # fmt: skip
+
+    assert contract.read(repo / "circles" / "1")["dataset"]["feature_range"] == expected("circles")
+    for name in ("circles", "blobs"):
+        assert contract.read(MODELS / name / "1")["dataset"]["feature_range"] == expected(name)
 
 
 def test_metadata_file_is_plain_json(repo):
