@@ -224,6 +224,8 @@ def test_upload_a_png_shows_what_the_api_returns(page, server, tmp_path):
 
 def test_a_drawn_stroke_is_classified_as_the_api_classifies_it(page, server):
     page.wait_for_selector("#image-input:not([hidden])")
+    page.click("#draw-classify")  # nothing drawn yet: nothing is sent
+    assert page.text_content("#error") == "Draw something first: the canvas is empty."
     box = page.locator("#draw-canvas").bounding_box()
 
     def draw():

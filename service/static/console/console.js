@@ -217,11 +217,11 @@ async function classify(request) {
   }
   const elapsed = performance.now() - started;
   if (token !== state.token) return;
-  showResult(answer, elapsed);
+  showResult(answer, elapsed, request);
   showSnippets({ ...request, url: location.origin + url });
 }
 
-function showResult(answer, elapsed) {
+function showResult(answer, elapsed, request) {
   const prediction = answer.predictions[0];
   // Best first, as the API lists them (a JS object puts integer-like names such as a
   // digit's "4" first, in numeric order, so the order is made again: probability, then index).
@@ -261,6 +261,15 @@ function showResult(answer, elapsed) {
   ms.id = "result-latency";
   ms.textContent = `${elapsed.toFixed(1)} ms`;
   summary.append(ms, ` (round trip) by ${model.name} v${model.version} on ${model.provider}`);
+  const sent = $("sent-image");
+  if (sent.src.startsWith("blob:")) URL.revokeObjectURL(sent.src);
+  if (request.kind === "image") {
+    sent.src = URL.createObjectURL(request.blob);
+    sent.alt = `The image the console sent: ${request.fileName}`;
+  } else {
+    sent.removeAttribute("src");
+  }
+  $("sent").hidden = request.kind !== "image";
   const seen = prediction.input;
   if (typeof seen === "string") {
     $("seen-image").src = seen;
@@ -311,10 +320,16 @@ drop.addEventListener("drop", (event) => {
 const canvas = $("draw-canvas");
 const pen = canvas.getContext("2d");
 let drawing = false;
+let blank = true; // showing the hint, which must not be sent
 
 function clearDrawing() {
   pen.fillStyle = "#ffffff";
   pen.fillRect(0, 0, canvas.width, canvas.height);
+  pen.fillStyle = "#5a6472";
+  pen.font = "16px system-ui, sans-serif";
+  pen.textAlign = "center";
+  pen.fillText("Draw here", canvas.width / 2, canvas.height / 2);
+  blank = true;
 }
 
 function point(event) {
@@ -324,6 +339,11 @@ function point(event) {
 }
 
 canvas.addEventListener("pointerdown", (event) => {
+  if (blank) {
+    pen.fillStyle = "#ffffff";
+    pen.fillRect(0, 0, canvas.width, canvas.height);
+    blank = false;
+  }
   drawing = true;
   canvas.setPointerCapture(event.pointerId);
   pen.strokeStyle = "#000000";
@@ -347,6 +367,10 @@ canvas.addEventListener("pointerup", () => {
 });
 
 function classifyDrawing() {
+  if (blank) {
+    showError(new Error("Draw something first: the canvas is empty."));
+    return;
+  }
   canvas.toBlob((blob) => sendImage(blob, "drawing.png"), "image/png");
 }
 
