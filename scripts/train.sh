@@ -2,7 +2,7 @@
 # Train a model and publish it as the next version in ./models (installs what it needs).
 #   scripts/train.sh circles            # one dataset, its default config
 #   scripts/train.sh fashion-mnist --epochs 16
-#   scripts/train.sh all                # every committed model, as in README
+#   scripts/train.sh all                # every committed model, as in docs/models.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh "train,dev"

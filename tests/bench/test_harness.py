@@ -90,10 +90,10 @@ def test_multipart_body_is_well_formed():
     assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
 
 
-def test_readme_performance_tables_come_from_the_committed_results():
+def test_docs_performance_tables_come_from_the_committed_results():
     results = (ROOT / "bench" / "results" / "results.md").read_text()
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- bench:start -->")[1].split("<!-- bench:end -->")[0]
+    page = (ROOT / "docs" / "performance.md").read_text()
+    section = page.split("<!-- bench:start -->")[1].split("<!-- bench:end -->")[0]
     rows = [line for line in section.splitlines() if line.startswith("|")]
     assert len(rows) > 10
     for row in rows:
@@ -103,11 +103,11 @@ def test_readme_performance_tables_come_from_the_committed_results():
     assert document["settings"]["concurrency"] == [1, 8, 32, 64]
     assert set(document["systems"]) == {"service", "service-nobatch", "minimal", "keras",
                                         "bentoml"}  # fmt: skip
-    assert document["command"] in readme
+    assert document["command"] in page
 
 
-def test_readme_thread_sweep_comes_from_the_committed_runs():
-    readme = (ROOT / "README.md").read_text()
+def test_docs_thread_sweep_comes_from_the_committed_runs():
+    page = (ROOT / "docs" / "performance.md").read_text()
     for threads in (2, 4):
         document = json.loads(
             (ROOT / "bench" / "results" / "threads" / str(threads) / "results.json").read_text()
@@ -119,11 +119,11 @@ def test_readme_thread_sweep_comes_from_the_committed_runs():
             cells.append(
                 f"| {point['rps']:,.0f} | {point['p99_ms']:.2f} / {point['p50_ms']:.2f} ms "
             )
-        assert "".join(cells) + "|" in readme
+        assert "".join(cells) + "|" in page
 
 
-def test_readme_fast_path_before_after_comes_from_the_committed_runs():
-    readme = (ROOT / "README.md").read_text()
+def test_docs_fast_path_before_after_comes_from_the_committed_runs():
+    page = (ROOT / "docs" / "performance.md").read_text()
     runs = [
         json.loads((ROOT / "bench" / "results" / name).read_text())
         for name in ("before-after/fastpath-before.json", "results.json")
@@ -140,7 +140,7 @@ def test_readme_fast_path_before_after_comes_from_the_committed_runs():
             f"| {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} "
             f"| {mb['rps']:,.0f} / {ma['rps']:,.0f} |"
         )
-        assert row in readme, row
+        assert row in page, row
 
 
 def test_v2_bodies_are_what_tritonclient_sends_and_only_the_service_gets_them():
@@ -182,9 +182,9 @@ def test_ratios_compare_points_of_the_same_run():
     assert "service / minimal, fashion-json" not in ratios  # not measured in this run
 
 
-def test_readme_round_three_tables_come_from_the_committed_runs():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- bench-round3:start -->")[1].split("<!-- bench-round3:end -->")[0]
+def test_docs_round_three_tables_come_from_the_committed_runs():
+    page = (ROOT / "docs" / "performance.md").read_text()
+    section = page.split("<!-- bench-round3:start -->")[1].split("<!-- bench-round3:end -->")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     sources = ((ROOT / "bench" / "results" / "instructions" / "results.md").read_text()
                + (ROOT / "bench" / "results" / "protocols" / "results.md").read_text())  # fmt: skip

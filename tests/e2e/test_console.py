@@ -342,6 +342,23 @@ def test_switching_models_changes_the_inputs_and_the_card(page):
     # The row of the chosen version is marked for assistive technology too.
     assert page.get_attribute("tr[data-model='fashion-mnist'][data-version='1']",
                               "aria-current") == "true"  # fmt: skip
+    # An image dropped on the drop zone goes to this version.
+    data = base64.b64encode(BOOT.read_bytes()).decode()
+
+    def drop():
+        page.evaluate("""data => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped boot.png", {type: "image/png"}));
+            const zone = document.getElementById("drop-zone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+        }""", data)  # fmt: skip
+
+    request = act_and_capture(page, drop)
+    assert "/models/fashion-mnist/versions/1/predict" in request.url
+    assert sent_image(page) == ("dropped_boot.png", BOOT.read_bytes())
+    assert_shows(page, replay_image(page, request))
 
 
 def test_keyboard_alone_chooses_a_model_and_classifies_a_point(page):

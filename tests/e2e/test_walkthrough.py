@@ -1,5 +1,5 @@
-"""The README's "Serve your own Keras model" walkthrough, run as written: its commands print
-what the README records, and the service's probabilities are Keras' own."""
+"""The "Serve your own Keras model" walkthrough (docs/own-models.md), run as written: its
+commands print what the page records, and the service's probabilities are Keras' own."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ from tests.e2e.conftest import running_server
 from tests.helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import readme_examples
+import docs_examples
 
 pytestmark = pytest.mark.slow
 
+PAGE = ROOT / "docs" / "own-models.md"
+
 
 def walkthrough() -> list[tuple[str, list[str]]]:
-    """(command, recorded output lines) in order, from between the README's markers."""
-    text = readme_examples.README.read_text()
+    """(command, recorded output lines) in order, from between the page's markers."""
+    text = PAGE.read_text()
     block = text.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
@@ -35,7 +37,7 @@ def walkthrough() -> list[tuple[str, list[str]]]:
 
 
 def _run(command: str) -> list[str]:
-    """Run as the README's reader does: in the repository, with the virtualenv's python."""
+    """Run as the page's reader does: in the repository, with the virtualenv's python."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=env)  # fmt: skip
@@ -44,10 +46,10 @@ def _run(command: str) -> list[str]:
 
 
 def _same(recorded: list[str], got: list[str]) -> bool:
-    return len(recorded) == len(got) and all(map(readme_examples._same_line, recorded, got))
+    return len(recorded) == len(got) and all(map(docs_examples.same_line, recorded, got))
 
 
-def test_the_walkthrough_prints_what_the_readme_says(tmp_path):
+def test_the_walkthrough_prints_what_the_page_says(tmp_path):
     steps = walkthrough()
     firsts = [c.split()[0] for c, _ in steps]
     assert firsts == ["python", "python", "SERVING_MODEL_REPOSITORY=/tmp/own-models", "curl"]
