@@ -26,7 +26,7 @@ from playwright.sync_api import Page, sync_playwright
 from service.keys import digest
 from tests.e2e.conftest import call, running_server
 from tests.helpers import MODELS, ROOT, multipart
-from tests.service.test_lifecycle import publish
+from tests.service.test_lifecycle import publish, serving_json
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +53,20 @@ def browser():
         launched.close()
 
 
-def open_page(browser, server: str, path: str = "/", bypass_csp: bool = False, context=None):
+def open_page(browser, server: str, path: str = "/", bypass_csp: bool = False, context=None,
+              expected: tuple[str, ...] = ()):  # fmt: skip
     """A tab on the console (in a fresh browser context unless one is given) that records
-    page errors and every URL it asks for."""
+    page errors, console errors (a CSP refusal, a failed load) other than ``expected``
+    ones, and every URL it asks for."""
     context = context or browser.new_context(viewport={"width": 1280, "height": 1000},
                                              bypass_csp=bypass_csp, permissions=["camera"],
                                              base_url=server)  # fmt: skip
     page = context.new_page()
     page.problems, page.urls = [], []
     page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on("console", lambda message: message.type == "error"
+            and not any(e in message.text for e in expected)
+            and page.problems.append(message.text))  # fmt: skip
     page.on("request", lambda request: page.urls.append(request.url))
     page.goto(path)
     return page
@@ -152,6 +157,7 @@ def assert_shows(page: Page, answer: dict) -> dict:
             assert text == "<0.01%"
     if isinstance(prediction["input"], str):
         assert seen["image"] == prediction["input"]
+        assert page.evaluate("document.getElementById('seen-image').naturalWidth") > 0
     else:
         numbers = [float(v) for v in re.findall(r"-?[\d.]+(?:e-?\d+)?", seen["vector"])]
         assert numbers == pytest.approx(prediction["input"], rel=1e-5)
@@ -173,6 +179,13 @@ def run_snippets(page: Page, tmp_path: Path, files: dict[str, bytes], env=None):
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert printed.returncode == 0, printed.stderr
     return json.loads(out.stdout), printed.stdout
+
+
+def refused(page: Page) -> None:
+    """Wait until the model list says the service wants a key. (Predicates are functions:
+    an expression string would be eval'd in the page, which its CSP forbids.)"""
+    page.wait_for_function("() => document.getElementById('models-status').textContent"
+                           ".includes('401')")  # fmt: skip
 
 
 def choose(page: Page, model: str, version: int) -> None:
@@ -252,7 +265,7 @@ def test_camera_capture_is_classified_as_the_api_classifies_it(page):
     page.wait_for_selector("#image-input:not([hidden])")
     page.click("#camera-start")
     page.wait_for_selector("#camera-shoot:not([hidden])")
-    page.wait_for_function("document.getElementById('camera-video').videoWidth > 0")
+    page.wait_for_function("() => document.getElementById('camera-video').videoWidth > 0")
     request = act_and_capture(page, lambda: page.click("#camera-shoot"))
     assert_shows(page, replay_image(page, request))
     assert sent_image(page)[0] == "camera.png"
@@ -362,10 +375,21 @@ def test_switching_models_changes_the_inputs_and_the_card(page):
 
 
 def test_keyboard_alone_chooses_a_model_and_classifies_a_point(page):
-    page.focus("button[aria-label='Try it: circles version 1']")
+    page.focus("#api-key")
+    for _ in range(30):  # Tab, in order, to the circles row's button
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.getAttribute('aria-label')") == (
+            "Try it: circles version 1"
+        ):
+            break
+    else:
+        pytest.fail("Tab never reached the circles row's 'Try it' button")
     page.keyboard.press("Enter")
     page.wait_for_selector("#plane[data-regions]")
-    page.focus("#feature-0")
+    assert page.evaluate("document.activeElement.id") == "try-title"  # focus follows the choice
+    assert page.text_content("#announce") == "circles version 1 chosen."
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "feature-0"
     page.keyboard.press("Control+A")
     page.keyboard.type("0.05")
     page.keyboard.press("Tab")
@@ -377,6 +401,14 @@ def test_keyboard_alone_chooses_a_model_and_classifies_a_point(page):
     answer = replay(request)
     assert answer["predictions"][0]["label"] == "inner"
     assert_shows(page, answer)
+    assert page.text_content("#announce").startswith("inner, ")
+    # The skip link moves to the console without changing the model or the answer.
+    page.focus("a.skip")
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    page.wait_for_timeout(300)
+    assert page.text_content("#model-title") == "circles version 1"
+    assert page.is_visible("#result")
 
 
 @pytest.mark.parametrize("view", ["image", "plane"])
@@ -408,6 +440,8 @@ def guarded(tmp_path_factory):
     """A server with API keys on, serving circles and a three-feature model."""
     repo = tmp_path_factory.mktemp("repo")
     publish(repo, "circles", 1)
+    publish(repo, "circles", 2)
+    serving_json(repo, "circles", {"version_policy": {"specific": [1]}})
     publish(repo, "sensors", 1, source="blobs", edit=_three_features)
     keys = repo.parent / "keys.txt"
     keys.write_text(f"console:{digest(KEY)}:read,predict\n")
@@ -446,9 +480,8 @@ def _three_features(meta: dict, folder: Path) -> None:
 def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     browser, guarded, tmp_path
 ):
-    page = open_page(browser, guarded)
-    page.wait_for_function("document.getElementById('models-status').textContent"
-                           ".includes('401')")  # fmt: skip
+    page = open_page(browser, guarded, expected=("status of 401",))
+    refused(page)
     assert "Paste an API key" in page.text_content("#models-status")
     page.fill("#api-key", KEY)
     page.keyboard.press("Enter")
@@ -457,6 +490,15 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     assert page.input_value("#api-key") == ""
     assert page.evaluate("sessionStorage.getItem('keras-serving.api-key')") == KEY
     assert page.text_content("#key-status") == "A key is in use in this tab."
+    # A version the service does not serve is listed, cannot be tried, and says why.
+    assert page.text_content("tr[data-model='circles'][data-version='2'] td:nth-of-type(2)") == (
+        "unloaded"
+    )
+    assert page.locator("tr[data-model='circles'][data-version='2'] button").count() == 0
+    page.evaluate("location.hash = '#/models/circles/versions/2'")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "circles version 2 is not served (unloaded" in page.text_content("#error")
+    assert page.text_content("#model-title") == "circles version 1"
     choose(page, "sensors", 1)
     assert page.is_hidden("#plane-input")
     assert page.is_hidden("#image-input")
@@ -484,12 +526,10 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     assert curl_answer["predictions"] == answer["predictions"]
     assert answer["predictions"][0]["label"] in printed
     # Another tab does not have it; forgetting it ends it in this one.
-    other = open_page(browser, guarded, context=page.context)
-    other.wait_for_function("document.getElementById('models-status').textContent"
-                            ".includes('401')")  # fmt: skip
+    other = open_page(browser, guarded, context=page.context, expected=("status of 401",))
+    refused(other)
     page.click("#forget-key")
-    page.wait_for_function("document.getElementById('models-status').textContent"
-                           ".includes('401')")  # fmt: skip
+    refused(page)
     assert page.evaluate("sessionStorage.getItem('keras-serving.api-key')") is None
     assert page.problems == []
     assert other.problems == []

@@ -50,6 +50,9 @@ def test_a_probability_beyond_the_tolerance_is_a_difference():
     assert not docs_examples.same_line(RECORDED, changed(predictions__0__confidence=0.9998))
     moved = {"inner": 0.99, "outer": 0.01}
     assert not docs_examples.same_line(RECORDED, changed(predictions__0__probabilities=moved))
+    # Small probabilities are compared to their fifth digit too, not to an absolute 1e-6.
+    assert not docs_examples.same_line('{"p": 2.5471e-5}', '{"p": 2.5571e-5}')
+    assert not docs_examples.same_line("Sneaker 0.000025471", "Sneaker 0.000026471")
 
 
 def test_the_last_digits_of_a_float_are_not_a_difference():

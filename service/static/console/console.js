@@ -3,7 +3,9 @@
 // service's own public API, with the API key from the page's session (never the URL).
 
 const KEY_ITEM = "keras-serving.api-key";
-const GRID = 44; // the plane's shading: GRID x GRID points in one batched request
+// The plane's shading: GRID x GRID points in one batched request (coarser grids where a
+// model's instance limit is lower).
+const GRIDS = [44, 22, 11];
 // Okabe-Ito's colour-blind-safe palette, then two more.
 const PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00",
   "#CC79A7", "#000000", "#999999", "#882255"];
@@ -72,6 +74,11 @@ function showError(error) {
   $("error").hidden = false;
 }
 
+// One always-present status line, so screen readers hear each change once.
+function announce(text) {
+  $("announce").textContent = text;
+}
+
 // --- the model list --------------------------------------------------------------------------
 
 function percent(p, digits = 2) {
@@ -132,6 +139,7 @@ async function loadModels() {
         button.textContent = "Try it";
         button.setAttribute("aria-label", `Try it: ${model.name} version ${version.version}`);
         button.addEventListener("click", () => {
+          state.focusTry = true; // move focus to what was chosen once it is shown
           location.hash = `#/models/${encodeURIComponent(model.name)}/versions/${version.version}`;
         });
         action.append(button);
@@ -150,6 +158,8 @@ function route() {
     select(decodeURIComponent(match[1]), Number(match[2]));
     return;
   }
+  // Another fragment (the skip link's #main) is not a choice: keep the model in use.
+  if (state.current) return;
   const served = state.models.filter((m) => m.latest_version !== null);
   const chosen = served.find((m) => m.default) || served[0];
   if (chosen) select(chosen.name, chosen.latest_version);
@@ -159,12 +169,17 @@ window.addEventListener("hashchange", route);
 
 // --- one model version: its inputs and its card ----------------------------------------------
 
-async function select(name, version) {
+async function select(name, version, focus = false) {
   const token = ++state.token;
   let view;
   try {
     view = await api(`/models/${encodeURIComponent(name)}/versions/${version}`);
+    if (view.status !== "loaded") {
+      throw new ApiError(0, `${name} version ${version} is not served (${view.status}` +
+        `${view.error ? `: ${view.error}` : ""}); choose a loaded version`);
+    }
   } catch (error) {
+    if (token !== state.token) return;
     $("try").hidden = false;
     showError(error);
     return;
@@ -181,6 +196,7 @@ async function select(name, version) {
     else row.removeAttribute("aria-current");
   }
   $("model-title").textContent = `${name} version ${version}`;
+  announce(`${name} version ${version} chosen.`);
   $("model-description").textContent = (view.metadata && view.metadata.description) || "";
   $("result").hidden = true;
   $("error").hidden = true;
@@ -192,6 +208,8 @@ async function select(name, version) {
   if (kind === "features") buildForm(view);
   if (kind === "image") clearDrawing();
   $("try").hidden = false;
+  if (state.focusTry) $("try-title").focus();
+  state.focusTry = false;
   renderCard(view);
   if (kind === "features" && nFeatures === 2) await drawRegions(view, token);
 }
@@ -201,6 +219,11 @@ function modelPath(view) {
 }
 
 // --- predictions -----------------------------------------------------------------------------
+
+// An answer is shown only while the version it was asked of is still the one in use.
+function stillCurrent(view, token) {
+  return state.current === view && state.token === token;
+}
 
 async function classify(request) {
   const view = state.current;
@@ -212,11 +235,11 @@ async function classify(request) {
   try {
     answer = await api(url, { method: "POST", body: request.body, headers: request.headers });
   } catch (error) {
-    showError(error);
+    if (stillCurrent(view, token)) showError(error);
     return;
   }
   const elapsed = performance.now() - started;
-  if (token !== state.token) return;
+  if (!stillCurrent(view, token)) return;
   showResult(answer, elapsed, request);
   showSnippets({ ...request, url: location.origin + url });
 }
@@ -261,6 +284,7 @@ function showResult(answer, elapsed, request) {
   ms.id = "result-latency";
   ms.textContent = `${elapsed.toFixed(1)} ms`;
   summary.append(ms, ` (round trip) by ${model.name} v${model.version} on ${model.provider}`);
+  announce(`${prediction.label}, ${percent(prediction.confidence)}.`);
   const sent = $("sent-image");
   if (sent.src.startsWith("blob:")) URL.revokeObjectURL(sent.src);
   if (request.kind === "image") {
@@ -360,6 +384,7 @@ canvas.addEventListener("pointermove", (event) => {
   pen.lineTo(...point(event));
   pen.stroke();
 });
+canvas.addEventListener("pointercancel", () => { drawing = false; });
 canvas.addEventListener("pointerup", () => {
   if (!drawing) return;
   drawing = false;
@@ -388,12 +413,23 @@ $("camera-start").addEventListener("click", async () => {
     stopCamera();
     return;
   }
+  const token = state.token;
+  const start = $("camera-start");
+  start.disabled = true; // one request for the camera at a time
+  let stream;
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
   } catch (error) {
     $("camera-status").textContent = `No camera: ${error.message}`;
     return;
+  } finally {
+    start.disabled = false;
   }
+  if (token !== state.token) { // the model changed while the browser asked
+    for (const track of stream.getTracks()) track.stop();
+    return;
+  }
+  state.stream = stream;
   video.srcObject = state.stream;
   video.hidden = false;
   await video.play();
@@ -403,11 +439,18 @@ $("camera-start").addEventListener("click", async () => {
 });
 
 $("camera-shoot").addEventListener("click", () => {
+  if (!video.videoWidth) {
+    showError(new Error("The camera has no picture yet: try again in a moment."));
+    return;
+  }
   const frame = document.createElement("canvas");
   frame.width = video.videoWidth;
   frame.height = video.videoHeight;
   frame.getContext("2d").drawImage(video, 0, 0);
-  frame.toBlob((blob) => sendImage(blob, "camera.png"), "image/png");
+  frame.toBlob((blob) => {
+    if (blob) sendImage(blob, "camera.png");
+    else showError(new Error("The photo could not be encoded."));
+  }, "image/png");
 });
 
 function stopCamera() {
@@ -474,17 +517,21 @@ function planeBox(view) {
   return { range, x: [low[0] - pad(0), high[0] + pad(0)], y: [low[1] - pad(1), high[1] + pad(1)] };
 }
 
+function gridPoints(box, size) {
+  const points = [];
+  for (let row = 0; row < size; row++) {
+    for (let col = 0; col < size; col++) {
+      const x = box.x[0] + ((col + 0.5) / size) * (box.x[1] - box.x[0]);
+      const y = box.y[1] - ((row + 0.5) / size) * (box.y[1] - box.y[0]);
+      points.push([Number(x.toFixed(5)), Number(y.toFixed(5))]);
+    }
+  }
+  return points;
+}
+
 async function drawRegions(view, token) {
   const box = planeBox(view);
   const names = view.preprocessing.feature_names;
-  const grid = [];
-  for (let row = 0; row < GRID; row++) {
-    for (let col = 0; col < GRID; col++) {
-      const x = box.x[0] + ((col + 0.5) / GRID) * (box.x[1] - box.x[0]);
-      const y = box.y[1] - ((row + 0.5) / GRID) * (box.y[1] - box.y[0]);
-      grid.push([Number(x.toFixed(5)), Number(y.toFixed(5))]);
-    }
-  }
   const caption = box.range
     ? "The dashed rectangle is the training data's range."
     : "This model's metadata gives no training range; the plane spans −3…3.";
@@ -503,18 +550,25 @@ async function drawRegions(view, token) {
     legend.append(item);
   });
   let answer;
-  try {
-    answer = await api(`${modelPath(view)}/predict`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ instances: grid }),
-    });
-  } catch (error) {
-    showError(error);
-    return;
+  let size;
+  for (size of GRIDS) {
+    try {
+      answer = await api(`${modelPath(view)}/predict`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ instances: gridPoints(box, size) }),
+      });
+      break;
+    } catch (error) {
+      // 413/422: more instances than this model takes in one request; try a coarser grid.
+      if (![413, 422].includes(error.status) || size === GRIDS[GRIDS.length - 1]) {
+        if (stillCurrent(view, token)) showError(error);
+        return;
+      }
+    }
   }
-  if (token !== state.token) return;
-  state.grid = { box, answer };
+  if (!stillCurrent(view, token)) return;
+  state.grid = { box, answer, size };
   $("plane").dataset.regions = answer.predictions.map((p) => p.index).join(",");
   paintPlane();
 }
@@ -526,14 +580,14 @@ function rgb(hex) {
 function paintPlane() {
   const plane = $("plane");
   const ctx = plane.getContext("2d");
-  const { box, answer } = state.grid;
+  const { box, answer, size } = state.grid;
   const k = state.current.classes.length;
   const image = ctx.createImageData(plane.width, plane.height);
-  const cellW = plane.width / GRID;
-  const cellH = plane.height / GRID;
+  const cellW = plane.width / size;
+  const cellH = plane.height / size;
   for (let py = 0; py < plane.height; py++) {
     for (let px = 0; px < plane.width; px++) {
-      const p = answer.predictions[Math.floor(py / cellH) * GRID + Math.floor(px / cellW)];
+      const p = answer.predictions[Math.floor(py / cellH) * size + Math.floor(px / cellW)];
       const [r, g, b] = rgb(PALETTE[p.index % PALETTE.length]);
       const sure = Math.max(0, (p.confidence - 1 / k) / (1 - 1 / k));
       const alpha = 0.2 + 0.6 * sure;
@@ -775,9 +829,9 @@ for (const button of document.querySelectorAll("button.copy")) {
     const text = $(button.dataset.copy).textContent;
     try {
       await navigator.clipboard.writeText(text);
-      button.textContent = "Copied";
+      announce("Copied to the clipboard.");
     } catch {
-      button.textContent = "Select the text to copy it";
+      announce("The browser refused the clipboard: select the text to copy it.");
     }
   });
 }
