@@ -46,40 +46,98 @@ def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
-def _document(service_rps, other_rps, p50=1.0, p99=1.5):
-    def point(rps, p50_ms, p99_ms):
-        return [{"concurrency": 32, "rps": rps, "p50_ms": p50_ms, "p99_ms": p99_ms,
-                 "p90_ms": p99_ms, "errors": 0, "requests": 1}]  # fmt: skip
+def _document(service_rps, other_rps, p50=1.0, p99=1.5, extra=None, limit=None):
+    """A results document: fashion-json points at c=32 (``other_rps``: per system), plus
+    ``extra`` {(system, workload, concurrency): (rps, p50, p99)} points."""
+
+    def point(concurrency, rps, p50_ms, p99_ms):
+        return {"concurrency": concurrency, "rps": rps, "p50_ms": p50_ms, "p99_ms": p99_ms,
+                "p90_ms": p99_ms, "errors": 0, "requests": 1}  # fmt: skip
 
     systems = {
         "service": {
-            "workloads": {"fashion-json": point(service_rps, p50, p99)},
+            "workloads": {"fashion-json": [point(32, service_rps, p50, p99)]},
             "worker_rss_mb_after": [90.0, 91.0],
             "start_to_ready_s": 0.4,
         }
     }
     for name, rps in other_rps.items():
-        systems[name] = {"workloads": {"fashion-json": point(rps, 5.0, 20.0)}}
-    return {"systems": systems}  # fmt: skip
+        systems[name] = {"workloads": {"fashion-json": [point(32, rps, 5.0, 20.0)]}}
+    for (name, workload, c), (rps, p50_ms, p99_ms) in (extra or {}).items():
+        entry = systems.setdefault(name, {"workloads": {}})
+        entry["workloads"].setdefault(workload, []).append(point(c, rps, p50_ms, p99_ms))
+    return {"systems": systems, "limit": limit or {}}  # fmt: skip
 
 
 def test_targets_are_computed_from_the_same_run():
-    checks = {c["target"]: c for c in harness.targets(_document(
-        3000, {"keras": 20, "bentoml": 1000, "minimal": 3500}
-    ))}  # fmt: skip
-    assert checks[">= 100x the naive Keras baseline's throughput"]["met"] is True
-    assert checks[">= 100x the naive Keras baseline's throughput"]["measured"] == "150.00x"
-    assert checks[">= 2x BentoML's throughput"]["met"] is True
-    assert checks["p99 below BentoML's"]["met"] is True
-    assert checks[">= the minimal Flask + onnxruntime app"]["met"] is False
-    assert checks["p99 <= 2x p50"]["met"] is True
+    extra = {
+        ("service", "fashion-v2-binary", 32): (3600, 1.0, 1.5),
+        ("service", "fashion-v2-json", 32): (2000, 2.0, 4.0),
+        ("mlserver", "fashion-v2-json", 32): (900, 30.0, 50.0),
+        ("kserve", "fashion-v2-json", 32): (1200, 3.0, 3.5),
+        ("service", "fashion-json-64", 32): (60, 30.0, 40.0),
+        ("keras", "fashion-json-64", 32): (0.5, 900.0, 1500.0),
+        ("service", "fashion-v2-binary-64", 32): (50, 30.0, 40.0),
+        ("service-nobatch", "fashion-json", 32): (2500, 1.0, 1.5),
+        ("service-nobatch", "fashion-json-64", 32): (65, 30.0, 40.0),
+        ("service", "fashion-json", 8): (2000, 1.0, 1.5),
+        ("service-nobatch", "fashion-json", 8): (2200, 1.0, 1.5),
+    }
+    document = _document(
+        3000,
+        {"bentoml": 1000, "minimal": 3500},
+        extra=extra,
+        limit={"fashion-mnist/batch64": {"instances_per_s": 5000.0}},
+    )
+    checks = {c["target"]: c for c in harness.targets(document)}  # fmt: skip
+    assert checks[">= the minimal Flask + onnxruntime app (native JSON, one image)"]["met"] is False
+    assert checks["native JSON, one image: p99 <= 2x p50"]["met"] is True
+    assert checks[">= 2x BentoML (native JSON, one image)"]["measured"] == "3.00x"
+    v2 = checks["V2 binary, one image: >= 1.15x the service's native JSON"]
+    assert (v2["measured"], v2["met"]) == ("1.20x", True)
+    assert checks[">= 2x mlserver (V2 JSON)"]["met"] is True
+    assert checks[">= 2x kserve (V2 JSON)"]["measured"] == "1.67x"
+    assert checks["p99 below kserve's (V2 JSON)"]["met"] is False
+    json64 = checks["fashion-json-64: >= 60% of the in-process batch-64 limit"]
+    assert (json64["measured"], json64["met"]) == ("3,840 images/s = 77% of 5,000", True)
+    assert checks["fashion-v2-binary-64: >= 80% of the in-process batch-64 limit"]["met"] is False
+    keras = checks[">= 100x the naive Keras server (64 images a request)"]
+    assert (keras["measured"], keras["met"]) == ("120.00x", True)
+    worst = checks["dynamic batching on never more than 5% below off"]
+    assert (worst["measured"], worst["met"]) == ("worst 0.91x (fashion-json, c=8)", False)
+    best = checks["dynamic batching on >= 1.10x off somewhere at c >= 32"]
+    assert (best["measured"], best["met"]) == ("best 1.20x (fashion-json, c=32)", True)
     assert checks["RSS per worker < 250 MB"]["measured"] == "91.0 MB"
     assert checks["start to ready < 3 s"]["met"] is True
 
 
 def test_tail_latency_target_fails_when_p99_is_more_than_twice_p50():
     checks = {c["target"]: c for c in harness.targets(_document(3000, {}, p50=1.0, p99=2.5))}
-    assert checks["p99 <= 2x p50"]["met"] is False
+    assert checks["native JSON, one image: p99 <= 2x p50"]["met"] is False
+
+
+def test_batched_workloads_send_64_real_images_and_report_images_per_second():
+    bodies = harness.payloads()
+    instances = json.loads(bodies["pixels-64"])["instances"]
+    assert len(instances) == harness.BATCH == 64
+    assert instances[0] == json.loads(bodies["pixels"])["instances"][0]
+    header_length = int(bodies["v2-binary-64-header"])
+    header = json.loads(bodies["v2-binary-64"][:header_length])
+    assert header["inputs"][0]["shape"] == [64, 28, 28, 1]
+    assert len(bodies["v2-binary-64"]) - header_length == 64 * 28 * 28 * 4
+    routes = harness.systems(9000, bodies, ROOT / "unused")
+    assert "fashion-v2-binary-64" in routes["service"].routes
+    assert routes["keras"].routes["fashion-json-64"][2] == bodies["pixels-64"]
+    document = _document(100, {}, extra={("service", "fashion-json-64", 32): (50, 1, 2)})
+    document["created_at"], document["command"] = "now", "python -m bench"
+    document["machine"] = {"cores": 2, "platform": "linux", "python": "3.11"}
+    document["settings"] = {"rounds_per_point": 1, "seconds_per_point": 1, "warmup_seconds": 1,
+                            "workers": 2, "threads": 2, "concurrency": [32],
+                            "workloads": ["fashion-json-64"]}  # fmt: skip
+    document["targets"] = []
+    document["systems"]["service"]["description"] = "this service"
+    table = harness.markdown(document)
+    assert "| service | 32 | 50.0 | 1.00 | 2.00 | 2.00 | 0 | 0.0 | 3,200 |" in table
 
 
 def test_multipart_body_is_well_formed():
