@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import itertools
 import json
 import logging
 import math
@@ -377,7 +378,9 @@ def aggregate(rounds: list[dict]) -> dict:
 
 
 def measure_limit(seconds: float) -> dict:
-    """onnxruntime in-process, no HTTP: batch 1 in a loop and batch 64, per model."""
+    """onnxruntime in-process, no HTTP: batch 1 in a loop and batch 64, per model, with
+    onnxruntime's default threads; and Fashion-MNIST as each of the service's workers runs
+    it, on one thread (what dynamic batching can gain per worker)."""
     import onnxruntime as ort
 
     from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
@@ -389,9 +392,12 @@ def measure_limit(seconds: float) -> dict:
         ds = dataset(name)
         to_tensor = pixels_to_tensor if name == "fashion-mnist" else features_to_tensor
         x = to_tensor(ds.x_test[:64], spec)
-        session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
-        for batch in (1, 64):
+        one_thread = ort.SessionOptions()
+        one_thread.intra_op_num_threads = one_thread.inter_op_num_threads = 1
+        runs = [("", None)] + ([("/1-thread", one_thread)] if name == "fashion-mnist" else [])
+        for (suffix, options), batch in itertools.product(runs, (1, BATCH)):
+            session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
+                                           options, providers=["CPUExecutionProvider"])  # fmt: skip
             feed = {"input": x[:batch]}
             for _ in range(20):
                 session.run(None, feed)
@@ -402,7 +408,7 @@ def measure_limit(seconds: float) -> dict:
                 timings.append(time.perf_counter() - t0)
                 calls += 1
             total = sum(timings)
-            results[f"{name}/batch{batch}"] = {
+            results[f"{name}/batch{batch}{suffix}"] = {
                 "instances_per_s": round(calls * batch / total, 1),
                 "calls_per_s": round(calls / total, 1),
                 "p50_ms": round(float(np.percentile(timings, 50)) * 1000, 4),

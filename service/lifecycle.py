@@ -90,6 +90,7 @@ class Lifecycle:
 
             self.control.update(first_start)
         self.refresh()
+        _trim()  # reading and checking the files left freed heap behind
         interval = self.interval
         if watch and interval:
             # The thread holds the lifecycle weakly: an app that is dropped (tests build
@@ -431,8 +432,12 @@ def _same(old: ModelView, new: ModelView) -> bool:
 
 
 def _released(name: str, version: int) -> None:
-    """A retired version's last reference is gone: its session's memory is freed; hand
-    the freed heap back to the operating system (glibc keeps it otherwise)."""
+    """A retired version's last reference is gone: its session's memory is freed."""
     log.info("released model %s v%d", name, version, extra={"model": name, "version": version})
+    _trim()
+
+
+def _trim() -> None:
+    """Hand freed heap back to the operating system (glibc keeps it otherwise)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)

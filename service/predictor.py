@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,25 @@ log = logging.getLogger(__name__)
 
 
 _CUDA = "CUDAExecutionProvider"
+_shared_arena = threading.Lock()  # held while the process-wide CPU arena is registered
+_arena_registered = False
+
+
+def share_cpu_arena(options: ort.SessionOptions) -> None:
+    """Make the session draw its CPU memory from one arena for the whole process.
+
+    Each session's own arena keeps its largest activations for as long as it lives; with
+    many models those add up (100 model versions in one process: 177 MB of sessions with
+    their own arenas, 136 MB sharing one, at the same speed; ``python -m bench.scaling``).
+    """
+    global _arena_registered
+    with _shared_arena:
+        if not _arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                     ort.OrtMemType.DEFAULT)  # fmt: skip
+            ort.create_and_register_allocator(info, None)
+            _arena_registered = True
+    options.add_session_config_entry("session.use_env_allocators", "1")
 
 
 def usable_providers(requested: Sequence[str]) -> tuple[list[str], str | None]:
@@ -92,6 +112,7 @@ class OnnxPredictor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # CUDA-missing notices are logged by us, once, below
+        share_cpu_arena(options)
         session = ort.InferenceSession(
             str(self.path), sess_options=options, providers=self.requested_providers
         )
