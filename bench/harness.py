@@ -191,11 +191,12 @@ def systems(
     baseline_routes = {k: v for k, v in service_routes.items() if "v2" not in k}
     png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
     found = {
-        "service": System("service", "this service as the README starts it (batching on)",
+        "service": System("service", "this service, dynamic batching on",
                           [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
                           {**service_env, "SERVING_BATCHING": "true"}, "/health/ready",
                           service_routes),
-        "service-nobatch": System("service-nobatch", "this service, dynamic batching off",
+        "service-nobatch": System("service-nobatch", "this service as the README starts it "
+                                  "(dynamic batching off, the default)",
                                   [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
                                   {**service_env, "SERVING_BATCHING": "false"}, "/health/ready",
                                   service_routes),

@@ -48,7 +48,7 @@ class Settings:
     max_instances: int = 4096
     max_elements: int = 8_388_608
     limit_overrides: str = ""
-    batching: bool = True
+    batching: bool = False  # on a CPU it cannot gain 10%: docs/performance.md
     batch_max_size: int = 32
     batch_max_delay_us: int = 0
     batch_timeout_s: float = 10.0

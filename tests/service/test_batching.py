@@ -12,7 +12,7 @@ import pytest
 from service.app import create_app
 from service.batching import BatchingConfig, DynamicBatcher, config_for
 from service.errors import InferenceFailed, InferenceTimeout, ServiceUnavailable
-from service.settings import SettingsError
+from service.settings import Settings, SettingsError
 
 
 class Recorder:
@@ -155,15 +155,17 @@ def test_overrides_parse_and_apply():
 
 
 def test_app_settings_switch_batching_per_model(settings):
-    app = create_app(settings, batching_overrides='{"circles": {"enabled": false}}')
+    app = create_app(settings, batching=True, batching_overrides='{"circles": {"enabled": false}}')
     registry = app.extensions["serving"].registry
     assert registry.find("circles").batcher is None
     assert registry.find("blobs").batcher.config.max_batch_size == settings.batch_max_size
     registry.close()
-    assert (
-        create_app(settings, batching=False).extensions["serving"].registry.find("blobs").batcher
-        is None
-    )
+    # Off by default (a CPU cannot gain 10% from it: docs/performance.md); on per model.
+    assert Settings.from_env({}).batching is False
+    default = create_app(settings, batching_overrides='{"blobs": {"enabled": true}}')
+    assert default.extensions["serving"].registry.find("circles").batcher is None
+    assert default.extensions["serving"].registry.find("blobs").batcher is not None
+    default.extensions["serving"].registry.close()
     with pytest.raises(SettingsError, match="SERVING_BATCHING_OVERRIDES"):
         create_app(settings, batching_overrides='{"circles": {"size": 1}}')
 
@@ -171,7 +173,7 @@ def test_app_settings_switch_batching_per_model(settings):
 def test_batched_app_answers_exactly_like_unbatched(settings, fashion):
     from tests.helpers import image_bytes
 
-    batched = create_app(settings, batch_max_delay_us=20_000).test_client()
+    batched = create_app(settings, batching=True, batch_max_delay_us=20_000).test_client()
     unbatched = create_app(settings, batching=False).test_client()
     images = [image_bytes(fashion["images"][i]) for i in range(16)]
 

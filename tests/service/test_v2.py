@@ -100,7 +100,14 @@ def test_model_ready_and_config(client):
     assert config["max_batch_size"] == 4096
     assert config["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [28, 28, 1]}
     assert config["output"][2] == {"name": "label", "data_type": "TYPE_STRING", "dims": [1]}
-    assert config["dynamic_batching"]["preferred_batch_size"] == [32]
+    assert "dynamic_batching" not in config  # off by default
+    from service.app import create_app
+    from service.settings import Settings
+
+    batched = create_app(Settings.from_env({}, batching=True)).test_client()
+    config = batched.get("/v2/models/fashion-mnist/config").get_json()
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 0,
+                                          "preferred_batch_size": [32]}  # fmt: skip
 
 
 def test_failed_model_in_index_ready_and_infer(scratch_repo):
