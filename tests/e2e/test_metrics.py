@@ -66,8 +66,9 @@ def loaded(tmp_path_factory):
 
     Which worker accepts a connection is the kernel's choice, so rounds are sent (16 at a
     time) until both workers have served predictions; every expected count is per round.
+    Dynamic batching is on (it is off by default) so that its metrics are counted too.
     """
-    with running_server(tmp_path_factory.mktemp("metrics-server")) as server:
+    with running_server(tmp_path_factory.mktemp("metrics-server"), batching="true") as server:
         jobs = [request for request, count in TRAFFIC for _ in range(count)]
 
         def send(job):
