@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for workload in args.workloads:
             for name, tree in trees.items():
-                if name == "baseline" and workload.startswith("fashion-v2"):
-                    continue  # the protocol did not exist before
+                if "v2" in workload and not (tree / "service" / "protocols" / "v2.py").exists():
+                    continue  # the protocol did not exist then
                 total = count(tree, routes[workload], args.requests, Path(tmp))
                 document["per_request"].setdefault(workload, {})[name] = round(
                     total / args.requests

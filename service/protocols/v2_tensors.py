@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from itertools import chain
 from math import prod
 from typing import Any
 
@@ -153,13 +154,17 @@ def _from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes)
 
 
 def _flatten(data: Any) -> list[Any]:
+    """Nested lists as one flat list, a level at a time at C speed (``set(map(type, ...))``
+    and ``chain``: a Python loop over a 784-pixel tensor cost 5% of a V2 JSON request)."""
     if not isinstance(data, list):
         return [data]
-    while any(type(v) is list for v in data):
-        if not all(type(v) is list for v in data):
+    while True:
+        kinds = set(map(type, data))
+        if list not in kinds:
+            return data
+        if len(kinds) > 1:
             raise ValueError("mixed nesting")
-        data = [x for v in data for x in v]
-    return data
+        data = list(chain.from_iterable(data))
 
 
 def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any):
