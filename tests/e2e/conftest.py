@@ -38,9 +38,10 @@ class Server:
     rounds: int = 0  # for tests that repeat a traffic mix
 
     def log_lines(self) -> list[dict]:
-        """The JSON log lines written so far."""
+        """The JSON log lines written so far (whole lines: a worker may be writing the last
+        one while this reads)."""
         lines = []
-        for line in self.log_path.read_text().splitlines():
+        for line in self.log_path.read_text().split("\n")[:-1]:
             if line.startswith("{"):
                 lines.append(json.loads(line))
         return lines

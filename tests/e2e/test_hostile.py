@@ -406,7 +406,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
 
 
 def test_every_log_line_is_one_json_object(target):
-    lines = target.log_path.read_text().splitlines()
+    lines = target.log_path.read_text().split("\n")[:-1]  # whole lines: one may be half written
     assert lines
     for line in lines:
         assert isinstance(json.loads(line), dict), line[:200]
