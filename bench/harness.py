@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import io
-import itertools
 import json
 import logging
 import math
@@ -292,12 +291,17 @@ def running(system: System, port: int, log_dir: Path) -> Iterator[dict]:
         facts["pid"] = process.pid
         yield facts
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, 30)
         log_file.close()
+
+
+def stop(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is not gone within ``timeout`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def worker_rss_mb(master_pid: int) -> list[float]:
@@ -396,25 +400,26 @@ def measure_limit(seconds: float) -> dict:
         one_thread = ort.SessionOptions()
         one_thread.intra_op_num_threads = one_thread.inter_op_num_threads = 1
         runs = [("", None)] + ([("/1-thread", one_thread)] if name == "fashion-mnist" else [])
-        for (suffix, options), batch in itertools.product(runs, (1, BATCH)):
+        for suffix, options in runs:
             session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
                                            options, providers=["CPUExecutionProvider"])  # fmt: skip
-            feed = {"input": x[:batch]}
-            for _ in range(20):
-                session.run(None, feed)
-            calls, timings, stop = 0, [], time.perf_counter() + seconds
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                session.run(None, feed)
-                timings.append(time.perf_counter() - t0)
-                calls += 1
-            total = sum(timings)
-            results[f"{name}/batch{batch}{suffix}"] = {
-                "instances_per_s": round(calls * batch / total, 1),
-                "calls_per_s": round(calls / total, 1),
-                "p50_ms": round(float(np.percentile(timings, 50)) * 1000, 4),
-                "p99_ms": round(float(np.percentile(timings, 99)) * 1000, 4),
-            }
+            for batch in (1, BATCH):
+                feed = {"input": x[:batch]}
+                for _ in range(20):
+                    session.run(None, feed)
+                calls, timings, deadline = 0, [], time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    t0 = time.perf_counter()
+                    session.run(None, feed)
+                    timings.append(time.perf_counter() - t0)
+                    calls += 1
+                total = sum(timings)
+                results[f"{name}/batch{batch}{suffix}"] = {
+                    "instances_per_s": round(calls * batch / total, 1),
+                    "calls_per_s": round(calls / total, 1),
+                    "p50_ms": round(float(np.percentile(timings, 50)) * 1000, 4),
+                    "p99_ms": round(float(np.percentile(timings, 99)) * 1000, 4),
+                }
     return results
 
 

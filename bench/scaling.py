@@ -26,7 +26,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import WORKERS, worker_rss_mb
+from bench.harness import WORKERS, stop, worker_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -96,11 +96,7 @@ def measure(count: int, port: int, work: Path, settings: dict[str, str]) -> dict
             time.sleep(0.05)
         rss = worker_rss_mb(process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, 60)
     shutil.rmtree(repo, ignore_errors=True)
     return {"versions": count, "onnx_bytes": onnx_bytes, "first_ready_s": round(first_ready, 3),
             "all_workers_ready_s": round(ready, 3), "worker_rss_mb": rss}  # fmt: skip
