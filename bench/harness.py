@@ -164,10 +164,9 @@ def systems(
         "fashion-png": ("/fashion/png", "image/png", bodies["png"], {}),
         "circles": ("/circles", "application/json", bodies["vector"], {}),
     }
-    service_env = {
+    service_env = {  # threads and batching: the service's own defaults
         "SERVING_BIND": f"127.0.0.1:{port}",
         "SERVING_WORKERS": str(WORKERS),
-        "SERVING_THREADS": str(threads),
         "SERVING_METRICS_DIR": str(metrics_dir),
     }
     # Version 1 by name: the peers and the in-process limit load models/<name>/1 (Fashion-MNIST
@@ -190,15 +189,17 @@ def systems(
     baseline_routes = {k: v for k, v in service_routes.items() if "v2" not in k}
     png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
     found = {
-        "service": System("service", "this service, dynamic batching on",
-                          [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
-                          {**service_env, "SERVING_BATCHING": "true"}, "/health/ready",
-                          service_routes),
-        "service-nobatch": System("service-nobatch", "this service as the README starts it "
-                                  "(dynamic batching off, the default)",
-                                  [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
-                                  {**service_env, "SERVING_BATCHING": "false"}, "/health/ready",
-                                  service_routes),
+        "service": System("service", "this service as the README starts it (its defaults: "
+                          "one thread per worker, dynamic batching off)",
+                          [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"], service_env,
+                          "/health/ready", service_routes),
+        "service-batching": System("service-batching", f"this service with dynamic batching on "
+                                   f"and {threads} threads per worker (requests in flight "
+                                   "together, to combine)",
+                                   [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+                                   {**service_env, "SERVING_BATCHING": "true",
+                                    "SERVING_THREADS": str(threads)}, "/health/ready",
+                                   service_routes),
         "minimal": System("minimal", "minimal Flask + gunicorn + onnxruntime (no validation, "
                           "metrics or logs)", [*gunicorn, "bench.systems.minimal_app:app"], {},
                           None, flask_routes),
@@ -224,10 +225,9 @@ def systems(
     }  # fmt: skip
     if baseline is not None:
         found["baseline"] = System(
-            "baseline", f"this service as of commit {baseline.name} (batching on)",
+            "baseline", f"this service as of commit {baseline.name} (its defaults then)",
             [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
-            {**service_env, "SERVING_BATCHING": "true",
-             "SERVING_MODEL_REPOSITORY": str(ROOT / "models")},
+            {**service_env, "SERVING_MODEL_REPOSITORY": str(ROOT / "models")},
             "/health/ready", baseline_routes, cwd=baseline,
         )  # fmt: skip
     return found
@@ -597,9 +597,10 @@ def targets(document: dict) -> list[dict]:
         100.0,
     )
     behind, ahead = [], []
-    for workload, points in document["systems"].get("service", {}).get("workloads", {}).items():
+    batching = document["systems"].get("service-batching", {}).get("workloads", {})
+    for workload, points in batching.items():
         for point in points:
-            off = _point(document, "service-nobatch", workload, point["concurrency"])
+            off = _point(document, "service", workload, point["concurrency"])
             if off and _rps(off):
                 share = _rps(point) / _rps(off)
                 behind.append((share, workload, point["concurrency"]))
@@ -668,8 +669,9 @@ def markdown(document: dict) -> str:
         f"totalling at least {document['settings']['seconds_per_point']} s per system, after a "
         f"{document['settings']['warmup_seconds']} s warm-up; req/s is total requests over total "
         f"time, latencies the median of the rounds' percentiles; every server runs "
-        f"{document['settings']['workers']} workers, the gunicorn ones "
-        f"{document['settings']['threads']} threads each; "
+        f"{document['settings']['workers']} workers, the other gunicorn ones (minimal, keras, "
+        f"service-batching) {document['settings']['threads']} threads each, `service` its "
+        "default; "
         "wrk shares the 2 cores; `steal %` is CPU time the hypervisor gave elsewhere meanwhile.",
         "",
     ]
@@ -779,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         help="interleaved rounds per point (their seconds add up to --seconds)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--systems", nargs="+", help="subset of: service service-nobatch "
+    parser.add_argument("--systems", nargs="+", help="subset of: service service-batching "
                         "minimal keras bentoml mlserver kserve")  # fmt: skip
     parser.add_argument("--baseline", metavar="REF",
                         help="also run this service as of a git commit (a worktree under "
@@ -788,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=list(WORKLOADS))  # fmt: skip
     parser.add_argument("--skip-limit", action="store_true", help="no in-process measurement")
     parser.add_argument("--threads", type=int, default=THREADS,
-                        help="threads per gunicorn worker, for every gunicorn server")  # fmt: skip
+                        help="threads per gunicorn worker: minimal, keras and "
+                        "service-batching (the service runs its default)")  # fmt: skip
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

@@ -58,7 +58,7 @@ class Settings:
     max_request_pixels: int = 32_000_000
     bind: str = "127.0.0.1:8000"
     workers: int = 2
-    threads: int = 2
+    threads: int = 1  # one: the main loop answers each request (service/worker.py)
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 5

@@ -10,6 +10,12 @@ answered from the main loop (a body above the limit: 413; headers that never end
 request that has not arrived within ``SERVING_READ_TIMEOUT_S`` gets a 408; a connection that
 is closing lingers in the poller, not in a thread or in the main loop. Every answer is JSON
 with a request id, and counted in the metrics; so are gunicorn's own error pages.
+
+With one thread (``SERVING_THREADS=1``, the default) the main loop answers each whole request
+itself, with no hand-off to a thread. Handing a request to a thread and its connection back
+costs a queue, a pipe write and two GIL hand-offs per request, and buys nothing when the
+workers already fill the cores (docs/performance.md has the numbers). A worker busy answering
+does not accept: new connections go to a worker that is waiting.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import selectors
 import socket
 import struct
 import time
+from concurrent.futures import Future
 from functools import partial
 
 import orjson
@@ -177,6 +184,12 @@ class ServingWorker(ThreadWorker):
         self.receiving: dict[Conn, Incoming] = {}  # connections still sending their request
         self.lingering: dict[socket.socket, float] = {}  # closing: socket -> deadline
         self.buffered = 0
+        self.inline = self.cfg.threads == 1  # answer in the main loop: no hand-off
+        if self.inline and settings.batching:
+            self.log.warning(
+                "SERVING_BATCHING is on but SERVING_THREADS is 1: a worker answers "
+                "one request at a time, so there is never a batch to combine"
+            )
         util.write_error = _write_error  # gunicorn's own 400/414/431 pages become JSON
         super().init_process()
 
@@ -211,13 +224,26 @@ class ServingWorker(ThreadWorker):
 
     def enqueue_req(self, conn):
         """To a thread only with a whole request in hand: bytes a thread read ahead (the
-        start of a pipelined request) go back through the main loop first."""
+        start of a pipelined request) go back through the main loop first (inline, on its
+        next turn: answering pipelined requests one inside another would recurse)."""
         if conn.__dict__.get("prebuffered") is None and conn.initialized:
             leftover = conn.parser.unreader.take_buffered()
             conn.sock.setblocking(False)
-            self._receive(conn, leftover, idle=0)
+            if self.inline:
+                self.method_queue.defer(self._receive, conn, leftover, 0)
+            else:
+                self._receive(conn, leftover, idle=0)
             return
-        super().enqueue_req(conn)
+        if self.inline:
+            self._answer(conn)
+        else:
+            super().enqueue_req(conn)
+
+    def _answer(self, conn) -> None:
+        """Inline: answer the request now, then keep the connection alive or close it."""
+        done: Future = Future()
+        done.set_result(self.handle(conn))
+        self.finish_request(conn, done)
 
     def _receive(self, conn, data: bytes, idle: float) -> None:
         """Take what has arrived; wait in the poller (not in a thread) for the rest."""
@@ -269,7 +295,7 @@ class ServingWorker(ThreadWorker):
         if request is not None:
             self._done(conn)
             conn.prebuffered = request
-            super().enqueue_req(conn)
+            self.enqueue_req(conn)
             return True
         if not incoming.continued and incoming.end >= 0:
             incoming.continued = True

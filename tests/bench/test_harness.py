@@ -42,7 +42,8 @@ def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     assert "| service | 8 |" in markdown
     assert "| minimal | 1 |" in markdown
     assert document["settings"]["threads"] == 3
-    assert "every server runs 2 workers, the gunicorn ones 3 threads each" in markdown
+    assert ("every server runs 2 workers, the other gunicorn ones (minimal, keras, "
+            "service-batching) 3 threads each, `service` its default") in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -78,10 +79,10 @@ def test_targets_are_computed_from_the_same_run():
         ("service", "fashion-json-64", 32): (60, 30.0, 40.0),
         ("keras", "fashion-json-64", 32): (0.5, 900.0, 1500.0),
         ("service", "fashion-v2-binary-64", 32): (50, 30.0, 40.0),
-        ("service-nobatch", "fashion-json", 32): (2500, 1.0, 1.5),
-        ("service-nobatch", "fashion-json-64", 32): (65, 30.0, 40.0),
-        ("service", "fashion-json", 8): (2000, 1.0, 1.5),
-        ("service-nobatch", "fashion-json", 8): (2200, 1.0, 1.5),
+        ("service-batching", "fashion-json", 32): (3600, 1.0, 1.5),
+        ("service-batching", "fashion-json-64", 32): (63, 30.0, 40.0),
+        ("service-batching", "fashion-json", 8): (2000, 1.0, 1.5),
+        ("service", "fashion-json", 8): (2200, 1.0, 1.5),
     }
     document = _document(
         3000,
@@ -148,13 +149,13 @@ def test_multipart_body_is_well_formed():
     assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
 
 
-PEERS = {"service", "service-nobatch", "minimal", "keras", "bentoml"}
+PEERS = {"minimal", "keras", "bentoml"}
 
 
 @pytest.mark.parametrize(
     ("marker", "folder", "systems"),
-    [("bench", "results", PEERS | {"mlserver", "kserve"}),
-     ("bench-round1", "results/round1", PEERS)],
+    [("bench", "results", PEERS | {"service", "service-batching", "mlserver", "kserve"}),
+     ("bench-round1", "results/round1", PEERS | {"service", "service-nobatch"})],
 )  # fmt: skip
 def test_docs_performance_tables_come_from_the_committed_results(marker, folder, systems):
     results = (ROOT / "bench" / folder / "results.md").read_text()

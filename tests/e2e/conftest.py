@@ -57,7 +57,6 @@ def running_server(workdir: Path, preexec=None, **settings: str) -> Iterator[Ser
         **os.environ,
         "SERVING_BIND": f"127.0.0.1:{port}",
         "SERVING_WORKERS": "2",
-        "SERVING_THREADS": "4",
         "SERVING_MODEL_REPOSITORY": str(MODELS),
         "SERVING_DEFAULT_MODEL": "fashion-mnist",
         "SERVING_METRICS_DIR": str(metrics_dir),
