@@ -186,7 +186,8 @@ def systems(
                                  "application/octet-stream", bodies["v2-binary-64"],
                                  {V2_HEADER: bodies["v2-binary-64-header"].decode()}),
     }  # fmt: skip
-    baseline_routes = {k: v for k, v in service_routes.items() if "v2" not in k}
+    has_v2 = baseline is not None and (baseline / "service" / "protocols" / "v2.py").exists()
+    baseline_routes = {k: v for k, v in service_routes.items() if has_v2 or "v2" not in k}
     png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
     found = {
         "service": System("service", "this service as the README starts it (its defaults: "

@@ -42,8 +42,10 @@ def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     assert "| service | 8 |" in markdown
     assert "| minimal | 1 |" in markdown
     assert document["settings"]["threads"] == 3
-    assert ("every server runs 2 workers, the other gunicorn ones (minimal, keras, "
-            "service-batching) 3 threads each, `service` its default") in markdown
+    assert (
+        "every server runs 2 workers, the other gunicorn ones (minimal, keras, "
+        "service-batching) 3 threads each, `service` its default"
+    ) in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -227,8 +229,11 @@ def test_v2_bodies_are_what_tritonclient_sends_and_only_the_service_gets_them():
     catalogue = harness.systems(1, bodies, ROOT / "unused", baseline=ROOT)
     for name, system in catalogue.items():
         has_v2 = {"fashion-v2-binary", "fashion-v2-json"} <= set(system.routes)
-        assert has_v2 == name.startswith("service"), name
-    assert catalogue["baseline"].cwd == ROOT
+        assert has_v2 == (name.startswith("service") or name == "baseline"), name
+    assert catalogue["baseline"].cwd == ROOT  # a tree with the V2 protocol
+    older = harness.systems(1, bodies, ROOT / "unused", baseline=ROOT / "unused")["baseline"]
+    assert "fashion-v2-json" not in older.routes  # a commit before it
+    assert "fashion-json" in older.routes
 
 
 def test_ratios_compare_points_of_the_same_run():
