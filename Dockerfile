@@ -52,6 +52,7 @@ COPY models/ /models/
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     SERVING_BIND=0.0.0.0:8000 \
     SERVING_MODEL_REPOSITORY=/models \
     SERVING_METRICS_DIR=/tmp/serving-metrics \

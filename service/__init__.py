@@ -3,3 +3,11 @@
 Kept import-light: ``service.preprocessing``, ``service.postprocessing`` and
 ``service.metadata`` are shared with ``training/`` and must import without Flask.
 """
+
+import os
+
+# onnxruntime (1.29 and later, Linux too) sends usage telemetry to Microsoft and keeps a device
+# id and an event cache under ~/.cache/Microsoft, from every process that creates a session.
+# A model server should not call out or write to $HOME on its own: off unless the operator
+# sets ORT_DISABLE_TELEMETRY=0. It must be set before onnxruntime starts, hence here.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -18,14 +18,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function without overflow for large |logit|."""
+    """Element-wise logistic function without overflow for large |logit|: exp(-log(1 +
+    e^-z)), with ``logaddexp`` computing log(1 + e^-z) stably for either sign."""
     z = np.asarray(logits, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    return out
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

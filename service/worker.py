@@ -32,6 +32,7 @@ from functools import partial
 
 import orjson
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from service import metrics
@@ -162,6 +163,38 @@ def _write_error(sock, status_int, reason, mesg):
     util.write_nonblock(sock, json_error(status_int, reason, mesg))
 
 
+class _Captured:
+    """Stands in for the socket while gunicorn frames a response's first write."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+class OneSendResponse(wsgi.Response):
+    """gunicorn's response, but its headers leave with the first body bytes, in one send.
+
+    gunicorn sends the status line and headers, then the body: two system calls and two TCP
+    segments for every small answer, and a second wake-up of the client to read them. Here
+    the first ``write`` is framed by gunicorn's own code into a stand-in, then sent at once;
+    later writes (and a response with no body) go out as gunicorn sends them.
+    """
+
+    def write(self, arg):
+        if self.headers_sent:
+            return super().write(arg)
+        sock, captured = self.sock, _Captured()
+        self.sock = captured
+        try:
+            super().write(arg)
+        finally:
+            self.sock = sock
+            if captured.parts:
+                util.write(sock, b"".join(captured.parts))
+
+
 class Conn(TConn):
     """gunicorn's connection, whose graceful close lingers in the worker's poller."""
 
@@ -191,6 +224,7 @@ class ServingWorker(ThreadWorker):
                 "one request at a time, so there is never a batch to combine"
             )
         util.write_error = _write_error  # gunicorn's own 400/414/431 pages become JSON
+        wsgi.Response = OneSendResponse  # what wsgi.create() makes for each request
         super().init_process()
 
     @classmethod

@@ -41,3 +41,14 @@ def test_exception_and_odd_values():
     assert entry["huge"] == 2**70  # beyond orjson's 64 bits: the json fallback writes it
     assert entry["path"].startswith("<object object")
     assert entry["text"] == "é"
+
+
+def test_time_is_utc_iso_with_milliseconds_across_seconds():
+    from datetime import UTC, datetime
+
+    formatter = JsonFormatter()  # one formatter: its cached second must not go stale
+    for created in (1700000000.0, 1700000000.9996, 1700000001.5, 1699999999.001, 1767225599.999):
+        record = _record()
+        record.created = created
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert json.loads(formatter.format(record))["time"] == expected

@@ -33,6 +33,12 @@ def test_sigmoid_is_stable_both_ways():
     np.testing.assert_allclose(s, [0.0, 0.5, 1.0, 1 / (1 + math.exp(-2))], atol=1e-300)
 
 
+def test_sigmoid_matches_the_logistic_function_across_float64s_range():
+    z = np.linspace(-700.0, 700.0, 2801)
+    exact = [1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v)) for v in z]
+    np.testing.assert_allclose(sigmoid(z), exact, rtol=1e-12, atol=0)
+
+
 def test_probabilities_rows_sum_to_one():
     rng = np.random.default_rng(0)
     for width in (1, 4, 10):

@@ -4,6 +4,7 @@ them) and its JSON error pages."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -79,3 +80,51 @@ def test_error_pages_are_json_with_a_request_id():
                                  "message": "the request did not arrive within 3 s"}  # fmt: skip
     assert f"X-Request-ID: {document['request_id']}".encode() in head
     assert f"Content-Length: {len(body)}".encode() in head
+
+
+class _Socket:
+    """Records every send."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+
+def _respond(response_class, method: str, chunks: list[bytes], headers: list) -> list[bytes]:
+    """What a response of ``response_class`` sends, send by send (the Date header dropped)."""
+    from gunicorn.config import Config
+    from gunicorn.http.parser import RequestParser
+
+    cfg = Config()
+    raw = f"{method} /x HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    request = next(RequestParser(cfg, iter([raw]), ("127.0.0.1", 1)))
+    sock = _Socket()
+    response = response_class(request, sock, cfg)
+    response.start_response("200 OK", headers)
+    for chunk in chunks:
+        response.write(chunk)
+    response.close()
+    return [re.sub(rb"Date: [^\r]*\r\n", b"", s) for s in sock.sent]
+
+
+@pytest.mark.parametrize(("method", "chunks", "headers", "sends"), [
+    ("GET", [b"hello"], [("Content-Length", "5")], 1),  # the usual answer: one send
+    ("GET", [b"hel", b"lo"], [("Content-Length", "5")], 2),  # later writes as gunicorn's
+    ("HEAD", [b"hello"], [("Content-Length", "5")], 1),  # headers alone
+    ("GET", [b"hello", b"!"], [], 3),  # chunked: first chunk with the head, the rest, the end
+    ("GET", [], [("Content-Length", "0")], 1),  # nothing written: close() sends the head
+])  # fmt: skip
+def test_a_response_sends_its_head_with_its_first_bytes(method, chunks, headers, sends):
+    from gunicorn.http.wsgi import Response
+
+    from service.worker import OneSendResponse
+
+    ours = _respond(OneSendResponse, method, chunks, headers)
+    assert len(ours) == sends
+    assert b"".join(ours) == b"".join(_respond(Response, method, chunks, headers))
+    assert ours[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    if chunks and method == "GET":
+        first = chunks[0] if headers else b"%X\r\n%s\r\n" % (len(chunks[0]), chunks[0])
+        assert ours[0].endswith(b"\r\n\r\n" + first)  # the head and the first bytes

@@ -1,0 +1,48 @@
+"""onnxruntime's telemetry stays off: a served request writes nothing under $HOME.
+
+onnxruntime 1.29 and later, on Linux too, upload usage events to Microsoft and keep a
+device id and an event cache in ~/.cache/Microsoft/DeveloperTools/.onnxruntime. Each probe
+runs in a fresh process with its own empty HOME and none of the CI variables (onnxruntime
+stays quiet by itself under CI, which would hide a regression here).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+_SERVE = (
+    "from service.app import create_app\n"
+    "client = create_app().test_client()\n"
+    "r = client.post('/predict?model=circles', json={'instance': [0.5, 0.5]})\n"
+    "assert r.status_code == 200, r.get_json()\n"
+)
+_TRAINING_PARITY = (
+    "import training, onnxruntime as ort, numpy as np\n"
+    "s = ort.InferenceSession('models/circles/1/model.onnx', providers=['CPUExecutionProvider'])\n"
+    "s.run(None, {s.get_inputs()[0].name: np.zeros((1, 2), np.float32)})\n"
+)
+
+
+def _files_written(code: str, home: Path, **env: str) -> list[str]:
+    """What the probe left under ``home``, as paths relative to it."""
+    clean = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("code", [_SERVE, _TRAINING_PARITY], ids=["service", "training"])
+def test_no_device_id_or_event_cache_is_written(tmp_path, code):
+    assert _files_written(code, tmp_path) == []
+
+
+def test_an_operator_can_turn_it_back_on(tmp_path):
+    """The control: with ORT_DISABLE_TELEMETRY=0 onnxruntime does write its device id, so the
+    test above would see it if the service stopped turning telemetry off."""
+    written = _files_written(_SERVE, tmp_path, ORT_DISABLE_TELEMETRY="0")
+    assert any(p.endswith(".onnxruntime/deviceid") for p in written), written
