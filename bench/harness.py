@@ -806,8 +806,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk is missing: apt-get install wrk (scripts/test.sh installs it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Every system's onnxruntime (the peers' too) without its telemetry, as the service runs.
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     run(args)
     log.info("wrote %s", args.output / "results.md")
     return 0

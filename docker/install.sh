@@ -33,4 +33,4 @@ for requirement in dependencies:
 PY
 "$venv/bin/python" -m pip install --no-cache-dir --quiet -r "$venv/requirements.txt"
 "$venv/bin/python" -m pip install --no-cache-dir --quiet --no-deps .
-"$venv/bin/python" -c "import onnxruntime, service.app; print('serving environment ready: onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
+"$venv/bin/python" -c "import service.app, onnxruntime; print('serving environment ready: onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"

@@ -152,6 +152,18 @@ class Lifecycle:
         self.refresh(only={name}, retry={name})
         return self.registry.view(name)
 
+    def not_loaded(self) -> dict[str, str]:
+        """Model folders in the repository that this worker has never read, and why: in
+        explicit mode those added since the start (the model-control API loads them), in
+        poll mode those the next check will load. A repository that cannot be read: none."""
+        try:
+            found = repository.names(Path(self.settings.model_repository))
+        except OSError:
+            return {}
+        why = NOT_LOADED_EXPLICIT if self.explicit else "new in the repository: not loaded yet"
+        known = set(self.registry.names())
+        return {name: why for name in found if name not in known}
+
     def unload(self, name: str) -> ModelView:
         """Stop serving every version of a model; every worker follows. Not the default
         model: without it an instance is not ready, and leaves its load balancer."""

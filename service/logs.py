@@ -24,10 +24,11 @@ class JsonFormatter(logging.Formatter):
         fraction, whole = math.modf(created)
         micro = round(fraction * 1e6)  # rounded to microseconds first, as datetime does
         second = int(whole) + micro // 1_000_000
-        if self._second[0] != second:
-            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (second, text)
-        return f"{self._second[1]}.{micro % 1_000_000 // 1000:03d}+00:00"
+        cached = self._second  # read once: another thread may replace it meanwhile
+        if cached[0] != second:
+            cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+            self._second = cached
+        return f"{cached[1]}.{micro % 1_000_000 // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {

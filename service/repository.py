@@ -78,14 +78,15 @@ def scan_model(model_dir: Path) -> ModelFiles:
                       _content(Path(model_dir) / SERVING_FILE), tuple(sorted(ignored)))  # fmt: skip
 
 
-def scan(root: Path) -> dict[str, ModelFiles]:
-    """Every model folder under ``root`` (hidden and oddly named folders are skipped:
+def names(root: Path) -> list[str]:
+    """The model folders under ``root``, sorted (hidden and oddly named folders are skipped:
     ``.staging`` folders are where versions are written before they are published)."""
-    found = {}
-    for child in sorted(os.scandir(root), key=lambda c: c.name):
-        if child.is_dir() and NAME.fullmatch(child.name):
-            found[child.name] = scan_model(Path(child.path))
-    return found
+    return sorted(c.name for c in os.scandir(root) if c.is_dir() and NAME.fullmatch(c.name))
+
+
+def scan(root: Path) -> dict[str, ModelFiles]:
+    """Every model folder under ``root`` (see :func:`names`)."""
+    return {name: scan_model(root / name) for name in names(root)}
 
 
 def content_digest(version_dir: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import service  # noqa: F401  (before any test imports onnxruntime: its telemetry stays off)
 from tests.helpers import MODELS
 
 

@@ -165,10 +165,16 @@ def model_ready(serving: Serving, request: Request) -> Response:
 def repository_index(serving: Serving, request: Request) -> Response:
     """POST /v2/repository/index: every model version and its state (``{"ready": true}``
     lists only the servable ones; tritonclient posts an empty body). A model with no
-    version in the repository is listed by name alone, as Triton lists it."""
+    version in the repository is listed by name alone, as Triton lists it; so is a model
+    folder not loaded yet (explicit model control: added since the start), which the load
+    API can load: the index is every model the repository holds, loaded or not."""
     only_ready = _options(request, {"ready": bool}).get("ready", False)
     index = []
-    for name in serving.registry.names():
+    not_loaded = {} if only_ready else serving.lifecycle.not_loaded()
+    for name in sorted({*serving.registry.names(), *not_loaded}):
+        if name in not_loaded:
+            index.append({"name": name, "state": "UNAVAILABLE", "reason": not_loaded[name]})
+            continue
         entries = serving.registry.versions_of(name)
         for entry in entries:
             if only_ready and not entry.loaded:

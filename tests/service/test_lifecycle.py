@@ -17,7 +17,7 @@ import pytest
 from service import metrics
 from service.app import create_app
 from service.control import ControlStore
-from service.lifecycle import Lifecycle
+from service.lifecycle import NOT_LOADED_EXPLICIT, Lifecycle
 from service.registry import Registry
 from service.settings import Settings
 from tests.helpers import MODELS
@@ -285,6 +285,24 @@ def test_explicit_mode_reads_the_repository_only_when_told(repo):
     assert serving(app).registry.find("circles", 2).status == "unloaded"
     client.post("/v2/repository/models/circles/load")
     assert predict_version(client)[1]["model"]["version"] == 2
+
+
+def test_explicit_mode_indexes_a_model_added_since_the_start_and_loads_it(repo):
+    """The index is every model in the repository, loaded or not: it is how a client in
+    explicit mode finds what it can load."""
+    app = create_app(Settings.from_env({}, model_repository=repo, default_model="circles",
+                                       model_control="explicit"))  # fmt: skip
+    client = app.test_client()
+    publish(repo, "digits", 1, source="digits")
+    (repo / ".staging-x").mkdir()  # hidden folders are not models
+    index = client.post("/v2/repository/index", json={}).get_json()
+    assert [m["name"] for m in index] == ["blobs", "circles", "digits"]
+    assert index[2] == {"name": "digits", "state": "UNAVAILABLE", "reason": NOT_LOADED_EXPLICIT}
+    ready = client.post("/v2/repository/index", json={"ready": True}).get_json()
+    assert [m["name"] for m in ready] == ["blobs", "circles"]
+    assert client.post("/v2/repository/models/digits/load").get_json() == {}
+    index = client.post("/v2/repository/index", json={}).get_json()
+    assert {"name": "digits", "version": "1", "state": "READY", "reason": ""} in index
 
 
 def test_two_workers_follow_one_control_record(repo, tmp_path):
