@@ -3,7 +3,7 @@
     gunicorn -c gunicorn.conf.py        # what scripts/serve.sh and the Dockerfile run
 
 Prometheus multiprocess mode: this file runs in the master before any worker exists, so it
-exports PROMETHEUS_MULTIPROC_DIR (the instance's runtime folder, service.runtime) for the
+exports PROMETHEUS_MULTIPROC_DIR (the instance's runtime folder, service.instance) for the
 workers to inherit; on_starting claims and empties it once per master (a HUP reload keeps
 the metrics and the model-control record); child_exit marks dead workers so their live
 gauges disappear.
@@ -13,7 +13,7 @@ import os
 
 from gunicorn.glogging import Logger
 
-from service import keys, runtime
+from service import instance, keys
 from service.settings import Settings
 
 _settings = Settings.from_env()
@@ -25,7 +25,7 @@ if _settings.api_keys_file:  # fail fast here; a worker never refuses to start o
 # The instance's runtime folder: Prometheus' multiprocess files and the model-control
 # record its workers share. Given, or one of its own (kept across a HUP reload, which runs
 # this file again in the same master; removed when the master exits).
-_runtime = runtime.RuntimeFolder.for_instance(_settings.metrics_dir)
+_runtime = instance.RuntimeFolder.for_instance(_settings.metrics_dir)
 # A folder that cannot be written (or has no room) costs the metrics, never the predictions:
 # the workers then count in-process, /metrics answers 503 and readiness says why.
 _problem = _runtime.problem()
@@ -54,7 +54,7 @@ def on_exit(server):
 wsgi_app = "service.app:create_app()"  # a factory call: sessions are built in each worker
 bind = _settings.bind
 workers = _settings.workers
-worker_class = "service.worker.ServingWorker"  # gthread, reading whole requests first
+worker_class = "service.http.worker.ServingWorker"  # gthread, reading whole requests first
 threads = _settings.threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout

@@ -112,26 +112,46 @@ def payloads() -> dict[str, bytes]:
     tensor = (image.astype(np.float32) / 255.0).reshape(1, 28, 28, 1)
     header, raw = _v2_binary(tensor)
     header64, raw64 = _v2_binary((images.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1))
-    v2_json = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 28, 28, 1],
-                           "data": tensor.ravel().tolist()}]}  # fmt: skip
-    return {"pixels": json.dumps({"instances": [image.tolist()]}).encode(),
-            "png": buffer.getvalue(),
-            "vector": json.dumps({"instances": [vector]}).encode(),
-            "v2-binary": header + raw, "v2-binary-header": str(len(header)).encode(),
-            "v2-json": json.dumps(v2_json).encode(),
-            "pixels-64": json.dumps({"instances": images.tolist()}).encode(),
-            "v2-binary-64": header64 + raw64,
-            "v2-binary-64-header": str(len(header64)).encode()}  # fmt: skip
+    v2_json = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [1, 28, 28, 1],
+                "data": tensor.ravel().tolist(),
+            }
+        ]
+    }
+    return {
+        "pixels": json.dumps({"instances": [image.tolist()]}).encode(),
+        "png": buffer.getvalue(),
+        "vector": json.dumps({"instances": [vector]}).encode(),
+        "v2-binary": header + raw,
+        "v2-binary-header": str(len(header)).encode(),
+        "v2-json": json.dumps(v2_json).encode(),
+        "pixels-64": json.dumps({"instances": images.tolist()}).encode(),
+        "v2-binary-64": header64 + raw64,
+        "v2-binary-64-header": str(len(header64)).encode(),
+    }
 
 
 def _v2_binary(tensor: np.ndarray) -> tuple[bytes, bytes]:
     """A V2 request for one FP32 tensor as binary data, all outputs asked in binary (what
     tritonclient sends): (JSON header, tensor bytes)."""
     raw = tensor.astype("<f4").tobytes()
-    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                     "shape": list(tensor.shape),
-                                     "parameters": {"binary_data_size": len(raw)}}],
-                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     return header, raw
 
 
@@ -155,9 +175,19 @@ def systems(
     """Every HTTP system, configured for 2 workers on the given port (``baseline``: a
     checkout of this service at another commit, served from there)."""
     venv_bin = Path(sys.executable).parent
-    gunicorn = [str(venv_bin / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
-                "-k", "gthread", "--threads", str(threads),
-                "--log-level", "warning"]  # fmt: skip
+    gunicorn = [
+        str(venv_bin / "gunicorn"),
+        "-b",
+        f"127.0.0.1:{port}",
+        "-w",
+        str(WORKERS),
+        "-k",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+    ]
     flask_routes = {
         "fashion-json": ("/fashion/json", "application/json", bodies["pixels"], {}),
         "fashion-json-64": ("/fashion/json", "application/json", bodies["pixels-64"], {}),
@@ -176,72 +206,133 @@ def systems(
         "fashion-json": (fashion, "application/json", bodies["pixels"], {}),
         "fashion-png": (fashion, "image/png", bodies["png"], {}),
         "circles": ("/predict?model=circles&version=1", "application/json", bodies["vector"], {}),
-        "fashion-v2-binary": ("/v2/models/fashion-mnist/versions/1/infer",
-                              "application/octet-stream", bodies["v2-binary"],
-                              {V2_HEADER: bodies["v2-binary-header"].decode()}),
-        "fashion-v2-json": ("/v2/models/fashion-mnist/versions/1/infer", "application/json",
-                            bodies["v2-json"], {}),
+        "fashion-v2-binary": (
+            "/v2/models/fashion-mnist/versions/1/infer",
+            "application/octet-stream",
+            bodies["v2-binary"],
+            {V2_HEADER: bodies["v2-binary-header"].decode()},
+        ),
+        "fashion-v2-json": (
+            "/v2/models/fashion-mnist/versions/1/infer",
+            "application/json",
+            bodies["v2-json"],
+            {},
+        ),
         "fashion-json-64": (fashion, "application/json", bodies["pixels-64"], {}),
-        "fashion-v2-binary-64": ("/v2/models/fashion-mnist/versions/1/infer",
-                                 "application/octet-stream", bodies["v2-binary-64"],
-                                 {V2_HEADER: bodies["v2-binary-64-header"].decode()}),
-    }  # fmt: skip
+        "fashion-v2-binary-64": (
+            "/v2/models/fashion-mnist/versions/1/infer",
+            "application/octet-stream",
+            bodies["v2-binary-64"],
+            {V2_HEADER: bodies["v2-binary-64-header"].decode()},
+        ),
+    }
     has_v2 = baseline is not None and (baseline / "service" / "protocols" / "v2.py").exists()
     baseline_routes = {k: v for k, v in service_routes.items() if has_v2 or "v2" not in k}
     png_type, png_multipart = _multipart("image", "image.png", bodies["png"])
     found = {
-        "service": System("service", "this service as the README starts it (its defaults: "
-                          "one thread per worker, dynamic batching off)",
-                          [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"], service_env,
-                          "/health/ready", service_routes),
-        "service-batching": System("service-batching", f"this service with dynamic batching on "
-                                   f"and {threads} threads per worker (requests in flight "
-                                   "together, to combine)",
-                                   [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
-                                   {**service_env, "SERVING_BATCHING": "true",
-                                    "SERVING_THREADS": str(threads)}, "/health/ready",
-                                   service_routes),
-        "minimal": System("minimal", "minimal Flask + gunicorn + onnxruntime (no validation, "
-                          "metrics or logs)", [*gunicorn, "bench.systems.minimal_app:app"], {},
-                          None, flask_routes),
-        "keras": System("keras", "naive baseline: Flask calling Keras model.predict",
-                        [*gunicorn, "bench.systems.keras_app:app"],
-                        {"TF_CPP_MIN_LOG_LEVEL": "3"}, None, flask_routes),
-        "bentoml": System("bentoml", "BentoML 1.4 with onnxruntime, same post-processing",
-                          [str(BENTO_VENV / "bin" / "bentoml"), "serve",
-                           "bench.systems.bentoml_service:Classifier", "--host", "127.0.0.1",
-                           "--port", str(port)],
-                          {"BENTOML_DO_NOT_TRACK": "true"}, "/readyz",
-                          {"fashion-json": ("/fashion_json", "application/json", bodies["pixels"],
-                                            {}),
-                           "fashion-png": ("/fashion_png", png_type, png_multipart, {}),
-                           "fashion-json-64": ("/fashion_json", "application/json",
-                                               bodies["pixels-64"], {}),
-                           "circles": ("/circles", "application/json", bodies["vector"], {})}),
-        "mlserver": System("mlserver", peers.MLSERVER_DESCRIPTION, peers.mlserver_command(),
-                           peers.mlserver_env(port, WORKERS, metrics_dir), peers.READY_PATH,
-                           peers.v2_routes(bodies)),
-        "kserve": System("kserve", peers.KSERVE_DESCRIPTION, peers.kserve_command(port, WORKERS),
-                         {}, peers.READY_PATH, peers.v2_routes(bodies)),
-    }  # fmt: skip
+        "service": System(
+            "service",
+            "this service as the README starts it (its defaults: "
+            "one thread per worker, dynamic batching off)",
+            [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+            service_env,
+            "/health/ready",
+            service_routes,
+        ),
+        "service-batching": System(
+            "service-batching",
+            f"this service with dynamic batching on "
+            f"and {threads} threads per worker (requests in flight "
+            "together, to combine)",
+            [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+            {**service_env, "SERVING_BATCHING": "true", "SERVING_THREADS": str(threads)},
+            "/health/ready",
+            service_routes,
+        ),
+        "minimal": System(
+            "minimal",
+            "minimal Flask + gunicorn + onnxruntime (no validation, metrics or logs)",
+            [*gunicorn, "bench.systems.minimal_app:app"],
+            {},
+            None,
+            flask_routes,
+        ),
+        "keras": System(
+            "keras",
+            "naive baseline: Flask calling Keras model.predict",
+            [*gunicorn, "bench.systems.keras_app:app"],
+            {"TF_CPP_MIN_LOG_LEVEL": "3"},
+            None,
+            flask_routes,
+        ),
+        "bentoml": System(
+            "bentoml",
+            "BentoML 1.4 with onnxruntime, same post-processing",
+            [
+                str(BENTO_VENV / "bin" / "bentoml"),
+                "serve",
+                "bench.systems.bentoml_service:Classifier",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            {"BENTOML_DO_NOT_TRACK": "true"},
+            "/readyz",
+            {
+                "fashion-json": ("/fashion_json", "application/json", bodies["pixels"], {}),
+                "fashion-png": ("/fashion_png", png_type, png_multipart, {}),
+                "fashion-json-64": ("/fashion_json", "application/json", bodies["pixels-64"], {}),
+                "circles": ("/circles", "application/json", bodies["vector"], {}),
+            },
+        ),
+        "mlserver": System(
+            "mlserver",
+            peers.MLSERVER_DESCRIPTION,
+            peers.mlserver_command(),
+            peers.mlserver_env(port, WORKERS, metrics_dir),
+            peers.READY_PATH,
+            peers.v2_routes(bodies),
+        ),
+        "kserve": System(
+            "kserve",
+            peers.KSERVE_DESCRIPTION,
+            peers.kserve_command(port, WORKERS),
+            {},
+            peers.READY_PATH,
+            peers.v2_routes(bodies),
+        ),
+    }
     if baseline is not None:
         found["baseline"] = System(
-            "baseline", f"this service as of commit {baseline.name} (its defaults then)",
+            "baseline",
+            f"this service as of commit {baseline.name} (its defaults then)",
             [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
             {**service_env, "SERVING_MODEL_REPOSITORY": str(ROOT / "models")},
-            "/health/ready", baseline_routes, cwd=baseline,
-        )  # fmt: skip
+            "/health/ready",
+            baseline_routes,
+            cwd=baseline,
+        )
     return found
 
 
 def baseline_checkout(ref: str) -> Path:
     """A detached git worktree of this repository at ``ref`` (reused when it exists)."""
-    commit = subprocess.run(["git", "rev-parse", "--short=12", f"{ref}^{{commit}}"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     path = ROOT / "bench" / ".worktrees" / commit
     if not path.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT,
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), commit],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     return path
 
 
@@ -251,13 +342,15 @@ def ensure_bentoml_venv() -> None:
         return
     log.info("creating %s with %s", BENTO_VENV, " ".join(BENTO_REQUIREMENTS))
     subprocess.run([sys.executable, "-m", "venv", str(BENTO_VENV)], check=True)
-    subprocess.run([str(BENTO_VENV / "bin" / "pip"), "install", "--quiet", *BENTO_REQUIREMENTS],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [str(BENTO_VENV / "bin" / "pip"), "install", "--quiet", *BENTO_REQUIREMENTS], check=True
+    )
 
 
 def _post(url: str, ctype: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": ctype, **headers})  # fmt: skip
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": ctype, **headers}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.status
 
@@ -268,8 +361,9 @@ def running(system: System, port: int, log_dir: Path) -> Iterator[dict]:
     env = {**os.environ, **system.env, "PYTHONPATH": str(system.cwd)}
     log_file = (log_dir / f"{system.name}.log").open("wb")
     started = time.perf_counter()
-    process = subprocess.Popen(system.command, cwd=system.cwd, env=env, stdout=log_file,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        system.command, cwd=system.cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
     facts: dict = {}
     try:
         base = f"http://127.0.0.1:{port}"
@@ -329,14 +423,30 @@ def wrk(
 ) -> dict:
     """One wrk run; the Lua script prints a JSON summary."""
     threads = min(2, concurrency)
-    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_CONTENT_TYPE": ctype,
-           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}  # fmt: skip
+    env = {
+        **os.environ,
+        "BENCH_BODY": str(body_file),
+        "BENCH_CONTENT_TYPE": ctype,
+        "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items()),
+    }
     steal_before, total_before = cpu_ticks()
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-         "--timeout", "10s",
-         "-s", str(LUA), url], env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = next(li for li in out.stdout.splitlines() if li.startswith("{"))
     steal_after, total_after = cpu_ticks()
     steal_pct = 100 * (steal_after - steal_before) / max(1, total_after - total_before)
@@ -389,7 +499,7 @@ def measure_limit(seconds: float) -> dict:
     it, on one thread (what dynamic batching can gain per worker)."""
     import onnxruntime as ort
 
-    from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
+    from service.contract.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
 
     results = {}
     for name in ("fashion-mnist", "circles"):
@@ -402,8 +512,11 @@ def measure_limit(seconds: float) -> dict:
         one_thread.intra_op_num_threads = one_thread.inter_op_num_threads = 1
         runs = [("", None)] + ([("/1-thread", one_thread)] if name == "fashion-mnist" else [])
         for suffix, options in runs:
-            session = ort.InferenceSession(str(ROOT / "models" / name / "1" / "model.onnx"),
-                                           options, providers=["CPUExecutionProvider"])  # fmt: skip
+            session = ort.InferenceSession(
+                str(ROOT / "models" / name / "1" / "model.onnx"),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
             for batch in (1, BATCH):
                 feed = {"input": x[:batch]}
                 for _ in range(20):
@@ -472,13 +585,17 @@ def run(args: argparse.Namespace) -> dict:
         live: dict[str, tuple[System, int, dict]] = {}
         for offset, name in enumerate(chosen):
             system_port = port + offset
-            system = systems(system_port, bodies, out_dir / f"metrics-{name}", args.threads,
-                             baseline)[name]  # fmt: skip
+            system = systems(
+                system_port, bodies, out_dir / f"metrics-{name}", args.threads, baseline
+            )[name]
             log.info("starting %s on port %d", name, system_port)
             facts = stack.enter_context(running(system, system_port, out_dir / "logs"))
             live[name] = (system, system_port, facts)
-            entry = {"description": system.description, "workloads": {},
-                     "start_to_ready_s": facts["start_to_ready_s"]}  # fmt: skip
+            entry = {
+                "description": system.description,
+                "workloads": {},
+                "start_to_ready_s": facts["start_to_ready_s"],
+            }
             if name.startswith("service"):
                 entry["worker_rss_mb"] = worker_rss_mb(facts["pid"])
             document["systems"][name] = entry
@@ -490,8 +607,12 @@ def run(args: argparse.Namespace) -> dict:
                 path, ctype, body, headers = system.routes[workload]
                 body_file = body_dir / f"{name}-{workload}.body"
                 body_file.write_bytes(body)
-                targets_[name] = (f"http://127.0.0.1:{system_port}{path}", ctype, body_file,
-                                  headers)  # fmt: skip
+                targets_[name] = (
+                    f"http://127.0.0.1:{system_port}{path}",
+                    ctype,
+                    body_file,
+                    headers,
+                )
                 wrk(*targets_[name], 8, args.warmup)  # warm-up, not recorded
             for concurrency in args.concurrency:
                 rounds: dict[str, list[dict]] = {name: [] for name in targets_}
@@ -504,9 +625,15 @@ def run(args: argparse.Namespace) -> dict:
                     document["systems"][name]["workloads"].setdefault(workload, []).append(point)
                     log.info(
                         "%s %s c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms errors %d steal %.1f%%",
-                        name, workload, concurrency, point["rps"], point["p50_ms"],
-                        point["p99_ms"], point["errors"], point["steal_pct"],
-                    )  # fmt: skip
+                        name,
+                        workload,
+                        concurrency,
+                        point["rps"],
+                        point["p50_ms"],
+                        point["p99_ms"],
+                        point["errors"],
+                        point["steal_pct"],
+                    )
         for name, (_, _, facts) in live.items():
             if name.startswith("service"):
                 document["systems"][name]["worker_rss_mb_after"] = worker_rss_mb(facts["pid"])
@@ -534,8 +661,13 @@ def targets(document: dict) -> list[dict]:
     def check(label: str, measured: str, met: bool) -> None:
         checks.append({"target": label, "measured": measured, "met": bool(met)})
 
-    def ratio(label: str, ours: tuple[str, str], theirs: tuple[str, str], factor: float,
-              concurrency: int = 32) -> None:  # fmt: skip
+    def ratio(
+        label: str,
+        ours: tuple[str, str],
+        theirs: tuple[str, str],
+        factor: float,
+        concurrency: int = 32,
+    ) -> None:
         a, b = _point(document, *ours, concurrency), _point(document, *theirs, concurrency)
         if a and b and _rps(b):
             value = _rps(a) * WORKLOADS[ours[1]].images / (_rps(b) * WORKLOADS[theirs[1]].images)
@@ -636,15 +768,27 @@ def targets(document: dict) -> list[dict]:
 def _ratios(document: dict) -> list[tuple[str, dict[int, float]]]:
     """Throughput ratios worth reading side by side, where both points were measured."""
     pairs = [
-        ("service / baseline, fashion-json", ("service", "fashion-json"),
-         ("baseline", "fashion-json")),
-        ("service / minimal, fashion-json", ("service", "fashion-json"),
-         ("minimal", "fashion-json")),
-        ("service V2 binary / service native JSON", ("service", "fashion-v2-binary"),
-         ("service", "fashion-json")),
-        ("service V2 JSON / service native JSON", ("service", "fashion-v2-json"),
-         ("service", "fashion-json")),
-    ]  # fmt: skip
+        (
+            "service / baseline, fashion-json",
+            ("service", "fashion-json"),
+            ("baseline", "fashion-json"),
+        ),
+        (
+            "service / minimal, fashion-json",
+            ("service", "fashion-json"),
+            ("minimal", "fashion-json"),
+        ),
+        (
+            "service V2 binary / service native JSON",
+            ("service", "fashion-v2-binary"),
+            ("service", "fashion-json"),
+        ),
+        (
+            "service V2 JSON / service native JSON",
+            ("service", "fashion-v2-json"),
+            ("service", "fashion-json"),
+        ),
+    ]
     found = []
     for label, (system, workload), (other, other_workload) in pairs:
         values = {}
@@ -678,43 +822,63 @@ def markdown(document: dict) -> str:
     ]
     if document["limit"]:
         lines += [
-            "## The limit: onnxruntime in-process, no HTTP", "",
+            "## The limit: onnxruntime in-process, no HTTP",
+            "",
             "| model / batch | instances/s | calls/s | p50 ms | p99 ms |",
             "|---|---|---|---|---|",
-        ]  # fmt: skip
+        ]
         for key, r in document["limit"].items():
-            lines.append(f"| {key} | {r['instances_per_s']:,.0f} | {r['calls_per_s']:,.0f} | "
-                         f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")  # fmt: skip
+            lines.append(
+                f"| {key} | {r['instances_per_s']:,.0f} | {r['calls_per_s']:,.0f} | "
+                f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} |"
+            )
         lines.append("")
     for workload in document["settings"]["workloads"]:
-        rounds = any("round_rps" in p for e in document["systems"].values()
-                     for p in e["workloads"].get(workload, []))  # fmt: skip
+        rounds = any(
+            "round_rps" in p
+            for e in document["systems"].values()
+            for p in e["workloads"].get(workload, [])
+        )
         images = WORKLOADS[workload].images
-        lines += [f"## {workload}: {WORKLOADS[workload].description}", "",
-                  "| system | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | steal % |"
-                  + (" images/s |" if images > 1 else "")
-                  + (" rounds' req/s (median) |" if rounds else ""),
-                  "|---|---|---|---|---|---|---|---|" + ("---|" if images > 1 else "")
-                  + ("---|" if rounds else "")]  # fmt: skip
+        lines += [
+            f"## {workload}: {WORKLOADS[workload].description}",
+            "",
+            "| system | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | steal % |"
+            + (" images/s |" if images > 1 else "")
+            + (" rounds' req/s (median) |" if rounds else ""),
+            "|---|---|---|---|---|---|---|---|"
+            + ("---|" if images > 1 else "")
+            + ("---|" if rounds else ""),
+        ]
         for name, entry in document["systems"].items():
             for p in entry["workloads"].get(workload, []):
                 extra = ""
                 if rounds:
-                    extra = (" " + ", ".join(f"{r:,.0f}" for r in p["round_rps"])
-                             + f" ({p['median_round_rps']:,.0f}) |")  # fmt: skip
+                    extra = (
+                        " "
+                        + ", ".join(f"{r:,.0f}" for r in p["round_rps"])
+                        + f" ({p['median_round_rps']:,.0f}) |"
+                    )
                 per_image = f" {p['rps'] * images:,.0f} |" if images > 1 else ""
-                lines.append(f"| {name} | {p['concurrency']} | {p['rps']:,.1f} | "
-                             f"{p['p50_ms']:.2f} | {p['p90_ms']:.2f} | {p['p99_ms']:.2f} | "
-                             f"{p['errors']} | {p.get('steal_pct', 0):.1f} |{per_image}"
-                             f"{extra}")  # fmt: skip
+                lines.append(
+                    f"| {name} | {p['concurrency']} | {p['rps']:,.1f} | "
+                    f"{p['p50_ms']:.2f} | {p['p90_ms']:.2f} | {p['p99_ms']:.2f} | "
+                    f"{p['errors']} | {p.get('steal_pct', 0):.1f} |{per_image}"
+                    f"{extra}"
+                )
         lines.append("")
     ratios = _ratios(document)
     if ratios:
-        lines += ["## Ratios (same run, same rounds; medians of the rounds' throughput)", "",
-                  "| comparison | " + " | ".join(f"c={c}" for c in ratios[0][1]) + " |",
-                  "|---|" + "---|" * len(ratios[0][1])]  # fmt: skip
-        lines += [f"| {label} | " + " | ".join(f"{v:.2f}x" for v in values.values()) + " |"
-                  for label, values in ratios]  # fmt: skip
+        lines += [
+            "## Ratios (same run, same rounds; medians of the rounds' throughput)",
+            "",
+            "| comparison | " + " | ".join(f"c={c}" for c in ratios[0][1]) + " |",
+            "|---|" + "---|" * len(ratios[0][1]),
+        ]
+        lines += [
+            f"| {label} | " + " | ".join(f"{v:.2f}x" for v in values.values()) + " |"
+            for label, values in ratios
+        ]
         lines.append("")
     lines += ["## Systems", ""]
     for name, entry in document["systems"].items():
@@ -723,10 +887,17 @@ def markdown(document: dict) -> str:
             extra += f", worker RSS {entry['worker_rss_mb_after']} MB (all models loaded)"
         lines.append(f"- **{name}**: {entry['description']}{extra}")
     if document["targets"]:
-        lines += ["", "## Targets (concurrency 32 unless said)", "",
-                  "| target | measured | met |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
-                  for t in document["targets"]]  # fmt: skip
+        lines += [
+            "",
+            "## Targets (concurrency 32 unless said)",
+            "",
+            "| target | measured | met |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+            for t in document["targets"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -746,10 +917,21 @@ def plot(document: dict, path: Path) -> None:
                 continue
             c = [p["concurrency"] for p in points]
             line = axes[0][col].plot(c, [p["rps"] for p in points], marker="o", label=name)[0]
-            axes[1][col].plot(c, [p["p50_ms"] for p in points], marker="o",
-                              color=line.get_color(), label=f"{name} p50")  # fmt: skip
-            axes[1][col].plot(c, [p["p99_ms"] for p in points], marker="x", linestyle="--",
-                              color=line.get_color(), label=f"{name} p99")  # fmt: skip
+            axes[1][col].plot(
+                c,
+                [p["p50_ms"] for p in points],
+                marker="o",
+                color=line.get_color(),
+                label=f"{name} p50",
+            )
+            axes[1][col].plot(
+                c,
+                [p["p99_ms"] for p in points],
+                marker="x",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{name} p99",
+            )
         axes[0][col].set_title(f"{workload}: throughput")
         axes[0][col].set_ylabel("requests/s")
         axes[1][col].set_title(f"{workload}: latency (solid p50, dashed p99)")
@@ -770,9 +952,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="2 s points, 1 s warm-up, service vs minimal, fashion-json, c=1,8",
-    )  # fmt: skip
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per workload")
     parser.add_argument(
@@ -782,17 +965,26 @@ def main(argv: list[str] | None = None) -> int:
         help="interleaved rounds per point (their seconds add up to --seconds)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--systems", nargs="+", help="subset of: service service-batching "
-                        "minimal keras bentoml mlserver kserve")  # fmt: skip
-    parser.add_argument("--baseline", metavar="REF",
-                        help="also run this service as of a git commit (a worktree under "
-                        "bench/.worktrees), in the same interleaved rounds")  # fmt: skip
-    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS),
-                        choices=list(WORKLOADS))  # fmt: skip
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        help="subset of: service service-batching minimal keras bentoml mlserver kserve",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run this service as of a git commit (a worktree under "
+        "bench/.worktrees), in the same interleaved rounds",
+    )
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--skip-limit", action="store_true", help="no in-process measurement")
-    parser.add_argument("--threads", type=int, default=THREADS,
-                        help="threads per gunicorn worker: minimal, keras and "
-                        "service-batching (the service runs its default)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help="threads per gunicorn worker: minimal, keras and "
+        "service-batching (the service runs its default)",
+    )
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

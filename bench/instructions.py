@@ -63,15 +63,34 @@ def count(tree: Path, route: tuple, requests: int, workdir: Path) -> int:
     metrics_dir = workdir / f"metrics-{tree.name}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONHASHSEED": "0",
-           "SERVING_MODEL_REPOSITORY": str(ROOT / "models"), "PYTHONPATH": str(tree)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "PYTHONHASHSEED": "0",
+        "SERVING_MODEL_REPOSITORY": str(ROOT / "models"),
+        "PYTHONPATH": str(tree),
+    }
     out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--collect-atstart=no",
-         "--toggle-collect=functools_reduce", f"--callgrind-out-file={workdir / 'callgrind.out'}",
-         sys.executable, str(probe), path, ctype, str(body_file), json.dumps(headers),
-         str(requests)],
-        cwd=tree, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=functools_reduce",
+            f"--callgrind-out-file={workdir / 'callgrind.out'}",
+            sys.executable,
+            str(probe),
+            path,
+            ctype,
+            str(body_file),
+            json.dumps(headers),
+            str(requests),
+        ],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = re.search(r"Collected : (\d+)", out.stderr)
     if not found or int(found.group(1)) == 0:
         raise RuntimeError(f"callgrind counted nothing in {tree}:\n{out.stderr[-2000:]}")
@@ -87,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--baseline", metavar="REF", help="also count this commit's service")
-    parser.add_argument("--workloads", nargs="+", default=["fashion-json"],
-                        choices=list(WORKLOADS))  # fmt: skip
+    parser.add_argument("--workloads", nargs="+", default=["fashion-json"], choices=list(WORKLOADS))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "instructions")
     args = parser.parse_args(argv)
@@ -119,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{workload} {name}: {total / args.requests:,.0f} instructions/request")
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    lines = [f"# Instructions per request ({document['created_at']})", "",
-             f"Command: `{document['command']}`; callgrind, in process, {args.requests} "
-             "requests after 100 of warm-up, multiprocess metrics and INFO logs on.", "",
-             "| workload | system | instructions / request | vs baseline |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Instructions per request ({document['created_at']})",
+        "",
+        f"Command: `{document['command']}`; callgrind, in process, {args.requests} "
+        "requests after 100 of warm-up, multiprocess metrics and INFO logs on.",
+        "",
+        "| workload | system | instructions / request | vs baseline |",
+        "|---|---|---|---|",
+    ]
     for workload, counts in document["per_request"].items():
         for name, value in counts.items():
             base = counts.get("baseline")

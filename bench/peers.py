@@ -47,8 +47,7 @@ def ensure_venv(name: str) -> Path:
         return venv
     log.info("creating %s with %s", venv, " ".join(requirements))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *requirements],
-                   check=True)  # fmt: skip
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *requirements], check=True)
     marker.write_text(wanted)
     return venv
 
@@ -65,17 +64,28 @@ def v2_routes(bodies: dict[str, bytes]) -> dict[str, tuple[str, str, bytes, dict
     """The V2 JSON workload, and a circles request as the readiness probe ("probe": not a
     workload, so the circles workload, native JSON elsewhere, is not run on V2 bodies)."""
     return {
-        "fashion-v2-json": ("/v2/models/fashion-mnist/infer", "application/json",
-                            bodies["v2-json"], {}),
-        "probe": ("/v2/models/circles/infer", "application/json",
-                    circles_v2_json(bodies["vector"]), {}),
-    }  # fmt: skip
+        "fashion-v2-json": (
+            "/v2/models/fashion-mnist/infer",
+            "application/json",
+            bodies["v2-json"],
+            {},
+        ),
+        "probe": (
+            "/v2/models/circles/infer",
+            "application/json",
+            circles_v2_json(bodies["vector"]),
+            {},
+        ),
+    }
 
 
 def mlserver_command() -> list[str]:
     """``mlserver start`` over the committed model-settings.json files."""
-    return [str(VENVS["mlserver"] / "bin" / "mlserver"), "start",
-            str(ROOT / "bench" / "systems" / "mlserver")]  # fmt: skip
+    return [
+        str(VENVS["mlserver"] / "bin" / "mlserver"),
+        "start",
+        str(ROOT / "bench" / "systems" / "mlserver"),
+    ]
 
 
 def mlserver_env(port: int, workers: int, metrics_dir: Path) -> dict[str, str]:
@@ -94,6 +104,14 @@ def mlserver_env(port: int, workers: int, metrics_dir: Path) -> dict[str, str]:
 
 def kserve_command(port: int, workers: int) -> list[str]:
     """KServe's ModelServer with its own flags; gRPC on port + 1000."""
-    return [str(VENVS["kserve"] / "bin" / "python"), "-m", "bench.systems.kserve_server",
-            "--http_port", str(port), "--grpc_port", str(port + 1000),
-            "--workers", str(workers)]  # fmt: skip
+    return [
+        str(VENVS["kserve"] / "bin" / "python"),
+        "-m",
+        "bench.systems.kserve_server",
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(port + 1000),
+        "--workers",
+        str(workers),
+    ]

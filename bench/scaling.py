@@ -66,15 +66,25 @@ def measure(count: int, port: int, work: Path, settings: dict[str, str]) -> dict
     repo = work / f"repo-{count}"
     onnx_bytes = make_repository(repo, count)
     log_file = work / f"service-{count}.log"
-    env = {**os.environ, "SERVING_BIND": f"127.0.0.1:{port}", "SERVING_WORKERS": str(WORKERS),
-           "SERVING_MODEL_REPOSITORY": str(repo), "SERVING_DEFAULT_MODEL": "m000",
-           "SERVING_METRICS_DIR": str(work / f"metrics-{count}"), **settings}  # fmt: skip
+    env = {
+        **os.environ,
+        "SERVING_BIND": f"127.0.0.1:{port}",
+        "SERVING_WORKERS": str(WORKERS),
+        "SERVING_MODEL_REPOSITORY": str(repo),
+        "SERVING_DEFAULT_MODEL": "m000",
+        "SERVING_METRICS_DIR": str(work / f"metrics-{count}"),
+        **settings,
+    }
     venv_bin = Path(sys.executable).parent
     with log_file.open("wb") as out:
         started = time.perf_counter()
-        process = subprocess.Popen([str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
-                                   cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [str(venv_bin / "gunicorn"), "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         first_ready = None
         while True:
@@ -83,8 +93,9 @@ def measure(count: int, port: int, work: Path, settings: dict[str, str]) -> dict
             if time.perf_counter() - started > 600:
                 raise RuntimeError(f"not ready in 600 s; see {log_file}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready",
-                                            timeout=5) as response:  # fmt: skip
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/health/ready", timeout=5
+                ) as response:
                     if response.status == 200 and first_ready is None:
                         first_ready = time.perf_counter() - started
             except OSError:
@@ -98,8 +109,13 @@ def measure(count: int, port: int, work: Path, settings: dict[str, str]) -> dict
     finally:
         stop(process, 60)
     shutil.rmtree(repo, ignore_errors=True)
-    return {"versions": count, "onnx_bytes": onnx_bytes, "first_ready_s": round(first_ready, 3),
-            "all_workers_ready_s": round(ready, 3), "worker_rss_mb": rss}  # fmt: skip
+    return {
+        "versions": count,
+        "onnx_bytes": onnx_bytes,
+        "first_ready_s": round(first_ready, 3),
+        "all_workers_ready_s": round(ready, 3),
+        "worker_rss_mb": rss,
+    }
 
 
 def targets(points: list[dict]) -> list[dict]:
@@ -110,31 +126,43 @@ def targets(points: list[dict]) -> list[dict]:
     one, many = by_count[1], by_count[100]
     allowed = max(one["worker_rss_mb"]) + 2 * many["onnx_bytes"] / 2**20
     return [
-        {"target": "100 versions: ready <= 10 s after start",
-         "measured": f"{many['all_workers_ready_s']:.2f} s",
-         "met": many["all_workers_ready_s"] <= 10},
-        {"target": "100 versions: RSS per worker <= 1-version RSS + 2x the ONNX bytes loaded",
-         "measured": f"{max(many['worker_rss_mb']):.1f} MB (allowed {allowed:.1f} MB)",
-         "met": max(many["worker_rss_mb"]) <= allowed},
-    ]  # fmt: skip
+        {
+            "target": "100 versions: ready <= 10 s after start",
+            "measured": f"{many['all_workers_ready_s']:.2f} s",
+            "met": many["all_workers_ready_s"] <= 10,
+        },
+        {
+            "target": "100 versions: RSS per worker <= 1-version RSS + 2x the ONNX bytes loaded",
+            "measured": f"{max(many['worker_rss_mb']):.1f} MB (allowed {allowed:.1f} MB)",
+            "met": max(many["worker_rss_mb"]) <= allowed,
+        },
+    ]
 
 
 def markdown(document: dict) -> str:
     """The table and the targets."""
-    lines = [f"# Start-up and memory against the number of model versions "
-             f"({document['created_at']})", "",
-             f"Command: `{document['command']}` — {document['machine']}; "
-             f"{WORKERS} workers; settings: {document['settings'] or 'defaults'}.", "",
-             "| versions | ONNX MB loaded | first ready (s) | every worker ready (s) | "
-             "RSS per worker (MB) |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Start-up and memory against the number of model versions ({document['created_at']})",
+        "",
+        f"Command: `{document['command']}` — {document['machine']}; "
+        f"{WORKERS} workers; settings: {document['settings'] or 'defaults'}.",
+        "",
+        "| versions | ONNX MB loaded | first ready (s) | every worker ready (s) | "
+        "RSS per worker (MB) |",
+        "|---|---|---|---|---|",
+    ]
     for p in document["points"]:
-        lines.append(f"| {p['versions']} | {p['onnx_bytes'] / 2**20:.1f} | "
-                     f"{p['first_ready_s']:.2f} | {p['all_workers_ready_s']:.2f} | "
-                     f"{', '.join(f'{r:.1f}' for r in p['worker_rss_mb'])} |")  # fmt: skip
+        lines.append(
+            f"| {p['versions']} | {p['onnx_bytes'] / 2**20:.1f} | "
+            f"{p['first_ready_s']:.2f} | {p['all_workers_ready_s']:.2f} | "
+            f"{', '.join(f'{r:.1f}' for r in p['worker_rss_mb'])} |"
+        )
     if document["targets"]:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
-        lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
-                  for t in document["targets"]]  # fmt: skip
+        lines += [
+            f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+            for t in document["targets"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -148,13 +176,20 @@ def plot(document: dict, path: Path) -> None:
     points = document["points"]
     counts = [p["versions"] for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(counts, [p["all_workers_ready_s"] for p in points], marker="o",
-              label="every worker ready")  # fmt: skip
-    left.plot(counts, [p["first_ready_s"] for p in points], marker="x", linestyle="--",
-              label="first /health/ready 200")  # fmt: skip
+    left.plot(
+        counts, [p["all_workers_ready_s"] for p in points], marker="o", label="every worker ready"
+    )
+    left.plot(
+        counts,
+        [p["first_ready_s"] for p in points],
+        marker="x",
+        linestyle="--",
+        label="first /health/ready 200",
+    )
     left.set_ylabel("seconds after start")
-    right.plot(counts, [max(p["worker_rss_mb"]) for p in points], marker="o",
-               label="largest worker RSS")  # fmt: skip
+    right.plot(
+        counts, [max(p["worker_rss_mb"]) for p in points], marker="o", label="largest worker RSS"
+    )
     right.set_ylabel("MB")
     for axis, title in ((left, "start to ready"), (right, "RSS per worker")):
         axis.set_xscale("log")
@@ -185,16 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8890)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "scaling")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = dict(s.split("=", 1) for s in args.setting)
     points = []
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as work:
         for count in args.counts:
             point = measure(count, args.port, Path(work), settings)
-            log.info("%d versions: ready in %.2f s (first %.2f s), worker RSS %s MB", count,
-                     point["all_workers_ready_s"], point["first_ready_s"],
-                     point["worker_rss_mb"])  # fmt: skip
+            log.info(
+                "%d versions: ready in %.2f s (first %.2f s), worker RSS %s MB",
+                count,
+                point["all_workers_ready_s"],
+                point["first_ready_s"],
+                point["worker_rss_mb"],
+            )
             points.append(point)
     document = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

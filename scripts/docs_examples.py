@@ -89,8 +89,9 @@ def run(example: Example, url: str) -> list[str]:
     """The command's output lines, run against ``url``."""
     host = url.removeprefix("http://").removeprefix("https://").rstrip("/")
     command = example.command.replace("localhost:8000", host)
-    out = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    out = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{example.command!r} exited with {out.returncode}: {out.stderr}")
     return [line for line in out.stdout.splitlines() if line.strip()]
@@ -164,8 +165,10 @@ def check(url: str, paths: list[Path] | None = None) -> list[str]:
             continue
         same = len(got) == len(example.output) and all(map(same_line, example.output, got))
         if not same:
-            problems.append(f"{_where(example)}: {example.command!r}\n"
-                            f"  recorded: {example.output}\n  now:      {got}")  # fmt: skip
+            problems.append(
+                f"{_where(example)}: {example.command!r}\n"
+                f"  recorded: {example.output}\n  now:      {got}"
+            )
     return problems
 
 

@@ -1,7 +1,7 @@
 """Inference service for the model repository (numpy + onnxruntime; never TensorFlow).
 
-Kept import-light: ``service.preprocessing``, ``service.postprocessing`` and
-``service.metadata`` are shared with ``training/`` and must import without Flask.
+Kept import-light: ``service.contract.preprocessing``, ``service.contract.postprocessing`` and
+``service.contract.metadata`` are shared with ``training/`` and must import without Flask.
 """
 
 import os

@@ -3,7 +3,7 @@
 gunicorn calls ``service.app:create_app()`` in each worker, so every worker builds its own
 onnxruntime sessions; nothing is constructed at import time. Flask provides the application
 object (configuration, ``app.extensions``, the test client, ``flask run``); every request is
-answered by :class:`service.dispatcher.Dispatcher` (``app.wsgi_app``) from the one route
+answered by :class:`service.http.dispatcher.Dispatcher` (``app.wsgi_app``) from the one route
 table in :mod:`service.protocols`.
 """
 
@@ -16,16 +16,17 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from service import logs, metrics, openapi
-from service.context import Serving
-from service.control import ControlStore
-from service.dataplane import DataPlane
-from service.dispatcher import Dispatcher
+from service import logs, metrics
+from service.http.dispatcher import Dispatcher
+from service.http.routing import Router
+from service.inference.dataplane import DataPlane
 from service.keys import Authenticator
-from service.lifecycle import Lifecycle
-from service.registry import Registry
-from service.routes import PROTOCOLS, ROUTES, SCHEMAS
-from service.routing import Router
+from service.models.control import ControlStore
+from service.models.lifecycle import Lifecycle
+from service.models.registry import Registry
+from service.protocols import openapi
+from service.protocols.routes import PROTOCOLS, ROUTES, SCHEMAS
+from service.protocols.serving import Serving
 from service.settings import Settings
 
 

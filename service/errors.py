@@ -23,12 +23,23 @@ class ApiError(Exception):
         self.details = details
         self.headers = headers  # response headers the error implies (405's Allow)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, request_id: str | None = None) -> dict[str, Any]:
         """The JSON body of the error response."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            body["details"] = self.details
-        return {"error": body}
+        return error_body(self.code, self.message, self.details, request_id)
+
+
+def error_body(
+    code: str, message: str, details: Any = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """``{"error": {"code", "message", "details"?}, "request_id"?}``: every native error
+    body, whoever answers (a route, the dispatcher's last resort, the worker)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    body: dict[str, Any] = {"error": error}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 class BadRequest(ApiError):
@@ -75,8 +86,11 @@ class MethodNotAllowed(ApiError):
     @classmethod
     def on(cls, method: str, path: str, allowed: list[str]) -> MethodNotAllowed:
         """The error for ``method`` on a path that answers only ``allowed``."""
-        return cls(f"{method} is not allowed on {path}", details={"allowed": allowed},
-                   headers=(("Allow", ", ".join(allowed)),))  # fmt: skip
+        return cls(
+            f"{method} is not allowed on {path}",
+            details={"allowed": allowed},
+            headers=(("Allow", ", ".join(allowed)),),
+        )
 
 
 class Conflict(ApiError):

@@ -130,9 +130,12 @@ class KeyFile:
             text = content.decode()
         except (OSError, UnicodeDecodeError) as exc:
             if startup or self._content is not None:  # said once, not every second
-                log.error("API keys file %s cannot be read (%s): every request that needs a "
-                          "key is refused until it can", self.path,
-                          getattr(exc, "strerror", None) or type(exc).__name__)  # fmt: skip
+                log.error(
+                    "API keys file %s cannot be read (%s): every request that needs a "
+                    "key is refused until it can",
+                    self.path,
+                    getattr(exc, "strerror", None) or type(exc).__name__,
+                )
             self._content, self.keys = None, []
             return
         if content == self._content:
@@ -142,11 +145,17 @@ class KeyFile:
             log.error("API keys file %s, %s (line skipped)", self.path, problem)
         self._content, self.keys = content, keys
         if not keys:
-            log.error("API keys file %s has no valid key: every request that needs a key is "
-                      "refused", self.path)  # fmt: skip
+            log.error(
+                "API keys file %s has no valid key: every request that needs a key is refused",
+                self.path,
+            )
         else:
-            log.info("API keys %s: %d key(s) (%s)", "loaded" if startup else "reloaded",
-                     len(keys), ", ".join(k.id for k in keys))  # fmt: skip
+            log.info(
+                "API keys %s: %d key(s) (%s)",
+                "loaded" if startup else "reloaded",
+                len(keys),
+                ", ".join(k.id for k in keys),
+            )
 
     def find(self, key: str) -> Key | None:
         """The key's entry, comparing its digest with every entry in constant time."""
@@ -203,8 +212,10 @@ class Authenticator:
             raise Unauthorized.because("the API key is not valid", invalid=True)
         needed = "read" if scope == "metrics" else scope
         if needed not in key.scopes:
-            error = Forbidden(f"API key {key.id!r} lacks the {needed!r} scope",
-                              details={"scopes": sorted(key.scopes), "needed": needed})  # fmt: skip
+            error = Forbidden(
+                f"API key {key.id!r} lacks the {needed!r} scope",
+                details={"scopes": sorted(key.scopes), "needed": needed},
+            )
             error.key_id = key.id
             raise error
         return key.id
@@ -228,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         default="predict",
         help=f"comma-separated, among {', '.join(SCOPES)} (default: predict)",
     )
-    parser.add_argument("--append", type=Path, metavar="FILE",
-                        help="also append the line to this keys file")  # fmt: skip
+    parser.add_argument(
+        "--append", type=Path, metavar="FILE", help="also append the line to this keys file"
+    )
     args = parser.parse_args(argv)
     scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
     key = "ksk_" + secrets.token_urlsafe(32)

@@ -112,9 +112,24 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # Tens of microseconds (a 2-feature MLP) to seconds (a big image batch under load).
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 
@@ -125,7 +140,7 @@ HTTP_REQUESTS = Counter(
 )
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds",
-    "Time from the request reaching the app (Flask, or the predict fast path) to its response.",
+    "Time from the request reaching the dispatcher to its response being ready to send.",
     ["endpoint", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
@@ -288,8 +303,18 @@ class ModelMeters:
     """One model version's metric children, looked up once at load: per request, the
     look-ups would cost more than the updates."""
 
-    __slots__ = ("_labels", "_predictions", "batch_size", "confidence", "fail", "inference",
-                 "last_inference", "postprocessing", "preprocessing", "success")  # fmt: skip
+    __slots__ = (
+        "_labels",
+        "_predictions",
+        "batch_size",
+        "confidence",
+        "fail",
+        "inference",
+        "last_inference",
+        "postprocessing",
+        "preprocessing",
+        "success",
+    )
 
     def __init__(self, name: str, version: int) -> None:
         labels = self._labels = (name, str(version))

@@ -58,7 +58,7 @@ class Settings:
     max_request_pixels: int = 32_000_000
     bind: str = "127.0.0.1:8000"
     workers: int = 2
-    threads: int = 1  # one: the main loop answers each request (service/worker.py)
+    threads: int = 1  # one: the main loop answers each request (service/http/worker.py)
     timeout: int = 30
     graceful_timeout: int = 20
     keepalive: int = 5
@@ -88,8 +88,14 @@ class Settings:
 
 
 def _parse(name: str, raw: str, kind: str) -> Any:
-    parsers = {"Path": Path, "str": str, "int": int, "float": float, "bool": _bool,
-               "tuple[str, ...]": _tuple}  # fmt: skip
+    parsers = {
+        "Path": Path,
+        "str": str,
+        "int": int,
+        "float": float,
+        "bool": _bool,
+        "tuple[str, ...]": _tuple,
+    }
     try:
         value = parsers[kind](raw)
     except (KeyError, ValueError) as exc:
@@ -100,8 +106,9 @@ def _parse(name: str, raw: str, kind: str) -> Any:
     if kind in ("int", "float") and (value < 0 or (value == 0 and not may_be_zero)):
         raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
     if name == "model_control" and value not in MODEL_CONTROL_MODES:
-        raise SettingsError(f"{PREFIX}MODEL_CONTROL must be one of {', '.join(MODEL_CONTROL_MODES)}"
-                            f", got {value!r}")  # fmt: skip
+        raise SettingsError(
+            f"{PREFIX}MODEL_CONTROL must be one of {', '.join(MODEL_CONTROL_MODES)}, got {value!r}"
+        )
     return value
 
 

@@ -13,10 +13,10 @@ from tests.helpers import MODELS
 def fashion():
     """Fashion-MNIST test images (Debian package) and the latest committed version's own
     logits."""
-    from service import metadata as contract
-    from service.postprocessing import OutputSpec
-    from service.predictor import OnnxPredictor
-    from service.preprocessing import pixels_to_tensor, spec_from_dict
+    from service.contract import metadata as contract
+    from service.contract.postprocessing import OutputSpec
+    from service.contract.preprocessing import pixels_to_tensor, spec_from_dict
+    from service.models.predictor import OnnxPredictor
     from training.datasets import load
 
     ds = load("fashion-mnist")
@@ -27,5 +27,10 @@ def fashion():
     x = ds.x_test[:64]
     logits = predictor.predict(pixels_to_tensor(x, spec_from_dict(meta["preprocessing"])))
     probs = OutputSpec.from_dict(meta["output"]).probabilities(logits)  # with its temperature
-    return {"images": x.astype(np.uint8), "labels": ds.y_test[:64], "logits": logits,
-            "probabilities": probs, "classes": meta["classes"]}  # fmt: skip
+    return {
+        "images": x.astype(np.uint8),
+        "labels": ds.y_test[:64],
+        "logits": logits,
+        "probabilities": probs,
+        "classes": meta["classes"],
+    }

@@ -2,7 +2,7 @@
 that say whether it helped (ECE over 15 equal-width bins, NLL, Brier) with a plot.
 
 The temperature divides the logits before the service's softmax/sigmoid
-(``service.postprocessing.OutputSpec``); it never changes the predicted class.
+(``service.contract.postprocessing.OutputSpec``); it never changes the predicted class.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.postprocessing import OutputSpec
+from service.contract.postprocessing import OutputSpec
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,11 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("dataset", choices=list(LOADERS), help="which dataset to fit")
     _add_hyper_flags(p)
-    p.add_argument("--data-dir", help="Fashion-MNIST IDX folder (default: $FASHION_MNIST_DIR, "
-                   "else /usr/share/datasets/fashion-mnist)")  # fmt: skip
+    p.add_argument(
+        "--data-dir",
+        help="Fashion-MNIST IDX folder (default: $FASHION_MNIST_DIR, "
+        "else /usr/share/datasets/fashion-mnist)",
+    )
 
 
 def _add_fit_flags(p: argparse.ArgumentParser) -> None:
@@ -39,8 +42,12 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     p.add_argument("--lr-decay", choices=["none", "cosine"], help="learning-rate schedule")
     p.add_argument("--name", help="model name in the repository (default: dataset)")
-    p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
-                   help="model repository folder (default: ./models)")  # fmt: skip
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help="model repository folder (default: ./models)",
+    )
     p.add_argument("--quiet", action="store_true", help="no Keras progress bar")
 
 
@@ -60,15 +67,26 @@ def _add_hyper_flags(p: argparse.ArgumentParser) -> None:
         choices=["float32", "mixed_bfloat16"],
         help="training arithmetic (the exported model is float32 either way)",
     )
-    p.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="images: random left-right mirroring")  # fmt: skip
-    p.add_argument("--augment-erase", type=float, metavar="P",
-                   help="images: with chance P, a random rectangle (2-25%% of the image) "
-                   "becomes noise")  # fmt: skip
-    p.add_argument("--mirror-average", action=argparse.BooleanOptionalAction, default=None,
-                   help="images: the exported network averages the logits of the image "
-                   "and its mirror image (test-time augmentation; twice the inference "
-                   "work)")  # fmt: skip
+    p.add_argument(
+        "--augment-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="images: random left-right mirroring",
+    )
+    p.add_argument(
+        "--augment-erase",
+        type=float,
+        metavar="P",
+        help="images: with chance P, a random rectangle (2-25%% of the image) becomes noise",
+    )
+    p.add_argument(
+        "--mirror-average",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="images: the exported network averages the logits of the image "
+        "and its mirror image (test-time augmentation; twice the inference "
+        "work)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,12 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_picture_flags(images, "the images' background, for inverting uploads of the other kind")
     images.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
     _add_hyper_flags(images)
-    _add_fit_flags(images)  # fmt: skip
+    _add_fit_flags(images)
 
     lr = sub.add_parser("lr-find", help="learning-rate sweep: plot and suggested rate")
     _add_model_flags(lr)
-    lr.add_argument("--epochs", type=int, default=100, help="sweep length (5 epochs a decade "
-                    "is too coarse; 20 per decade is the lesson's)")  # fmt: skip
+    lr.add_argument(
+        "--epochs",
+        type=int,
+        default=100,
+        help="sweep length (5 epochs a decade is too coarse; 20 per decade is the lesson's)",
+    )
     lr.add_argument("--start", type=float, default=1e-4, help="first learning rate")
     lr.add_argument("--steps-per-epoch", type=int, help="cap each sweep epoch (big datasets)")
     lr.add_argument("--output", type=Path, help="plot path (default: reports/lr-<dataset>.png)")
@@ -148,10 +170,15 @@ def _names(text: str) -> list[str]:
 
 def _add_picture_flags(p: argparse.ArgumentParser, background_help: str) -> None:
     """--background and --resize: how pictures of another kind or shape are fitted."""
-    p.add_argument("--background", choices=["dark", "light", "none"], default="none",
-                   help=background_help)  # fmt: skip
-    p.add_argument("--resize", choices=["stretch", "pad", "crop"], default="stretch",
-                   help="how a picture of another aspect ratio is fitted")  # fmt: skip
+    p.add_argument(
+        "--background", choices=["dark", "light", "none"], default="none", help=background_help
+    )
+    p.add_argument(
+        "--resize",
+        choices=["stretch", "pad", "crop"],
+        default="stretch",
+        help="how a picture of another aspect ratio is fitted",
+    )
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -196,15 +223,18 @@ def _import_parser(sub) -> None:
     p.add_argument("--offset", type=float, default=0.0, help="added after --scale")
     p.add_argument("--mean", type=_floats, help="per-channel mean subtracted after scale/offset")
     p.add_argument("--std", type=_floats, help="per-channel std divided by after the mean")
-    _add_picture_flags(p, "what the model was trained on: light objects on dark (dark), dark "
-                       "on light (light), or whole scenes (none, never inverted)")  # fmt: skip
+    _add_picture_flags(
+        p,
+        "what the model was trained on: light objects on dark (dark), dark "
+        "on light (light), or whole scenes (none, never inverted)",
+    )
     p.add_argument(
         "--sample",
         type=Path,
         help="data for the parity check (and, with labels, "
         "evaluation and calibration): .npy, .npz (x, y), .csv, or an image folder",
     )
-    p.add_argument("--target", help="the label column of a --sample CSV")  # fmt: skip
+    p.add_argument("--target", help="the label column of a --sample CSV")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from service.metadata import MetadataError
+    from service.contract.metadata import MetadataError
     from training import commands
     from training.datasets import DatasetError
     from training.export import ExportError
@@ -227,7 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return commands.run(args, shlex.join(["python", "-m", "training", *argv]))
-    except (DatasetError, ExportError, ImportRefused, SourceError, DataError, MetadataError,
-            RepositoryError) as exc:  # fmt: skip
+    except (
+        DatasetError,
+        ExportError,
+        ImportRefused,
+        SourceError,
+        DataError,
+        MetadataError,
+        RepositoryError,
+    ) as exc:
         log.error("%s", exc)
         return 1

@@ -18,9 +18,22 @@ def _out(line: str) -> None:
 def _config(args: argparse.Namespace, dataset: str):
     from training.config import default_config
 
-    fields = ["arch", "hidden", "filters", "convs_per_block", "dense", "dropout", "batch_size",
-              "learning_rate", "seed", "augment_shift", "augment_flip", "augment_erase",
-              "mirror_average", "precision"]  # fmt: skip
+    fields = [
+        "arch",
+        "hidden",
+        "filters",
+        "convs_per_block",
+        "dense",
+        "dropout",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "augment_shift",
+        "augment_flip",
+        "augment_erase",
+        "mirror_average",
+        "precision",
+    ]
     if args.command != "lr-find":
         fields += ["epochs", "validation_split", "patience", "lr_decay", "name"]
     return default_config(dataset, **{f: getattr(args, f) for f in fields})
@@ -30,7 +43,7 @@ def own_data(args: argparse.Namespace, command: str) -> int:
     """train-csv / train-images: the user's data through the built-in pipeline."""
     from dataclasses import replace
 
-    from service.preprocessing import ImageSpec
+    from service.contract.preprocessing import ImageSpec
     from training import repository, userdata
     from training.pipeline import train_and_export
 
@@ -40,18 +53,32 @@ def own_data(args: argparse.Namespace, command: str) -> int:
         config = _config(args, "csv")
     else:
         channels = args.channels or userdata.colour_channels(path)
-        spec = ImageSpec(args.size[0], args.size[1], channels, 255.0, "nhwc", args.background,
-                         args.background != "none", resize=args.resize)  # fmt: skip
+        spec = ImageSpec(
+            args.size[0],
+            args.size[1],
+            channels,
+            255.0,
+            "nhwc",
+            args.background,
+            args.background != "none",
+            resize=args.resize,
+        )
         dataset = userdata.image_dataset(path, spec, args.test_fraction)
         config = _config(args, "images")
         if config.arch == "mlp":  # a flat vector: no shifts or flips
             spec = replace(spec, layout="flat")
             dataset = replace(dataset, spec=spec)
-            config = replace(config, augment_shift=0, augment_flip=False, augment_erase=0.0,
-                             mirror_average=False)  # fmt: skip
+            config = replace(
+                config, augment_shift=0, augment_flip=False, augment_erase=0.0, mirror_average=False
+            )
     config = replace(config, name=repository.model_name(args.name, dataset.name))
-    published = train_and_export(config, args.repository, verbose=0 if args.quiet else "auto",
-                                 command=command, dataset=dataset)  # fmt: skip
+    published = train_and_export(
+        config,
+        args.repository,
+        verbose=0 if args.quiet else "auto",
+        command=command,
+        dataset=dataset,
+    )
     _out(str(published))
     return 0
 
@@ -77,7 +104,7 @@ def datasets_command(args: argparse.Namespace, command: str) -> int:
 
 def evaluate(args: argparse.Namespace, command: str) -> int:
     """Re-score the latest version of every built-in model with onnxruntime."""
-    from service import metadata as contract
+    from service.contract import metadata as contract
     from training.evaluate import evaluate_version
 
     for version_dir in contract.latest_version_dirs(args.repository):
@@ -85,8 +112,10 @@ def evaluate(args: argparse.Namespace, command: str) -> int:
             _out(f"{version_dir.parent.name}: skipped (not a built-in dataset)")
             continue
         ev = evaluate_version(version_dir, args.data_dir)
-        _out(f"{ev.name} v{ev.version}: accuracy {ev.accuracy:.4f} on {ev.n_samples} "
-             f"(recorded {ev.recorded_accuracy:.4f}), {ev.onnx_bytes:,} bytes")  # fmt: skip
+        _out(
+            f"{ev.name} v{ev.version}: accuracy {ev.accuracy:.4f} on {ev.n_samples} "
+            f"(recorded {ev.recorded_accuracy:.4f}), {ev.onnx_bytes:,} bytes"
+        )
     return 0
 
 
@@ -94,8 +123,20 @@ def import_command(args: argparse.Namespace, command: str) -> int:
     """A user's model file into the repository."""
     from training.importer import ImportOptions, import_model
 
-    fields = ["name", "classes", "output", "scale", "offset", "mean", "std", "background",
-              "resize", "features", "sample", "target"]  # fmt: skip
+    fields = [
+        "name",
+        "classes",
+        "output",
+        "scale",
+        "offset",
+        "mean",
+        "std",
+        "background",
+        "resize",
+        "features",
+        "sample",
+        "target",
+    ]
     options = ImportOptions(args.path, args.repository, **{f: getattr(args, f) for f in fields})
     _out(str(import_model(options, command)))
     return 0
@@ -103,22 +144,24 @@ def import_command(args: argparse.Namespace, command: str) -> int:
 
 def calibrate(args: argparse.Namespace, command: str) -> int:
     """Temperature scaling for versions of built-in models trained before it existed."""
-    from service import metadata as contract
+    from service.contract import metadata as contract
     from training.evaluate import calibrate_version
 
     for version_dir in contract.version_dirs(args.repository):
         meta = contract.read(version_dir, verify_checksum=False)
-        wanted = meta["name"] in args.models if args.models else (
-            "calibration" not in meta["metrics"]
-        )  # fmt: skip
+        wanted = (
+            meta["name"] in args.models if args.models else ("calibration" not in meta["metrics"])
+        )
         if not wanted or not _built_in(meta):
             continue
         block = calibrate_version(version_dir, args.data_dir)
         before, after = block["test"]["before"], block["test"]["after"]
-        _out(f"{meta['name']} v{meta['version']}: temperature {block['temperature']:.4g} "
-             f"({'applied' if block['applied'] else 'not applied'}); test ECE "
-             f"{before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
-             f"{after['nll']:.4f}")  # fmt: skip
+        _out(
+            f"{meta['name']} v{meta['version']}: temperature {block['temperature']:.4g} "
+            f"({'applied' if block['applied'] else 'not applied'}); test ECE "
+            f"{before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
+            f"{after['nll']:.4f}"
+        )
     return 0
 
 
@@ -131,8 +174,10 @@ def lr_find(args: argparse.Namespace, command: str) -> int:
     sweep = lr_finder.run_sweep(config, dataset, args.epochs, args.start, args.steps_per_epoch)
     out = args.output or REPO_ROOT / "reports" / f"lr-{config.dataset}.png"
     lr_finder.plot_sweep(sweep, f"{config.dataset}: learning-rate sweep", out)
-    _out(f"loss minimum at lr={sweep.best_rate:.3g}; suggested learning rate "
-         f"{sweep.suggested_rate:.3g} (plot: {out})")  # fmt: skip
+    _out(
+        f"loss minimum at lr={sweep.best_rate:.3g}; suggested learning rate "
+        f"{sweep.suggested_rate:.3g} (plot: {out})"
+    )
     return 0
 
 

@@ -87,15 +87,29 @@ DEFAULTS: dict[str, TrainConfig] = {
 # A user's own data (train-csv, train-images): sensible starting points, every field a flag.
 USER_DEFAULTS: dict[str, TrainConfig] = {
     "csv": TrainConfig(
-        "csv", hidden=(64, 32), dropout=0.1, epochs=200, batch_size=32, learning_rate=1e-3,
+        "csv",
+        hidden=(64, 32),
+        dropout=0.1,
+        epochs=200,
+        batch_size=32,
+        learning_rate=1e-3,
         patience=20,
     ),
     "images": TrainConfig(
-        "images", arch="cnn", filters=(32, 64), convs_per_block=2, dense=128, dropout=0.3,
-        epochs=40, batch_size=32, learning_rate=1e-3, lr_decay="cosine", patience=8,
+        "images",
+        arch="cnn",
+        filters=(32, 64),
+        convs_per_block=2,
+        dense=128,
+        dropout=0.3,
+        epochs=40,
+        batch_size=32,
+        learning_rate=1e-3,
+        lr_decay="cosine",
+        patience=8,
         augment_shift=2,
     ),
-}  # fmt: skip
+}
 
 
 def default_config(dataset: str, **overrides: Any) -> TrainConfig:

@@ -2,7 +2,7 @@
 
 Features come back as float32 in their own units; images as float32 pixel arrays in the
 dataset's raw units (0..255 for Fashion-MNIST, 0..16 for digits). The network's tensor is
-made from them by ``service.preprocessing``, the same code the service runs.
+made from them by ``service.contract.preprocessing``, the same code the service runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.preprocessing import FeatureSpec, ImageSpec, Spec
+from service.contract.preprocessing import FeatureSpec, ImageSpec, Spec
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,17 @@ FASHION_MNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 class DatasetError(RuntimeError):
@@ -111,9 +119,16 @@ def load_blobs(seed: int = 30) -> Dataset:
 # Both image datasets frame one object with its longer side spanning the frame (measured:
 # the median box is 8 of 8 rows for digits, 28 of 28 for Fashion-MNIST): photos are framed so.
 DIGITS_SPEC = ImageSpec(
-    height=8, width=8, channels=1, pixel_max=16.0, layout="flat",
-    background="dark", invert_light_background=True, framing="object", fill=1.0,
-)  # fmt: skip
+    height=8,
+    width=8,
+    channels=1,
+    pixel_max=16.0,
+    layout="flat",
+    background="dark",
+    invert_light_background=True,
+    framing="object",
+    fill=1.0,
+)
 
 
 def load_digits(seed: int = 42) -> Dataset:
@@ -129,9 +144,16 @@ def load_digits(seed: int = 42) -> Dataset:
 
 
 FASHION_SPEC = ImageSpec(
-    height=28, width=28, channels=1, pixel_max=255.0, layout="nhwc",
-    background="dark", invert_light_background=True, framing="object", fill=1.0,
-)  # fmt: skip
+    height=28,
+    width=28,
+    channels=1,
+    pixel_max=255.0,
+    layout="nhwc",
+    background="dark",
+    invert_light_background=True,
+    framing="object",
+    fill=1.0,
+)
 
 
 def read_idx(path: Path) -> np.ndarray:

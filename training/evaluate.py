@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service import metadata as contract
-from service.postprocessing import predicted_indices
-from service.preprocessing import spec_from_dict
+from service.contract import metadata as contract
+from service.contract.postprocessing import predicted_indices
+from service.contract.preprocessing import spec_from_dict
 from training import calibration, datasets, export, report, trainer
 
 

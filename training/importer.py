@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from service import metadata as contract
-from service.postprocessing import OutputSpec
-from service.preprocessing import FeatureSpec, ImageSpec, Spec
+from service.contract import metadata as contract
+from service.contract.postprocessing import OutputSpec
+from service.contract.preprocessing import FeatureSpec, ImageSpec, Spec
 from training import export, heads, repository
-from training.sources import Loaded, load_source, one_line
+from training.model_files import load_source
+from training.sources import Loaded, one_line
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,19 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
     if options.std is not None and min(options.std) <= 0:
         raise ImportRefused("--std values must be positive")
     return ImageSpec(
-        height, width, channels, 255.0, layout, options.background,
-        options.background != "none", scale=options.scale, offset=options.offset,
-        mean=per_channel["mean"], std=per_channel["std"], resize=options.resize,
-    )  # fmt: skip
+        height,
+        width,
+        channels,
+        255.0,
+        layout,
+        options.background,
+        options.background != "none",
+        scale=options.scale,
+        offset=options.offset,
+        mean=per_channel["mean"],
+        std=per_channel["std"],
+        resize=options.resize,
+    )
 
 
 def _feature_spec(n: int, options: ImportOptions) -> FeatureSpec:
@@ -95,12 +105,16 @@ def _feature_spec(n: int, options: ImportOptions) -> FeatureSpec:
     names = options.features or [f"x{i + 1}" for i in range(n)]
     if len(names) != n:
         raise ImportRefused(f"--features names {len(names)} features; the model takes {n}")
-    image_only = options.offset != 0 or options.background != "none" or (
-        options.resize != "stretch" or abs(options.scale - 1 / 255) > 1e-12
-    )  # fmt: skip
+    image_only = (
+        options.offset != 0
+        or options.background != "none"
+        or (options.resize != "stretch" or abs(options.scale - 1 / 255) > 1e-12)
+    )
     if image_only:
-        raise ImportRefused("--scale, --offset, --background and --resize are for image "
-                            "models; this one takes feature vectors")  # fmt: skip
+        raise ImportRefused(
+            "--scale, --offset, --background and --resize are for image "
+            "models; this one takes feature vectors"
+        )
     if (options.mean is None) != (options.std is None):
         raise ImportRefused("--mean and --std go together")
     if options.mean is None or options.std is None:

@@ -78,9 +78,13 @@ def run_sweep(
             log.info("epoch %d lr %.2e loss %.4f", epoch + 1, sweep_rate(epoch, start), losses[-1])
     else:
         hist = model.fit(
-            x, y, batch_size=config.batch_size, epochs=epochs, callbacks=[schedule],
+            x,
+            y,
+            batch_size=config.batch_size,
+            epochs=epochs,
+            callbacks=[schedule],
             verbose=verbose,
-        )  # fmt: skip
+        )
         losses = hist.history["loss"]
     rates = np.array([sweep_rate(e, start) for e in range(len(losses))])
     return LRSweep(rates, np.array(losses, dtype=float))
@@ -94,8 +98,9 @@ def plot_sweep(sweep: LRSweep, title: str, path: Path) -> Path:
     ax.semilogx(sweep.rates, sweep.losses, label="training loss")
     ax.semilogx(sweep.rates, smooth(sweep.losses), label="smoothed", alpha=0.7)
     ax.axvline(sweep.best_rate, color="red", ls="--", label=f"minimum {sweep.best_rate:.2e}")
-    ax.axvline(sweep.suggested_rate, color="green", ls="--",
-               label=f"suggested {sweep.suggested_rate:.2e}")  # fmt: skip
+    ax.axvline(
+        sweep.suggested_rate, color="green", ls="--", label=f"suggested {sweep.suggested_rate:.2e}"
+    )
     finite = sweep.losses[np.isfinite(sweep.losses)]
     ax.set_ylim(0, min(float(finite.max()), 3 * float(finite[0])) * 1.05)
     ax.set_xlabel("learning rate")

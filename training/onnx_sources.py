@@ -150,8 +150,10 @@ def savedmodel_to_onnx(path: Path):
     export.fold_captured_constants(proto, forward.get_concrete_function())
     unknown = [n for n in proto.graph.node if not known_op(n)]
     if unknown:
-        raise SourceError(f"the SavedModel's op {unknown[0].name!r} ({unknown[0].op_type}) has "
-                          "no ONNX conversion in tf2onnx")  # fmt: skip
+        raise SourceError(
+            f"the SavedModel's op {unknown[0].name!r} ({unknown[0].op_type}) has "
+            "no ONNX conversion in tf2onnx"
+        )
     return proto
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from service import metadata as contract
-from service.postprocessing import predicted_indices
-from service.preprocessing import FeatureSpec
+from service.contract import metadata as contract
+from service.contract.postprocessing import predicted_indices
+from service.contract.preprocessing import FeatureSpec
 from training import architectures, calibration, datasets, export, report, repository, trainer
 from training.config import TrainConfig
 
@@ -69,9 +69,15 @@ def train_and_export(
         metrics["keras_accuracy"] = float(np.mean(keras_pred == dataset.y_test))
         plots = _plots(dataset, fitted, metrics, onnx_logits, onnx_path, staging / "report")
         meta = build_metadata(
-            config, dataset, fitted, metrics, parity, onnx_path, version,
+            config,
+            dataset,
+            fitted,
+            metrics,
+            parity,
+            onnx_path,
+            version,
             command or "(library call: training.pipeline.train_and_export)",
-        )  # fmt: skip
+        )
         val_logits = export.onnx_logits(onnx_path, fitted.x_validation)
         block = calibration.calibrate(val_logits, fitted.y_validation, onnx_logits, dataset.y_test)
         calibration.record(meta, block, onnx_logits, dataset.y_test, staging / "report")
@@ -183,8 +189,12 @@ def _feature_range(dataset: datasets.Dataset) -> dict:
     if not isinstance(dataset.spec, FeatureSpec):
         return {}
     low, high = dataset.x_train.min(axis=0), dataset.x_train.max(axis=0)
-    return {"feature_range": {"min": [round(float(v), 6) for v in low],
-                              "max": [round(float(v), 6) for v in high]}}  # fmt: skip
+    return {
+        "feature_range": {
+            "min": [round(float(v), 6) for v in low],
+            "max": [round(float(v), 6) for v in high],
+        }
+    }
 
 
 def _describe(dataset: datasets.Dataset) -> str:
@@ -195,7 +205,9 @@ def _describe(dataset: datasets.Dataset) -> str:
         )
     s = dataset.spec
     colour = "grayscale" if s.channels == 1 else "RGB"
-    ground = {"dark": " (light objects on a dark background)",
-              "light": " (dark objects on a light background)"}.get(s.background, "")  # fmt: skip
+    ground = {
+        "dark": " (light objects on a dark background)",
+        "light": " (dark objects on a light background)",
+    }.get(s.background, "")
     size = f"{s.height}x{s.width}"
     return f"{dataset.task} classifier on {size} {colour} images{ground} from {dataset.name}"

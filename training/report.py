@@ -13,8 +13,8 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt
 import numpy as np
 
-from service.postprocessing import OutputSpec, predicted_indices, probabilities
-from service.preprocessing import FeatureSpec
+from service.contract.postprocessing import OutputSpec, predicted_indices, probabilities
+from service.contract.preprocessing import FeatureSpec
 from training.calibration import nll
 from training.datasets import Dataset
 
@@ -102,8 +102,15 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], class_names: Sequence[str
         for i in range(n):
             for j in range(n):
                 value = int(data[i, j]) if fmt == "{:d}" else float(data[i, j])
-                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=8,
-                        color="white" if data[i, j] > threshold else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if data[i, j] > threshold else "black",
+                )
     fig.suptitle("Confusion matrix (test set, onnxruntime)")
     return save_figure(fig, path)
 
@@ -123,8 +130,9 @@ def plot_decision_boundary(
     predicted = predicted_indices(logits_fn(X.astype(np.float32)))
     fig, ax = plt.subplots(figsize=(7, 6))
     cmap = plt.get_cmap("tab10")
-    ax.contourf(gx, gy, zz, levels=np.arange(n + 1) - 0.5, colors=[cmap(i) for i in range(n)],
-                alpha=0.25)  # fmt: skip
+    ax.contourf(
+        gx, gy, zz, levels=np.arange(n + 1) - 0.5, colors=[cmap(i) for i in range(n)], alpha=0.25
+    )
     if n == 2:
         p_inner = probabilities(grid_logits)[:, 1].reshape(gx.shape)
         ax.contour(gx, gy, p_inner, levels=[0.5], colors="k", linewidths=1)
@@ -132,8 +140,14 @@ def plot_decision_boundary(
     for i, name in enumerate(dataset.class_names):
         sel = (y == i) & right
         ax.scatter(X[sel, 0], X[sel, 1], s=14, color=cmap(i), edgecolor="k", lw=0.3, label=name)
-    ax.scatter(X[~right, 0], X[~right, 1], s=60, marker="x", color="red",
-               label=f"misclassified ({int((~right).sum())})")  # fmt: skip
+    ax.scatter(
+        X[~right, 0],
+        X[~right, 1],
+        s=60,
+        marker="x",
+        color="red",
+        label=f"misclassified ({int((~right).sum())})",
+    )
     ax.set_title(f"{dataset.name}: decision regions and test points")
     ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
@@ -156,17 +170,23 @@ def plot_sample_predictions(
     right = np.flatnonzero(predicted == dataset.y_test)
     n = min(n, len(dataset.y_test))
     n_wrong = max(min(len(wrong), n // 4), n - len(right))  # always show a few mistakes
-    picks = np.concatenate([
-        rng.choice(right, n - n_wrong, replace=False),
-        rng.choice(wrong, n_wrong, replace=False) if n_wrong else np.array([], dtype=int),
-    ]).astype(int)  # fmt: skip
+    picks = np.concatenate(
+        [
+            rng.choice(right, n - n_wrong, replace=False),
+            rng.choice(wrong, n_wrong, replace=False) if n_wrong else np.array([], dtype=int),
+        ]
+    ).astype(int)
     cols = 6
     fig, axes = plt.subplots(int(np.ceil(n / cols)), cols, figsize=(cols * 2.1, 2.5 * n / cols))
     spec = dataset.spec
     for ax, i in zip(axes.ravel(), picks, strict=False):  # spare axes stay blank
         if spec.channels == 1:
-            ax.imshow(dataset.x_test[i].reshape(spec.height, spec.width), cmap="gray",
-                      vmin=0, vmax=spec.pixel_max)  # fmt: skip
+            ax.imshow(
+                dataset.x_test[i].reshape(spec.height, spec.width),
+                cmap="gray",
+                vmin=0,
+                vmax=spec.pixel_max,
+            )
         else:
             rgb = dataset.x_test[i].reshape(spec.height, spec.width, spec.channels)
             ax.imshow(np.clip(rgb / spec.pixel_max, 0, 1))
@@ -190,8 +210,14 @@ def _feature_samples(dataset: Dataset, predicted: np.ndarray, path: Path) -> Pat
         sel = predicted == i
         ax.scatter(X[sel, 0], X[sel, 1], s=14, color=cmap(i), label=f"predicted {name}")
     wrong = predicted != y
-    ax.scatter(X[wrong, 0], X[wrong, 1], s=90, facecolors="none", edgecolors="red",
-               label=f"wrong ({int(wrong.sum())})")  # fmt: skip
+    ax.scatter(
+        X[wrong, 0],
+        X[wrong, 1],
+        s=90,
+        facecolors="none",
+        edgecolors="red",
+        label=f"wrong ({int(wrong.sum())})",
+    )
     ax.set_title(f"{dataset.name}: test predictions")
     ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service import metadata as contract
+from service.contract import metadata as contract
 
 
 class RepositoryError(RuntimeError):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from service.postprocessing import OutputSpec
-from service.preprocessing import (
+from service.contract.postprocessing import OutputSpec
+from service.contract.preprocessing import (
     FeatureSpec,
     ImageSpec,
     PreprocessingError,

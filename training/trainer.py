@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from service.preprocessing import FeatureSpec, features_to_tensor, pixels_to_tensor
+from service.contract.preprocessing import FeatureSpec, features_to_tensor, pixels_to_tensor
 from training import architectures
 from training.config import TrainConfig
 from training.datasets import Dataset
@@ -133,8 +133,10 @@ def augmented(x: np.ndarray, y: np.ndarray, config: TrainConfig):
     images, labels = tf.constant(x), tf.constant(y)
     order = tf.data.Dataset.range(len(x))
     order = order.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-    data = order.map(lambda i: one(tf.gather(images, i), tf.gather(labels, i)),
-                     num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+    data = order.map(
+        lambda i: one(tf.gather(images, i), tf.gather(labels, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return data.batch(config.batch_size).repeat().prefetch(tf.data.AUTOTUNE)
 
 
@@ -205,11 +207,17 @@ def fit(config: TrainConfig, dataset: Dataset, verbose: int | str = "auto") -> F
     started = time.perf_counter()
     if config.augment_shift or config.augment_flip or config.augment_erase:
         if x_fit_t.ndim != 4:
-            raise ValueError("augmentation shifts, flips and erases NHWC images; this input "
-                             "is not one")  # fmt: skip
-        history = model.fit(augmented(x_fit_t, y_fit, config), epochs=config.epochs,
-                            steps_per_epoch=steps, validation_data=(x_val_t, y_val),
-                            callbacks=callbacks, verbose=verbose)  # fmt: skip
+            raise ValueError(
+                "augmentation shifts, flips and erases NHWC images; this input is not one"
+            )
+        history = model.fit(
+            augmented(x_fit_t, y_fit, config),
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            validation_data=(x_val_t, y_val),
+            callbacks=callbacks,
+            verbose=verbose,
+        )
     else:
         history = model.fit(
             x_fit_t,

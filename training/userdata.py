@@ -2,7 +2,7 @@
 
 Everything comes back in raw units (feature values as written; pixels 0..255 as the
 service's image preprocessing makes them), so the same arrays feed training, parity
-checks and calibration through ``service.preprocessing``.
+checks and calibration through ``service.contract.preprocessing``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from service.contract.images import decode_image
+from service.contract.preprocessing import (
+    FeatureSpec,
+    ImageSpec,
+    PreprocessingError,
+    image_to_pixels,
+)
 from service.errors import ApiError
-from service.images import decode_image
-from service.preprocessing import FeatureSpec, ImageSpec, PreprocessingError, image_to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +134,13 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     return hold_out(x, y, test_fraction, seed)
 
 
-def csv_dataset(path: Path, target: str, features: list[str] | None = None,
-                test_fraction: float = 0.2, seed: int = 42):  # fmt: skip
+def csv_dataset(
+    path: Path,
+    target: str,
+    features: list[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+):
     """A CSV as a Dataset: features standardised with the training split's mean and std
     (recorded in the preprocessing contract, so clients send raw values)."""
     from training.datasets import Dataset
@@ -146,8 +156,12 @@ def csv_dataset(path: Path, target: str, features: list[str] | None = None,
     # A constant column's std is rounding noise (1e-16): it would blow up any other value.
     constant = std <= 1e-8 * np.maximum(1.0, np.abs(mean))
     std = np.where(constant, 1.0, std)
-    spec = FeatureSpec(len(table.feature_names), table.feature_names,
-                       tuple(float(v) for v in mean), tuple(float(v) for v in std))  # fmt: skip
+    spec = FeatureSpec(
+        len(table.feature_names),
+        table.feature_names,
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+    )
     source = f"{Path(path).name}: target {target!r}, {len(y)} rows, {test_fraction:.0%} test"
     return Dataset(Path(path).stem, x_tr, y_tr, x_te, y_te, tuple(classes), spec, source)
 

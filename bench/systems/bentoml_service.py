@@ -12,7 +12,7 @@ import numpy as np
 from PIL.Image import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # service.postprocessing needs numpy only
+sys.path.insert(0, str(ROOT))  # service.contract.postprocessing needs numpy only
 
 from bench.systems.common import CIRCLES_CLASSES, FASHION_CLASSES, answer  # noqa: E402
 

@@ -18,8 +18,14 @@ from training.architectures import build_cnn, build_mlp
 from training.config import default_config
 
 _fashion_cfg, _circles_cfg = default_config("fashion-mnist"), default_config("circles")
-fashion = build_cnn((28, 28, 1), 10, _fashion_cfg.filters, _fashion_cfg.convs_per_block,
-                    _fashion_cfg.dense, _fashion_cfg.dropout)  # fmt: skip
+fashion = build_cnn(
+    (28, 28, 1),
+    10,
+    _fashion_cfg.filters,
+    _fashion_cfg.convs_per_block,
+    _fashion_cfg.dense,
+    _fashion_cfg.dropout,
+)
 circles = build_mlp(2, 2, _circles_cfg.hidden)
 app = Flask(__name__)
 

@@ -37,15 +37,24 @@ class OnnxClassifierModel(Model):
         self.load()
 
     def predict(self, payload: InferRequest, headers: dict | None = None) -> InferResponse:
-        outputs = [InferOutput(name, shape, datatype, values)
-                   for name, datatype, shape, values
-                   in self.classifier.predict(payload.inputs[0].as_numpy())]  # fmt: skip
+        outputs = [
+            InferOutput(name, shape, datatype, values)
+            for name, datatype, shape, values in self.classifier.predict(
+                payload.inputs[0].as_numpy()
+            )
+        ]
         # As kserve.utils.utils.get_predict_response answers (a response id is required).
-        return InferResponse(payload.id or generate_uuid(), self.name, outputs, model_version="1",
-                             use_binary_outputs=payload.use_binary_outputs,
-                             requested_outputs=payload.request_outputs)  # fmt: skip
+        return InferResponse(
+            payload.id or generate_uuid(),
+            self.name,
+            outputs,
+            model_version="1",
+            use_binary_outputs=payload.use_binary_outputs,
+            requested_outputs=payload.request_outputs,
+        )
 
 
 if __name__ == "__main__":
-    ModelServer().start([OnnxClassifierModel(name, MODELS / name / "1")
-                         for name in ("fashion-mnist", "circles")])  # fmt: skip
+    ModelServer().start(
+        [OnnxClassifierModel(name, MODELS / name / "1") for name in ("fashion-mnist", "circles")]
+    )

@@ -20,8 +20,9 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 def _session(name: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(MODELS / name / "1" / "model.onnx"), options,
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    return ort.InferenceSession(
+        str(MODELS / name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
 
 
 app = Flask(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.postprocessing import OutputSpec
+from service.contract.postprocessing import OutputSpec
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 # The V2 outputs the service returns by default, in its order.
@@ -35,8 +35,9 @@ class OnnxClassifier:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])  # fmt: skip
+        self.session = ort.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
 
     def predict(self, batch: np.ndarray) -> list[tuple[str, str, list[int], np.ndarray]]:
         """(name, V2 datatype, shape, values) of ``logits``, ``probabilities`` and ``label``
@@ -44,6 +45,8 @@ class OnnxClassifier:
         (logits,) = self.session.run(None, {self.input_name: np.asarray(batch, np.float32)})
         probs = self.output.probabilities(logits).astype(np.float32)
         labels = np.array([self.classes[i] for i in self.output.indices(logits)], dtype=object)
-        return [("logits", "FP32", list(logits.shape), logits),
-                ("probabilities", "FP32", list(probs.shape), probs),
-                ("label", "BYTES", [len(labels)], labels)]  # fmt: skip
+        return [
+            ("logits", "FP32", list(logits.shape), logits),
+            ("probabilities", "FP32", list(probs.shape), probs),
+            ("label", "BYTES", [len(labels)], labels),
+        ]

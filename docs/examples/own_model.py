@@ -23,12 +23,14 @@ def main(path: str) -> None:
     """Fit, save, print ``model.predict`` for FLOWER."""
     keras.utils.set_random_seed(0)
     iris = load_iris()
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Normalization(mean=iris.data.mean(0), variance=iris.data.var(0)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),  # probabilities out, as so many models
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Normalization(mean=iris.data.mean(0), variance=iris.data.var(0)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),  # probabilities out, as so many models
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(iris.data, iris.target, epochs=60, batch_size=16, verbose=0)
     model.save(path)

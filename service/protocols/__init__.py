@@ -1,2 +1,2 @@
 """The wire protocols (native, v2, tfserving): each a thin codec over the dataplane with its
-own routes, error shape and OpenAPI operations; ``service.routes`` gathers them."""
+own routes, error shape and OpenAPI operations; ``service.protocols.routes`` gathers them."""

@@ -6,26 +6,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.context import Serving
 from service.errors import NotFound
-from service.protocols.native import PROTOCOL
-from service.routing import Route
-from service.web import Request, Response
+from service.http.messages import Request, Response
+from service.http.routing import Route
+from service.protocols.native.codec import PROTOCOL
+from service.protocols.serving import Serving
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 # Only the service's own files; images from the API arrive as data: URLs or blob: URLs.
-_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' blob:; "
-           "img-src 'self' data: blob:; media-src 'self' blob:; base-uri 'none'; "
-           "form-action 'none'; frame-ancestors 'none'")  # fmt: skip
-_HEADERS = (("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"),
-            ("Referrer-Policy", "no-referrer"))  # fmt: skip
+_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' blob:; "
+    "img-src 'self' data: blob:; media-src 'self' blob:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+_HEADERS = (
+    ("Cache-Control", "no-cache"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 
 
 def page(serving: Serving, request: Request) -> Response:
     """GET / and /console: the console page."""
-    return Response((STATIC / "index.html").read_bytes(), content_type="text/html; charset=utf-8",
-                    headers=(*_HEADERS, ("Content-Security-Policy", _POLICY)))  # fmt: skip
+    return Response(
+        (STATIC / "index.html").read_bytes(),
+        content_type="text/html; charset=utf-8",
+        headers=(*_HEADERS, ("Content-Security-Policy", _POLICY)),
+    )
 
 
 def asset(serving: Serving, request: Request) -> Response:

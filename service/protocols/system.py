@@ -8,11 +8,11 @@ from pathlib import Path
 from swagger_ui_bundle import swagger_ui_path
 
 from service import metrics
-from service.context import Serving
 from service.errors import NotFound, ServiceUnavailable
-from service.protocols.native import PROTOCOL
-from service.routing import Route
-from service.web import Request, Response
+from service.http.messages import Request, Response
+from service.http.routing import Route
+from service.protocols.native.codec import PROTOCOL
+from service.protocols.serving import Serving
 
 ASSETS = Path(swagger_ui_path)
 _PAGE = b"""<!doctype html>
@@ -65,18 +65,32 @@ def asset(serving: Serving, request: Request) -> Response:
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if content_type.startswith("text/") or content_type.endswith("javascript"):
         content_type += "; charset=utf-8"
-    return Response(path.read_bytes(), content_type=content_type,
-                    headers=(("Cache-Control", "public, max-age=86400"),))  # fmt: skip
+    return Response(
+        path.read_bytes(),
+        content_type=content_type,
+        headers=(("Cache-Control", "public, max-age=86400"),),
+    )
 
 
 ROUTES = [
-    Route("GET", "/metrics", scrape, PROTOCOL, {
-        "tags": ["operations"],
-        "summary": "Prometheus metrics, summed over gunicorn's workers",
-        "responses": {"200": {"description": "Prometheus text exposition format",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    }, "metrics"),
+    Route(
+        "GET",
+        "/metrics",
+        scrape,
+        PROTOCOL,
+        {
+            "tags": ["operations"],
+            "summary": "Prometheus metrics, summed over gunicorn's workers",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+        "metrics",
+    ),
     Route("GET", "/openapi.json", openapi, PROTOCOL, None, None),
     Route("GET", "/docs", docs, PROTOCOL, None, None),
     Route("GET", "/docs/assets/{filename}", asset, PROTOCOL, None, None),
-]  # fmt: skip
+]

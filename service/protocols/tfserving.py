@@ -16,13 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from service.context import Serving
-from service.dataplane import InferRequest, InferResult
+from service.contract.metadata import version_number
+from service.contract.preprocessing import FeatureSpec, ImageSpec
 from service.errors import BadRequest, VersionNotFound
-from service.inputs import JsonInstances, ModelTensor, check_numbers, is_b64_object, parse_json
-from service.metadata import version_number
-from service.preprocessing import FeatureSpec, ImageSpec
-from service.protocols.common import (
+from service.http.messages import Request, Response, json_response
+from service.http.routing import Protocol, versioned
+from service.inference.dataplane import InferRequest, InferResult
+from service.inference.inputs import (
+    JsonInstances,
+    ModelTensor,
+    check_numbers,
+    is_b64_object,
+    parse_json,
+)
+from service.models.registry import ModelEntry
+from service.models.serving_config import LABEL
+from service.protocols.message_error import (
     IMAGE_INPUT,
     MALFORMED,
     UNKNOWN,
@@ -30,10 +39,7 @@ from service.protocols.common import (
     operation,
     render_message_error,
 )
-from service.registry import ModelEntry
-from service.routing import Protocol, versioned
-from service.serving_config import LABEL
-from service.web import Request, Response, json_response
+from service.protocols.serving import Serving
 
 PROTOCOL = Protocol("tfserving", "/v1", render_message_error)
 
@@ -43,10 +49,16 @@ PROTOCOL = Protocol("tfserving", "/v1", render_message_error)
 
 def _version_status(entry: ModelEntry) -> dict[str, Any]:
     if entry.loaded:
-        return {"version": str(entry.version), "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""}}  # fmt: skip
-    return {"version": str(entry.version), "state": "END",
-            "status": {"error_code": "UNKNOWN", "error_message": entry.error or ""}}  # fmt: skip
+        return {
+            "version": str(entry.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }
+    return {
+        "version": str(entry.version),
+        "state": "END",
+        "status": {"error_code": "UNKNOWN", "error_message": entry.error or ""},
+    }
 
 
 def _version(serving: Serving, request: Request) -> int | str | None:
@@ -54,13 +66,13 @@ def _version(serving: Serving, request: Request) -> int | str | None:
     params, name = request.params, request.params["model"]
     if "label" in params:
         if not LABEL.fullmatch(params["label"]):
-            serving.registry.view(name)  # an unknown model is a 404 first
+            serving.registry.model(name)  # an unknown model is a 404 first
             raise VersionNotFound(f"model {name!r} has no label {params['label']!r}")
         return params["label"]
     if "version" in params:
         number = version_number(params["version"])
         if number is None:
-            serving.registry.view(name)
+            serving.registry.model(name)
             raise VersionNotFound(
                 f"model {name!r} has no version {params['version']!r}; a version is a "
                 "number (labels go in /labels/{label})"
@@ -71,31 +83,43 @@ def _version(serving: Serving, request: Request) -> int | str | None:
 
 def status(serving: Serving, request: Request) -> Response:
     """GET /v1/models/{model}[/versions/{version} | /labels/{label}]."""
-    entries = serving.registry.select(request.params["model"], _version(serving, request))
+    model, version = serving.registry.model(request.params["model"]), _version(serving, request)
+    entries = list(model.entries.values()) if version is None else [model.version(version)]
     return json_response({"model_version_status": [_version_status(e) for e in reversed(entries)]})
 
 
 def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
-    return {"dtype": dtype, "name": f"{name}:0",
-            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in dims],
-                             "unknown_rank": False}}  # fmt: skip
+    return {
+        "dtype": dtype,
+        "name": f"{name}:0",
+        "tensor_shape": {
+            "dim": [{"size": str(d), "name": ""} for d in dims],
+            "unknown_rank": False,
+        },
+    }
 
 
 def metadata(serving: Serving, request: Request) -> Response:
     """GET /v1/models/{model}[/versions/{version}]/metadata: the model's signature."""
-    entry = serving.dataplane.resolve(request.params["model"], _version(serving, request))
+    entry = serving.registry.version(request.params["model"], _version(serving, request))
     meta = entry.metadata
     signature = {
-        "inputs": {meta["input"]["name"]: _tensor_info(meta["input"]["name"], "DT_FLOAT",
-                                                       [-1, *meta["input"]["shape"][1:]])},
-        "outputs": {"probabilities": _tensor_info("probabilities", "DT_FLOAT",
-                                                  [-1, len(meta["classes"])])},
+        "inputs": {
+            meta["input"]["name"]: _tensor_info(
+                meta["input"]["name"], "DT_FLOAT", [-1, *meta["input"]["shape"][1:]]
+            )
+        },
+        "outputs": {
+            "probabilities": _tensor_info("probabilities", "DT_FLOAT", [-1, len(meta["classes"])])
+        },
         "method_name": "tensorflow/serving/predict",
-    }  # fmt: skip
-    return json_response({
-        "model_spec": {"name": entry.name, "signature_name": "", "version": str(entry.version)},
-        "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
-    })  # fmt: skip
+    }
+    return json_response(
+        {
+            "model_spec": {"name": entry.name, "signature_name": "", "version": str(entry.version)},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+        }
+    )
 
 
 # --- predict and classify --------------------------------------------------------------------
@@ -110,8 +134,7 @@ def _document(request: Request, allowed: set[str]) -> dict[str, Any]:
         raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}")
     signature = document.get("signature_name", "serving_default")
     if signature not in ("", "serving_default"):
-        raise BadRequest(f"signature_name {signature!r} not found; the model has "
-                         "'serving_default'")  # fmt: skip
+        raise BadRequest(f"signature_name {signature!r} not found; the model has 'serving_default'")
     return document
 
 
@@ -128,8 +151,10 @@ def _batch(entry: ModelEntry, name: str | None, items: Any, where: str):
     if isinstance(entry.spec, ImageSpec):
         accepted.append(IMAGE_INPUT)
     if name is not None and name not in accepted:
-        raise BadRequest(f"unknown input {name!r}; model {entry.name!r} takes "
-                         + " or ".join(map(repr, accepted)))  # fmt: skip
+        raise BadRequest(
+            f"unknown input {name!r}; model {entry.name!r} takes "
+            + " or ".join(map(repr, accepted))
+        )
     if not isinstance(items, list) or not items:
         raise BadRequest(f"{where} must be a non-empty list (the batch)")
     b64 = [is_b64_object(item) for item in items]
@@ -148,8 +173,9 @@ def _batch(entry: ModelEntry, name: str | None, items: Any, where: str):
 
 def _inputs(entry: ModelEntry, document: dict[str, Any]):
     if ("instances" in document) == ("inputs" in document):
-        raise BadRequest("give exactly one of 'instances' (row format) or 'inputs' "
-                         "(columnar format)")  # fmt: skip
+        raise BadRequest(
+            "give exactly one of 'instances' (row format) or 'inputs' (columnar format)"
+        )
     if "instances" in document:
         instances = document["instances"]
         if (
@@ -173,7 +199,7 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
 
 
 def _resolve(serving: Serving, request: Request) -> ModelEntry:
-    return serving.dataplane.resolve(request.params["model"], _version(serving, request))
+    return serving.registry.version(request.params["model"], _version(serving, request))
 
 
 def _infer(serving: Serving, request: Request, keys: set[str], decode) -> tuple[dict, InferResult]:
@@ -189,8 +215,9 @@ def predict(serving: Serving, request: Request) -> Response:
     """POST /v1/models/{model}[/versions/{version}]:predict -> the probabilities."""
     document, result = _infer(serving, request, {"instances", "inputs"}, _inputs)
     key = "predictions" if "instances" in document else "outputs"
-    return json_response({key: result.probabilities}, entry=result.entry,
-                         instances=result.instances)  # fmt: skip
+    return json_response(
+        {key: result.probabilities}, model=result.entry.ref, instances=result.instances
+    )
 
 
 def _examples(entry: ModelEntry, document: dict[str, Any]):
@@ -214,9 +241,11 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
     for i, example in enumerate(merged):
         unknown, missing = set(example) - set(names), [n for n in names if n not in example]
         if unknown or missing:
-            raise BadRequest(f"examples[{i}]: the model's features are {', '.join(names)}"
-                             + (f"; unknown {sorted(unknown)}" if unknown else "")
-                             + (f"; missing {missing}" if missing else ""))  # fmt: skip
+            raise BadRequest(
+                f"examples[{i}]: the model's features are {', '.join(names)}"
+                + (f"; unknown {sorted(unknown)}" if unknown else "")
+                + (f"; missing {missing}" if missing else "")
+            )
         row = []
         for name in names:
             value = example[name]
@@ -232,9 +261,11 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
 def classify(serving: Serving, request: Request) -> Response:
     """POST /v1/models/{model}[/versions/{version}]:classify -> [[label, score], ...]."""
     _, result = _infer(serving, request, {"examples", "context"}, _examples)
-    rows = [[[c, float(p)] for c, p in zip(result.classes, row, strict=True)]
-            for row in result.probabilities]  # fmt: skip
-    return json_response({"result": rows}, entry=result.entry, instances=result.instances)
+    rows = [
+        [[c, float(p)] for c, p in zip(result.classes, row, strict=True)]
+        for row in result.probabilities
+    ]
+    return json_response({"result": rows}, model=result.entry.ref, instances=result.instances)
 
 
 def regress(serving: Serving, request: Request) -> Response:
@@ -249,32 +280,75 @@ _TAG = "TensorFlow Serving REST"
 _M = "/v1/models/{model}"
 
 ROUTES = [
-    *versioned("GET", _M, "", status, PROTOCOL,
-               operation(_TAG, "Model version status", UNKNOWN), labels=True),
-    *versioned("GET", _M, "/metadata", metadata, PROTOCOL,
-               operation(_TAG, "The serving_default signature", UNKNOWN), labels=True),
-    *versioned("POST", _M, ":predict", predict, PROTOCOL,
-               operation(_TAG, "Predict: probabilities (row or columnar format)", MALFORMED,
-                         UNKNOWN, body=json_body("TFServingPredict")), "predict", labels=True),
-    *versioned("POST", _M, ":classify", classify, PROTOCOL,
-               operation(_TAG, "Classify examples keyed by feature name: [label, score] pairs",
-                         MALFORMED, UNKNOWN, body=json_body("TFServingClassify")), "predict",
-               labels=True),
+    *versioned(
+        "GET",
+        _M,
+        "",
+        status,
+        PROTOCOL,
+        operation(_TAG, "Model version status", UNKNOWN),
+        labels=True,
+    ),
+    *versioned(
+        "GET",
+        _M,
+        "/metadata",
+        metadata,
+        PROTOCOL,
+        operation(_TAG, "The serving_default signature", UNKNOWN),
+        labels=True,
+    ),
+    *versioned(
+        "POST",
+        _M,
+        ":predict",
+        predict,
+        PROTOCOL,
+        operation(
+            _TAG,
+            "Predict: probabilities (row or columnar format)",
+            MALFORMED,
+            UNKNOWN,
+            body=json_body("TFServingPredict"),
+        ),
+        "predict",
+        labels=True,
+    ),
+    *versioned(
+        "POST",
+        _M,
+        ":classify",
+        classify,
+        PROTOCOL,
+        operation(
+            _TAG,
+            "Classify examples keyed by feature name: [label, score] pairs",
+            MALFORMED,
+            UNKNOWN,
+            body=json_body("TFServingClassify"),
+        ),
+        "predict",
+        labels=True,
+    ),
     *versioned("POST", _M, ":regress", regress, PROTOCOL, None, "predict", labels=True),
-]  # fmt: skip
+]
 
 SCHEMAS = {
     "TFServingPredict": {
         "type": "object",
-        "properties": {"signature_name": {"type": "string"},
-                       "instances": {"type": "array", "items": {}},
-                       "inputs": {}},
+        "properties": {
+            "signature_name": {"type": "string"},
+            "instances": {"type": "array", "items": {}},
+            "inputs": {},
+        },
     },
     "TFServingClassify": {
         "type": "object",
         "required": ["examples"],
-        "properties": {"signature_name": {"type": "string"},
-                       "context": {"type": "object"},
-                       "examples": {"type": "array", "items": {"type": "object"}}},
+        "properties": {
+            "signature_name": {"type": "string"},
+            "context": {"type": "object"},
+            "examples": {"type": "array", "items": {"type": "object"}},
+        },
     },
-}  # fmt: skip
+}

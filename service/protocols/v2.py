@@ -16,16 +16,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service import statistics
-from service.context import Serving
-from service.dataplane import InferRequest, InferResult
+from service.contract.images import decode_base64
+from service.contract.postprocessing import top_k
+from service.contract.preprocessing import ImageSpec
 from service.errors import BadRequest
-from service.images import decode_base64
-from service.inputs import EncodedImages, ModelTensor
-from service.postprocessing import top_k
-from service.preprocessing import ImageSpec
+from service.http.messages import Request, Response, json_response
+from service.http.routing import Protocol, Route, versioned
+from service.inference import statistics
+from service.inference.dataplane import InferRequest, InferResult
+from service.inference.inputs import EncodedImages, ModelTensor
+from service.models.registry import ModelEntry
 from service.protocols import v2_tensors as tensors
-from service.protocols.common import (
+from service.protocols.message_error import (
     IMAGE_INPUT,
     MALFORMED,
     UNKNOWN,
@@ -33,13 +35,16 @@ from service.protocols.common import (
     operation,
     render_message_error,
 )
-from service.registry import ModelEntry
-from service.routing import Protocol, Route, versioned
-from service.web import Request, Response, json_response
+from service.protocols.serving import Serving
 
 SERVER_NAME = "keras-classifier-serving"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
-              "model_repository", "statistics"]  # fmt: skip
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 OUTPUTS = ("logits", "probabilities", "label")
 PLATFORM = "onnxruntime_onnx"
 
@@ -78,7 +83,9 @@ def ready(serving: Serving, request: Request) -> Response:
 
 
 def _entry(serving: Serving, request: Request) -> ModelEntry:
-    return serving.registry.find(request.params["model"], request.params.get("version"))
+    return serving.registry.version(
+        request.params["model"], request.params.get("version"), servable=False
+    )
 
 
 def _inputs(entry: ModelEntry) -> list[dict[str, Any]]:
@@ -106,7 +113,7 @@ def _outputs(entry: ModelEntry) -> list[dict[str, Any]]:
 
 
 def _servable(serving: Serving, request: Request) -> ModelEntry:
-    return serving.registry.get(request.params["model"], request.params.get("version"))
+    return serving.registry.version(request.params["model"], request.params.get("version"))
 
 
 def model_metadata(serving: Serving, request: Request) -> Response:
@@ -115,17 +122,23 @@ def model_metadata(serving: Serving, request: Request) -> Response:
     if "version" in request.params:
         versions = [str(entry.version)]
     else:
-        versions = [str(e.version) for e in serving.registry.versions_of(entry.name) if e.loaded]
+        versions = [str(e.version) for e in serving.registry.model(entry.name).served]
     meta = entry.metadata
-    return json_response({
-        "name": entry.name,
-        "versions": versions,
-        "platform": PLATFORM,
-        "inputs": _inputs(entry),
-        "outputs": _outputs(entry),
-        "parameters": {"task": meta["task"], "classes": meta["classes"],
-                       "preprocessing": meta["preprocessing"], "provider": entry.provider},
-    })  # fmt: skip
+    return json_response(
+        {
+            "name": entry.name,
+            "versions": versions,
+            "platform": PLATFORM,
+            "inputs": _inputs(entry),
+            "outputs": _outputs(entry),
+            "parameters": {
+                "task": meta["task"],
+                "classes": meta["classes"],
+                "preprocessing": meta["preprocessing"],
+                "provider": entry.provider,
+            },
+        }
+    )
 
 
 def model_config(serving: Serving, request: Request) -> Response:
@@ -137,14 +150,21 @@ def model_config(serving: Serving, request: Request) -> Response:
         "platform": PLATFORM,
         "backend": "onnxruntime",
         "max_batch_size": serving.dataplane.limits.of(entry.name).max_instances,
-        "input": [{"name": t["name"], "data_type": types[t["datatype"]],
-                   "dims": t["shape"][1:] or [1]} for t in _inputs(entry)],
-        "output": [{"name": t["name"], "data_type": types[t["datatype"]],
-                    "dims": t["shape"][1:] or [1]} for t in _outputs(entry)],
-        "instance_group": [{"count": serving.settings.workers,
-                            "kind": "KIND_GPU" if entry.provider == "CUDAExecutionProvider"
-                            else "KIND_CPU"}],
-    }  # fmt: skip
+        "input": [
+            {"name": t["name"], "data_type": types[t["datatype"]], "dims": t["shape"][1:] or [1]}
+            for t in _inputs(entry)
+        ],
+        "output": [
+            {"name": t["name"], "data_type": types[t["datatype"]], "dims": t["shape"][1:] or [1]}
+            for t in _outputs(entry)
+        ],
+        "instance_group": [
+            {
+                "count": serving.settings.workers,
+                "kind": "KIND_GPU" if entry.provider == "CUDAExecutionProvider" else "KIND_CPU",
+            }
+        ],
+    }
     if entry.batcher is not None:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": entry.batcher.config.max_delay_us,
@@ -175,14 +195,20 @@ def repository_index(serving: Serving, request: Request) -> Response:
         if name in not_loaded:
             index.append({"name": name, "state": "UNAVAILABLE", "reason": not_loaded[name]})
             continue
-        entries = serving.registry.versions_of(name)
+        view = serving.registry.models.get(name)
+        entries = view.entries.values() if view else ()
         for entry in entries:
             if only_ready and not entry.loaded:
                 continue
             reason = "" if entry.loaded else (entry.error or entry.status)
-            index.append({"name": entry.name, "version": str(entry.version),
-                          "state": _STATES.get(entry.status, "UNAVAILABLE"),
-                          "reason": reason})  # fmt: skip
+            index.append(
+                {
+                    "name": entry.name,
+                    "version": str(entry.version),
+                    "state": _STATES.get(entry.status, "UNAVAILABLE"),
+                    "reason": reason,
+                }
+            )
         if not entries and not only_ready:
             index.append({"name": name, "state": "UNAVAILABLE", "reason": "no versions"})
     return json_response(index)
@@ -200,9 +226,11 @@ def model_control(serving: Serving, request: Request) -> Response:
     # tritonclient's unload sends unload_dependents (there are no dependents here); its load
     # sends a config or files only when asked to override the model's own.
     if set(parameters) - {"unload_dependents"}:
-        raise BadRequest("load parameters (configuration or file overrides) are not "
-                         "supported: a model is its folder (metadata.json, "
-                         "serving.json)")  # fmt: skip
+        raise BadRequest(
+            "load parameters (configuration or file overrides) are not "
+            "supported: a model is its folder (metadata.json, "
+            "serving.json)"
+        )
     lifecycle = serving.lifecycle
     view = lifecycle.load(name) if action == "load" else lifecycle.unload(name)
     if action == "load" and not view.served:
@@ -226,7 +254,13 @@ def _options(request: Request, allowed: dict[str, type]) -> dict[str, Any]:
 
 def stats(serving: Serving, request: Request) -> Response:
     """GET /v2/models[/{model}[/versions/{version}]]/stats, summed over all workers."""
-    entries = serving.registry.select(request.params.get("model"), request.params.get("version"))
+    name, version = request.params.get("model"), request.params.get("version")
+    if name is None:
+        entries = serving.registry.entries
+    elif version is None:
+        entries = list(serving.registry.model(name).entries.values())
+    else:
+        entries = [serving.registry.version(name, version, servable=False)]
     return json_response({"model_stats": statistics.model_stats(entries)})
 
 
@@ -245,23 +279,30 @@ def _model_input(entry: ModelEntry, given: list[tensors.Tensor]) -> ModelTensor 
     (tensor,) = given
     if tensor.name == input_name:
         if tensor.datatype != "FP32":
-            raise BadRequest(f"input {input_name!r} has datatype {tensor.datatype}; the model "
-                             "takes FP32")  # fmt: skip
+            raise BadRequest(
+                f"input {input_name!r} has datatype {tensor.datatype}; the model takes FP32"
+            )
         return ModelTensor(tensor.data, f"input {input_name!r}")
     if tensor.name == IMAGE_INPUT and IMAGE_INPUT in accepted:
         if tensor.datatype != "BYTES":
-            raise BadRequest(f"input {IMAGE_INPUT!r} must be BYTES (encoded image files), "
-                             f"got {tensor.datatype}")  # fmt: skip
+            raise BadRequest(
+                f"input {IMAGE_INPUT!r} must be BYTES (encoded image files), got {tensor.datatype}"
+            )
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
-            raise BadRequest(f"input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]), got "
-                             f"{list(tensor.shape)}")  # fmt: skip
+            raise BadRequest(
+                f"input {IMAGE_INPUT!r} must have shape [N] (or [N, 1]), got {list(tensor.shape)}"
+            )
         if tensor.binary:
-            return EncodedImages([(f"{IMAGE_INPUT}[{i}]", data)
-                                  for i, data in enumerate(tensor.data)])  # fmt: skip
+            return EncodedImages(
+                [(f"{IMAGE_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
+            )
         # JSON has no bytes: image elements sent as JSON strings are base64 (or data URLs).
-        return EncodedImages([(f"{IMAGE_INPUT}[{i}]",
-                               decode_base64(data.decode(), f"{IMAGE_INPUT}[{i}]"))
-                              for i, data in enumerate(tensor.data)])  # fmt: skip
+        return EncodedImages(
+            [
+                (f"{IMAGE_INPUT}[{i}]", decode_base64(data.decode(), f"{IMAGE_INPUT}[{i}]"))
+                for i, data in enumerate(tensor.data)
+            ]
+        )
     raise BadRequest(f"unknown input {tensor.name!r}; model {entry.name!r} takes {names}")
 
 
@@ -282,8 +323,10 @@ def _requested(document: dict[str, Any], entry: ModelEntry) -> list[tuple[str, b
     for i, spec in enumerate(requested):
         name = spec.get("name") if isinstance(spec, dict) else None
         if name not in _output_names(entry):
-            raise BadRequest(f"unknown output {name!r} in outputs[{i}]; model {entry.name!r} "
-                             f"has {', '.join(_output_names(entry))}")  # fmt: skip
+            raise BadRequest(
+                f"unknown output {name!r} in outputs[{i}]; model {entry.name!r} "
+                f"has {', '.join(_output_names(entry))}"
+            )
         if name in seen:
             raise BadRequest(f"output {name!r} is requested twice")
         seen.add(name)
@@ -296,8 +339,10 @@ def _requested(document: dict[str, Any], entry: ModelEntry) -> list[tuple[str, b
         if k is not None and (type(k) is not int or k < 1):
             raise BadRequest(f"output {name!r}: classification must be a positive integer")
         if k is not None and name == "logits" and entry.metadata["output"]["shape"][-1] == 1:
-            raise BadRequest("classification of 'logits' needs one logit per class; this "
-                             "binary model has one: ask it of 'probabilities'")  # fmt: skip
+            raise BadRequest(
+                "classification of 'logits' needs one logit per class; this "
+                "binary model has one: ask it of 'probabilities'"
+            )
         chosen.append((name, binary, k))
     return chosen
 
@@ -305,8 +350,11 @@ def _requested(document: dict[str, Any], entry: ModelEntry) -> list[tuple[str, b
 def _classification(values: np.ndarray, classes: list[str], k: int) -> list[str]:
     """Triton's classification strings, row-major [N, k]: "<value>:<index>:<label>"."""
     index = {c: i for i, c in enumerate(classes)}
-    return [f"{np.float32(v)!s}:{index[c]}:{c}"
-            for row in top_k(values, classes, min(k, len(classes))) for c, v in row]  # fmt: skip
+    return [
+        f"{np.float32(v)!s}:{index[c]}:{c}"
+        for row in top_k(values, classes, min(k, len(classes)))
+        for c, v in row
+    ]
 
 
 def _encode(result: InferResult, name: str, binary: bool, k: int | None):
@@ -326,7 +374,7 @@ def _encode(result: InferResult, name: str, binary: bool, k: int | None):
 def infer(serving: Serving, request: Request) -> Response:
     """POST /v2/models/{model}[/versions/{version}]/infer (JSON, or JSON + binary tensors)."""
     started = time.perf_counter()
-    entry = serving.dataplane.resolve(request.params["model"], request.params.get("version"))
+    entry = serving.registry.version(request.params["model"], request.params.get("version"))
     header, binary = tensors.split_body(request.body(), request.header(tensors.HEADER_LENGTH))
     document = tensors.parse_header(header)
     request_id = document.get("id")
@@ -343,19 +391,26 @@ def infer(serving: Serving, request: Request) -> Response:
     head["outputs"] = [meta for meta, _ in encoded]
     json_part = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not any(binary for _, binary, _ in outputs):
-        return Response(json_part, entry=entry, instances=result.instances)
+        return Response(json_part, model=entry.ref, instances=result.instances)
     body = json_part + b"".join(part for _, part in encoded)
-    return Response(body, content_type="application/octet-stream",
-                    headers=((tensors.HEADER_LENGTH, str(len(json_part))),),
-                    entry=entry, instances=result.instances)  # fmt: skip
+    return Response(
+        body,
+        content_type="application/octet-stream",
+        headers=((tensors.HEADER_LENGTH, str(len(json_part))),),
+        model=entry.ref,
+        instances=result.instances,
+    )
 
 
 # --- the route table -------------------------------------------------------------------------
 
 _TAG = "Open Inference Protocol (V2)"
-_INFER_BODY = json_body("V2InferenceRequest", "An inference request: JSON, or (binary tensor "
-                        "data extension) the JSON header followed by the tensors' bytes, its "
-                        "length in Inference-Header-Content-Length.")  # fmt: skip
+_INFER_BODY = json_body(
+    "V2InferenceRequest",
+    "An inference request: JSON, or (binary tensor "
+    "data extension) the JSON header followed by the tensors' bytes, its "
+    "length in Inference-Header-Content-Length.",
+)
 _INFER_BODY["content"]["application/octet-stream"] = {
     "schema": {"type": "string", "format": "binary"}
 }
@@ -369,29 +424,91 @@ def _doc(summary: str, *errors: tuple[str, str], body: dict | None = None) -> di
 ROUTES = [
     Route("GET", "/v2", server_metadata, PROTOCOL, _doc("Server metadata: extensions")),
     Route("GET", "/v2/health/live", live, PROTOCOL, _doc("Server liveness"), None),
-    Route("GET", "/v2/health/ready", ready, PROTOCOL,
-          _doc("Server readiness", ("400", "Not ready")), None),
+    Route(
+        "GET",
+        "/v2/health/ready",
+        ready,
+        PROTOCOL,
+        _doc("Server readiness", ("400", "Not ready")),
+        None,
+    ),
     *versioned("GET", _M, "", model_metadata, PROTOCOL, _doc("Model metadata", UNKNOWN)),
-    *versioned("GET", _M, "/config", model_config, PROTOCOL,
-               _doc("Model configuration (Triton's)", UNKNOWN)),
-    *versioned("GET", _M, "/ready", model_ready, PROTOCOL,
-               _doc("Model readiness", ("400", "Not ready"), UNKNOWN)),
-    *versioned("POST", _M, "/infer", infer, PROTOCOL,
-               _doc("Infer: logits, probabilities and labels", MALFORMED, UNKNOWN,
-                    ("413", "Body or images too large"), body=_INFER_BODY), "predict"),
-    Route("POST", "/v2/repository/index", repository_index, PROTOCOL,
-          _doc("Every model version and its state", MALFORMED), "admin"),
-    Route("POST", "/v2/repository/models/{model}/load", model_control, PROTOCOL,
-          _doc("Model load, in every worker (model control)", ("400", "Load failed"),
-               UNKNOWN), "admin"),
-    Route("POST", "/v2/repository/models/{model}/unload", model_control, PROTOCOL,
-          _doc("Model unload, in every worker (model control)", MALFORMED, UNKNOWN,
-               ("409", "The default model cannot be unloaded")), "admin"),
-    Route("GET", "/v2/models/stats", stats, PROTOCOL,
-          _doc("Statistics of every model version, summed over workers")),
-    *versioned("GET", _M, "/stats", stats, PROTOCOL,
-               _doc("Statistics of a model's versions, summed over workers", UNKNOWN)),
-]  # fmt: skip
+    *versioned(
+        "GET",
+        _M,
+        "/config",
+        model_config,
+        PROTOCOL,
+        _doc("Model configuration (Triton's)", UNKNOWN),
+    ),
+    *versioned(
+        "GET",
+        _M,
+        "/ready",
+        model_ready,
+        PROTOCOL,
+        _doc("Model readiness", ("400", "Not ready"), UNKNOWN),
+    ),
+    *versioned(
+        "POST",
+        _M,
+        "/infer",
+        infer,
+        PROTOCOL,
+        _doc(
+            "Infer: logits, probabilities and labels",
+            MALFORMED,
+            UNKNOWN,
+            ("413", "Body or images too large"),
+            body=_INFER_BODY,
+        ),
+        "predict",
+    ),
+    Route(
+        "POST",
+        "/v2/repository/index",
+        repository_index,
+        PROTOCOL,
+        _doc("Every model version and its state", MALFORMED),
+        "admin",
+    ),
+    Route(
+        "POST",
+        "/v2/repository/models/{model}/load",
+        model_control,
+        PROTOCOL,
+        _doc("Model load, in every worker (model control)", ("400", "Load failed"), UNKNOWN),
+        "admin",
+    ),
+    Route(
+        "POST",
+        "/v2/repository/models/{model}/unload",
+        model_control,
+        PROTOCOL,
+        _doc(
+            "Model unload, in every worker (model control)",
+            MALFORMED,
+            UNKNOWN,
+            ("409", "The default model cannot be unloaded"),
+        ),
+        "admin",
+    ),
+    Route(
+        "GET",
+        "/v2/models/stats",
+        stats,
+        PROTOCOL,
+        _doc("Statistics of every model version, summed over workers"),
+    ),
+    *versioned(
+        "GET",
+        _M,
+        "/stats",
+        stats,
+        PROTOCOL,
+        _doc("Statistics of a model's versions, summed over workers", UNKNOWN),
+    ),
+]
 SCHEMAS = {
     "V2InferenceRequest": {
         "type": "object",
@@ -399,15 +516,31 @@ SCHEMAS = {
         "properties": {
             "id": {"type": "string"},
             "parameters": {"type": "object"},
-            "inputs": {"type": "array", "items": {
-                "type": "object", "required": ["name", "datatype", "shape"],
-                "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
-                               "shape": {"type": "array", "items": {"type": "integer"}},
-                               "parameters": {"type": "object"}, "data": {}}}},
-            "outputs": {"type": "array", "items": {
-                "type": "object", "required": ["name"],
-                "properties": {"name": {"type": "string", "enum": list(OUTPUTS)},
-                               "parameters": {"type": "object"}}}},
+            "inputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "datatype", "shape"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "datatype": {"type": "string"},
+                        "shape": {"type": "array", "items": {"type": "integer"}},
+                        "parameters": {"type": "object"},
+                        "data": {},
+                    },
+                },
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "enum": list(OUTPUTS)},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
         },
     },
-}  # fmt: skip
+}

@@ -19,17 +19,26 @@ import numpy as np
 import orjson
 
 from service.errors import BadRequest
-from service.inputs import check_numbers
+from service.http.messages import byte_count
+from service.inference.inputs import check_numbers
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 # V2 datatype -> little-endian numpy dtype (BYTES is a list of bytes objects instead).
 DTYPES = {
-    "BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-}  # fmt: skip
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
 DATATYPES = (*DTYPES, "BYTES")
 _LENGTH = struct.Struct("<I")
 MAX_RANK = 8  # dimensions of a tensor; a model input here has at most 5
@@ -52,9 +61,7 @@ def split_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     """(JSON header, binary section) of an infer request body."""
     if not header_length:
         return body, b""
-    if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 18):
-        raise BadRequest(f"{HEADER_LENGTH} {header_length[:40]!r} is not a number of bytes")
-    size = int(header_length)
+    size = byte_count(header_length, HEADER_LENGTH)
     if size > len(body):
         raise BadRequest(f"{HEADER_LENGTH} is {size:,} bytes but the body has only {len(body):,}")
     return body[:size], body[size:]
@@ -91,12 +98,18 @@ def parse_inputs(inputs: Any, binary: bytes) -> list[Tensor]:
             raise BadRequest(f"input {name!r} is given twice")
         seen.add(name)
         if datatype not in DATATYPES:
-            raise BadRequest(f"input {name!r} has datatype {datatype!r}; "
-                             f"expected one of {', '.join(DATATYPES)}")  # fmt: skip
-        if (not isinstance(shape, list) or len(shape) > MAX_RANK
-                or not all(type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape)):  # fmt: skip
-            raise BadRequest(f"input {name!r} needs a 'shape' of at most {MAX_RANK} "
-                             f"non-negative integers below 2**31")  # fmt: skip
+            raise BadRequest(
+                f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"
+            )
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_RANK
+            or not all(type(d) is int and 0 <= d <= MAX_DIMENSION for d in shape)
+        ):
+            raise BadRequest(
+                f"input {name!r} needs a 'shape' of at most {MAX_RANK} "
+                f"non-negative integers below 2**31"
+            )
         parameters = spec.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest(f"input {name!r}: 'parameters' must be an object")
@@ -141,8 +154,10 @@ def _from_binary(name: str, datatype: str, shape: tuple[int, ...], chunk: bytes)
             elements.append(chunk[position : position + length])
             position += length
         if len(elements) != count:
-            raise BadRequest(f"input {name!r} has {len(elements)} BYTES elements; "
-                             f"its shape {list(shape)} needs {count}")  # fmt: skip
+            raise BadRequest(
+                f"input {name!r} has {len(elements)} BYTES elements; "
+                f"its shape {list(shape)} needs {count}"
+            )
         return elements
     dtype = DTYPES[datatype]
     if len(chunk) != count * dtype.itemsize:
@@ -174,8 +189,10 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any):
     except ValueError:
         raise BadRequest(f"input {name!r}: 'data' is ragged (lists and values mixed)") from None
     if len(flat) != count:
-        raise BadRequest(f"input {name!r} has {len(flat)} elements in 'data'; "
-                         f"its shape {list(shape)} needs {count}")  # fmt: skip
+        raise BadRequest(
+            f"input {name!r} has {len(flat)} elements in 'data'; "
+            f"its shape {list(shape)} needs {count}"
+        )
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise BadRequest(f"input {name!r}: BYTES data in JSON must be strings")

@@ -16,10 +16,23 @@ from tests.helpers import ROOT
 @pytest.mark.slow
 def test_quick_benchmark_runs_two_systems_and_reports(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path),
-         "--port", str(free_port()), "--threads", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--output",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+            "--threads",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     document = json.loads((tmp_path / "results.json").read_text())
     assert set(document["systems"]) == {"service", "minimal"}
@@ -54,8 +67,15 @@ def _document(service_rps, other_rps, p50=1.0, p99=1.5, extra=None, limit=None):
     ``extra`` {(system, workload, concurrency): (rps, p50, p99)} points."""
 
     def point(concurrency, rps, p50_ms, p99_ms):
-        return {"concurrency": concurrency, "rps": rps, "p50_ms": p50_ms, "p99_ms": p99_ms,
-                "p90_ms": p99_ms, "errors": 0, "requests": 1}  # fmt: skip
+        return {
+            "concurrency": concurrency,
+            "rps": rps,
+            "p50_ms": p50_ms,
+            "p99_ms": p99_ms,
+            "p90_ms": p99_ms,
+            "errors": 0,
+            "requests": 1,
+        }
 
     systems = {
         "service": {
@@ -69,7 +89,7 @@ def _document(service_rps, other_rps, p50=1.0, p99=1.5, extra=None, limit=None):
     for (name, workload, c), (rps, p50_ms, p99_ms) in (extra or {}).items():
         entry = systems.setdefault(name, {"workloads": {}})
         entry["workloads"].setdefault(workload, []).append(point(c, rps, p50_ms, p99_ms))
-    return {"systems": systems, "limit": limit or {}}  # fmt: skip
+    return {"systems": systems, "limit": limit or {}}
 
 
 def test_targets_are_computed_from_the_same_run():
@@ -92,7 +112,7 @@ def test_targets_are_computed_from_the_same_run():
         extra=extra,
         limit={"fashion-mnist/batch64": {"instances_per_s": 5000.0}},
     )
-    checks = {c["target"]: c for c in harness.targets(document)}  # fmt: skip
+    checks = {c["target"]: c for c in harness.targets(document)}
     assert checks[">= the minimal Flask + onnxruntime app (native JSON, one image)"]["met"] is False
     assert checks["native JSON, one image: p99 <= 2x p50"]["met"] is True
     assert checks[">= 2x BentoML (native JSON, one image)"]["measured"] == "3.00x"
@@ -134,9 +154,15 @@ def test_batched_workloads_send_64_real_images_and_report_images_per_second():
     document = _document(100, {}, extra={("service", "fashion-json-64", 32): (50, 1, 2)})
     document["created_at"], document["command"] = "now", "python -m bench"
     document["machine"] = {"cores": 2, "platform": "linux", "python": "3.11"}
-    document["settings"] = {"rounds_per_point": 1, "seconds_per_point": 1, "warmup_seconds": 1,
-                            "workers": 2, "threads": 2, "concurrency": [32],
-                            "workloads": ["fashion-json-64"]}  # fmt: skip
+    document["settings"] = {
+        "rounds_per_point": 1,
+        "seconds_per_point": 1,
+        "warmup_seconds": 1,
+        "workers": 2,
+        "threads": 2,
+        "concurrency": [32],
+        "workloads": ["fashion-json-64"],
+    }
     document["targets"] = []
     document["systems"]["service"]["description"] = "this service"
     table = harness.markdown(document)
@@ -156,9 +182,11 @@ PEERS = {"minimal", "keras", "bentoml"}
 
 @pytest.mark.parametrize(
     ("marker", "folder", "systems"),
-    [("bench", "results", PEERS | {"service", "service-batching", "mlserver", "kserve"}),
-     ("bench-round1", "results/round1", PEERS | {"service", "service-nobatch"})],
-)  # fmt: skip
+    [
+        ("bench", "results", PEERS | {"service", "service-batching", "mlserver", "kserve"}),
+        ("bench-round1", "results/round1", PEERS | {"service", "service-nobatch"}),
+    ],
+)
 def test_docs_performance_tables_come_from_the_committed_results(marker, folder, systems):
     results = (ROOT / "bench" / folder / "results.md").read_text()
     page = (ROOT / "docs" / "performance.md").read_text()
@@ -237,16 +265,27 @@ def test_v2_bodies_are_what_tritonclient_sends_and_only_the_service_gets_them():
 
 
 def test_ratios_compare_points_of_the_same_run():
-    point = {"concurrency": 8, "rps": 0, "p50_ms": 1, "p99_ms": 2, "p90_ms": 2, "errors": 0,
-             "requests": 1}  # fmt: skip
+    point = {
+        "concurrency": 8,
+        "rps": 0,
+        "p50_ms": 1,
+        "p99_ms": 2,
+        "p90_ms": 2,
+        "errors": 0,
+        "requests": 1,
+    }
     document = {
         "settings": {"concurrency": [8]},
         "systems": {
-            "service": {"workloads": {"fashion-json": [{**point, "rps": 1000.0}],
-                                      "fashion-v2-binary": [{**point, "rps": 1250.0}]}},
+            "service": {
+                "workloads": {
+                    "fashion-json": [{**point, "rps": 1000.0}],
+                    "fashion-v2-binary": [{**point, "rps": 1250.0}],
+                }
+            },
             "baseline": {"workloads": {"fashion-json": [{**point, "rps": 800.0}]}},
         },
-    }  # fmt: skip
+    }
     ratios = dict(harness._ratios(document))
     assert ratios["service / baseline, fashion-json"] == {8: 1.25}
     assert ratios["service V2 binary / service native JSON"] == {8: 1.25}
@@ -257,8 +296,9 @@ def test_docs_round_three_tables_come_from_the_committed_runs():
     page = (ROOT / "docs" / "performance.md").read_text()
     section = page.split("<!-- bench-round3:start -->")[1].split("<!-- bench-round3:end -->")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    sources = ((ROOT / "bench" / "results" / "instructions" / "results.md").read_text()
-               + (ROOT / "bench" / "results" / "protocols" / "results.md").read_text())  # fmt: skip
+    sources = (ROOT / "bench" / "results" / "instructions" / "results.md").read_text() + (
+        ROOT / "bench" / "results" / "protocols" / "results.md"
+    ).read_text()
     assert len(rows) > 12
     for row in rows:
         assert row in sources, row

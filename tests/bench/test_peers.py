@@ -10,7 +10,7 @@ import pytest
 from bench import harness, peers
 from bench.systems.onnx_classifier import OnnxClassifier
 from service.app import create_app
-from service.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
+from service.contract.preprocessing import features_to_tensor, pixels_to_tensor, spec_from_dict
 from service.settings import Settings
 from tests.helpers import MODELS, ROOT
 from training.datasets import load
@@ -28,8 +28,16 @@ def test_peer_runtime_answers_what_the_service_v2_route_answers(name):
     to_tensor = pixels_to_tensor if name == "fashion-mnist" else features_to_tensor
     batch = to_tensor(load(name).x_test[:16], spec_from_dict(meta["preprocessing"]))
     client = create_app(Settings.from_env({}, model_repository=MODELS)).test_client()
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(batch.shape),
-                        "data": batch.ravel().tolist()}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": list(batch.shape),
+                "data": batch.ravel().tolist(),
+            }
+        ]
+    }
     theirs = _v2_outputs(client.post(f"/v2/models/{name}/versions/1/infer", json=body))
 
     ours = OnnxClassifier(folder).predict(batch)
@@ -57,7 +65,10 @@ def test_peers_get_the_v2_json_workload_and_a_circles_probe(tmp_path):
         system = catalogue[name]
         assert set(system.routes) == {"fashion-v2-json", "probe"}, name
         assert system.routes["fashion-v2-json"][:3] == (
-            "/v2/models/fashion-mnist/infer", "application/json", bodies["v2-json"])  # fmt: skip
+            "/v2/models/fashion-mnist/infer",
+            "application/json",
+            bodies["v2-json"],
+        )
         assert "circles" not in system.routes  # the circles workload is native JSON
         path, _, probe, _ = system.routes["probe"]
         assert path == "/v2/models/circles/infer"

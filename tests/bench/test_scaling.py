@@ -23,13 +23,17 @@ def test_repositories_cycle_through_every_committed_version(tmp_path):
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (
             source / "model.onnx"
         ).read_bytes()
-    assert total == sum((sources[i % len(sources)] / "model.onnx").stat().st_size
-                        for i in range(7))  # fmt: skip
+    assert total == sum((sources[i % len(sources)] / "model.onnx").stat().st_size for i in range(7))
 
 
 def _point(count, ready, rss, onnx_mb):
-    return {"versions": count, "onnx_bytes": onnx_mb * 2**20, "first_ready_s": ready / 2,
-            "all_workers_ready_s": ready, "worker_rss_mb": rss}  # fmt: skip
+    return {
+        "versions": count,
+        "onnx_bytes": onnx_mb * 2**20,
+        "first_ready_s": ready / 2,
+        "all_workers_ready_s": ready,
+        "worker_rss_mb": rss,
+    }
 
 
 def test_targets_compare_100_versions_with_one():

@@ -31,8 +31,13 @@ IGNORE = dockerignore_patterns(ROOT / ".dockerignore")
 
 
 def _tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [line for line in out.stdout.splitlines() if (ROOT / line).exists()]
 
 
@@ -71,15 +76,19 @@ def test_what_the_dockerfile_copies_and_runs_exists(monkeypatch, tmp_path):
         for sources, _ in copies(stage):
             for source in sources:
                 assert (ROOT / source).exists(), source
-                assert in_build_context(source.rstrip("/") + "/x" if source.endswith("/")
-                                        else source, IGNORE), source  # fmt: skip
+                assert in_build_context(
+                    source.rstrip("/") + "/x" if source.endswith("/") else source, IGNORE
+                ), source
     command = exec_form(RUNTIME.all("CMD")[0])
     config_in_image = command[2]
-    destinations = {dest.rstrip("/") + "/" + Path(src[0]).name if dest.endswith("/") else dest
-                    for src, dest in copies(RUNTIME)}  # fmt: skip
+    destinations = {
+        dest.rstrip("/") + "/" + Path(src[0]).name if dest.endswith("/") else dest
+        for src, dest in copies(RUNTIME)
+    }
     workdir = RUNTIME.all("WORKDIR")[-1]
-    assert config_in_image in {str(Path(workdir) / d) if not d.startswith("/") else d
-                               for d in destinations}  # fmt: skip
+    assert config_in_image in {
+        str(Path(workdir) / d) if not d.startswith("/") else d for d in destinations
+    }
     # The config names a factory that exists and is callable. Running it sets the metrics
     # environment of this process: the monkeypatch undoes that after the test.
     monkeypatch.setenv("SERVING_METRICS_DIR", str(tmp_path / "metrics"))
@@ -101,7 +110,7 @@ def test_ports_paths_and_health_check_agree():
     assert env["SERVING_METRICS_DIR"].startswith("/tmp/")  # tmpfs-friendly, writable
     health = RUNTIME.all("HEALTHCHECK")[0]
     assert f"http://127.0.0.1:{port}/health/live" in health
-    from service.routes import ROUTES
+    from service.protocols.routes import ROUTES
 
     rules = {r.template for r in ROUTES if r.method == "GET"}
     assert "/health/live" in rules
@@ -115,8 +124,16 @@ def test_build_context_holds_only_what_the_image_needs():
     assert "models/fashion-mnist/1/model.onnx" in sent
     assert "models/fashion-mnist/1/metadata.json" in sent
     assert "docker/install.sh" in sent
-    for excluded in ("tests/", "training/", ".venv/", "docs/", "deploy/", "monitoring/",
-                     "models/fashion-mnist/1/report/", "scripts/"):  # fmt: skip
+    for excluded in (
+        "tests/",
+        "training/",
+        ".venv/",
+        "docs/",
+        "deploy/",
+        "monitoring/",
+        "models/fashion-mnist/1/report/",
+        "scripts/",
+    ):
         assert not any(f.startswith(excluded) for f in sent), excluded
     assert not in_build_context(".git/config", IGNORE)
     assert not in_build_context("service/__pycache__/app.cpython-311.pyc", IGNORE)
@@ -132,8 +149,12 @@ def image_root(request, tmp_path_factory):
     for sources, dest in copies(BUILD):  # Docker's COPY: a directory's contents go into dest
         for source in sources:
             if (ROOT / source).is_dir():
-                shutil.copytree(ROOT / source, build_dir / dest, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+                shutil.copytree(
+                    ROOT / source,
+                    build_dir / dest,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"),
+                )
             else:
                 target = (
                     build_dir / dest / Path(source).name
@@ -147,21 +168,32 @@ def image_root(request, tmp_path_factory):
     venv = root / "opt" / "venv"
     # The environment's pip settings (index, certificates) stand in for the builder's network.
     env = {**os.environ, "VENV_PYTHON": os.path.realpath(sys.executable)}
-    out = subprocess.run(["sh", "docker/install.sh", str(venv), variant], cwd=build_dir, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        ["sh", "docker/install.sh", str(venv), variant],
+        cwd=build_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "serving environment ready" in out.stdout
     app_dir = root / "app"
     app_dir.mkdir()
     shutil.copy2(ROOT / "gunicorn.conf.py", app_dir / "gunicorn.conf.py")
-    shutil.copytree(ROOT / "models", root / "models",
-                    ignore=shutil.ignore_patterns("report", ".staging-*"))  # fmt: skip
+    shutil.copytree(
+        ROOT / "models", root / "models", ignore=shutil.ignore_patterns("report", ".staging-*")
+    )
     return variant, root, venv
 
 
 def _installed(venv: Path) -> set[str]:
-    out = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {line.split("==")[0].lower().replace("_", "-") for line in out.stdout.splitlines()}
 
 
@@ -192,9 +224,12 @@ def test_image_starts_serves_and_passes_its_health_check(image_root):
     command = exec_form(RUNTIME.all("CMD")[0])
     command[2] = str(root / "app" / "gunicorn.conf.py")
     process = subprocess.Popen(
-        [str(venv / "bin" / command[0]), *command[1:]], cwd=root / "app", env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [str(venv / "bin" / command[0]), *command[1:]],
+        cwd=root / "app",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.routes import ROUTES
+from service.protocols.routes import ROUTES
 from service.settings import Settings
 from tests.deploy.dockerfile import env_of, parse
 from tests.deploy.test_kubernetes import K8S_VERSION
@@ -21,18 +21,32 @@ _, STAGES = parse(ROOT / "Dockerfile")
 IMAGE_ENV = env_of(STAGES[-1])
 # KServe's ComponentExtensionSpec: what a predictor holds beside its (inline) pod spec.
 EXTENSION_FIELDS = {
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency",
-    "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations",
-    "deploymentStrategy", "autoScaling",
-}  # fmt: skip
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+    "autoScaling",
+}
 
 
 @pytest.fixture(scope="module")
 def service() -> dict:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with kustomize) is missing"
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy" / "kserve")],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy" / "kserve")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (document,) = yaml.safe_load_all(out.stdout)
     return document
 
@@ -49,8 +63,10 @@ def _env(container) -> dict[str, str]:
 
 
 def test_an_inference_service_with_a_v2_custom_predictor(service):
-    assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1",
-                                                        "InferenceService")  # fmt: skip
+    assert (service["apiVersion"], service["kind"]) == (
+        "serving.kserve.io/v1beta1",
+        "InferenceService",
+    )
     predictor = service["spec"]["predictor"]
     assert set(service["spec"]) == {"predictor"}
     assert not {"model", "sklearn", "onnx", "triton", "tensorflow"} & set(predictor)
@@ -65,8 +81,7 @@ def test_an_inference_service_with_a_v2_custom_predictor(service):
 def test_the_pod_spec_validates_strictly(service):
     predictor = service["spec"]["predictor"]
     pod_spec = {k: v for k, v in predictor.items() if k not in EXTENSION_FIELDS}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
-           "spec": pod_spec}  # fmt: skip
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": pod_spec}
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     broken = yaml.safe_load(yaml.safe_dump(pod))
     broken["spec"]["containers"][0]["readinesProbe"] = {}

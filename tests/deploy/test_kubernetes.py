@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.routes import ROUTES
+from service.protocols.routes import ROUTES
 from tests.deploy.dockerfile import env_of, parse
 from tests.helpers import ROOT
 
@@ -24,8 +24,12 @@ IMAGE_ENV = env_of(STAGES[-1])
 def render(overlay: str) -> dict[str, dict]:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with kustomize) is missing"
-    out = subprocess.run([kubectl, "kustomize", str(DEPLOY / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {doc["kind"]: doc for doc in yaml.safe_load_all(out.stdout)}
 
 
@@ -53,8 +57,12 @@ def test_base_files_validate_strictly():
 
 def test_rendered_overlays_validate_strictly(rendered):
     _, objects = rendered
-    assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler",
-                            "PodDisruptionBudget"}  # fmt: skip
+    assert set(objects) == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
     for doc in objects.values():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -107,8 +115,9 @@ def test_graceful_termination_and_security(rendered):
     _, objects = rendered
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     container = _container(objects)
-    graceful = int(_env(container).get("SERVING_GRACEFUL_TIMEOUT",
-                                       IMAGE_ENV["SERVING_GRACEFUL_TIMEOUT"]))  # fmt: skip
+    graceful = int(
+        _env(container).get("SERVING_GRACEFUL_TIMEOUT", IMAGE_ENV["SERVING_GRACEFUL_TIMEOUT"])
+    )
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + graceful
     (user,) = STAGES[-1].all("USER")

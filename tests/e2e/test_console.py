@@ -26,15 +26,25 @@ from playwright.sync_api import Page, sync_playwright
 from service.keys import digest
 from tests.e2e.conftest import call, running_server
 from tests.helpers import MODELS, ROOT, multipart
-from tests.service.test_lifecycle import publish, serving_json
+from tests.service.models.test_lifecycle import publish, serving_json
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 AXE = ROOT / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 BOOT = ROOT / "docs" / "examples" / "ankle-boot.png"
-PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#000000", "#999999", "#882255"]  # fmt: skip
+PALETTE = [
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+    "#000000",
+    "#999999",
+    "#882255",
+]
 KEY = "ksk_console-reader"
 
 
@@ -46,27 +56,44 @@ def browser():
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--use-fake-device-for-media-stream",
-                  "--use-fake-ui-for-media-stream"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
+        )
         yield launched
         launched.close()
 
 
-def open_page(browser, server: str, path: str = "/", bypass_csp: bool = False, context=None,
-              expected: tuple[str, ...] = ()):  # fmt: skip
+def open_page(
+    browser,
+    server: str,
+    path: str = "/",
+    bypass_csp: bool = False,
+    context=None,
+    expected: tuple[str, ...] = (),
+):
     """A tab on the console (in a fresh browser context unless one is given) that records
     page errors, console errors (a CSP refusal, a failed load) other than ``expected``
     ones, and every URL it asks for."""
-    context = context or browser.new_context(viewport={"width": 1280, "height": 1000},
-                                             bypass_csp=bypass_csp, permissions=["camera"],
-                                             base_url=server)  # fmt: skip
+    context = context or browser.new_context(
+        viewport={"width": 1280, "height": 1000},
+        bypass_csp=bypass_csp,
+        permissions=["camera"],
+        base_url=server,
+    )
     page = context.new_page()
     page.problems, page.urls = [], []
     page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.on("console", lambda message: message.type == "error"
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
             and not any(e in message.text for e in expected)
-            and page.problems.append(message.text))  # fmt: skip
+            and page.problems.append(message.text)
+        ),
+    )
     page.on("request", lambda request: page.urls.append(request.url))
     page.goto(path)
     return page
@@ -114,8 +141,9 @@ def act_and_capture(page: Page, action, url_part: str = "show_input=true"):
 
 def replay(request, headers=None) -> dict:
     """The API's answer to the exact bytes the browser sent (a JSON body)."""
-    status, _, body = call("POST", request.url, request.post_data_buffer,
-                           request.headers["content-type"], headers)  # fmt: skip
+    status, _, body = call(
+        "POST", request.url, request.post_data_buffer, request.headers["content-type"], headers
+    )
     assert status == 200, body
     return body
 
@@ -171,12 +199,25 @@ def run_snippets(page: Page, tmp_path: Path, files: dict[str, bytes], env=None):
         (tmp_path / name).write_bytes(data)
     env = {**os.environ, **(env or {})}
     curl = page.text_content("#snippet-curl")
-    out = subprocess.run(["bash", "-c", curl], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
+    out = subprocess.run(
+        ["bash", "-c", curl],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     script = tmp_path / "snippet.py"
     script.write_text(page.text_content("#snippet-triton"))
-    printed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    printed = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert printed.returncode == 0, printed.stderr
     return json.loads(out.stdout), printed.stdout
 
@@ -184,8 +225,9 @@ def run_snippets(page: Page, tmp_path: Path, files: dict[str, bytes], env=None):
 def refused(page: Page) -> None:
     """Wait until the model list says the service wants a key. (Predicates are functions:
     an expression string would be eval'd in the page, which its CSP forbids.)"""
-    page.wait_for_function("() => document.getElementById('models-status').textContent"
-                           ".includes('401')")  # fmt: skip
+    page.wait_for_function(
+        "() => document.getElementById('models-status').textContent.includes('401')"
+    )
 
 
 def choose(page: Page, model: str, version: int) -> None:
@@ -222,14 +264,16 @@ def test_upload_a_png_shows_what_the_api_returns(page, server, tmp_path):
     meta = json.loads((MODELS / "fashion-mnist" / "2" / "metadata.json").read_text())
     test = meta["metrics"]["test"]
     assert f"{100 * test['accuracy']:.2f}% of {test['n_samples']} test samples" in (
-        page.text_content("#card-metrics"))  # fmt: skip
+        page.text_content("#card-metrics")
+    )
     cells = page.eval_on_selector_all(
         "#confusion tbody tr",
         "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => +td.textContent))",
     )
     assert cells == test["confusion_matrix"]
-    plots = page.eval_on_selector_all("#plots img", "imgs => imgs.map(i => [i.dataset.file, "
-                                      "i.naturalWidth > 0, i.alt])")  # fmt: skip
+    plots = page.eval_on_selector_all(
+        "#plots img", "imgs => imgs.map(i => [i.dataset.file, i.naturalWidth > 0, i.alt])"
+    )
     assert {p[0] for p in plots} >= {"reliability.png", "training_curves.png"}
     assert all(loaded and alt for _, loaded, alt in plots)
     shot(page, "image-upload")
@@ -305,10 +349,13 @@ def test_the_plane_shades_regions_and_a_click_gives_a_points_probabilities(page,
     assert xs[0] == pytest.approx(low[0] - 0.1 * span[0] + 1.2 * span[0] / 88, abs=1e-4)
     assert ys[-1] == pytest.approx(high[1] + 0.1 * span[1] - 1.2 * span[1] / 88, abs=1e-4)
     cells = [(r, c) for r in (3, 12, 22, 30, 40) for c in (2, 15, 22, 29, 41)]
-    pixels = page.evaluate("""cells => {
+    pixels = page.evaluate(
+        """cells => {
         const ctx = document.getElementById("plane").getContext("2d");
         return cells.map(([r, c]) => [...ctx.getImageData(c * 10 + 5, r * 10 + 5, 1, 1).data]);
-    }""", cells)  # fmt: skip
+    }""",
+        cells,
+    )
     for (r, c), pixel in zip(cells, pixels, strict=True):
         assert _region_of(pixel, 2) == api_regions[r * 44 + c], (r, c, pixel)
     # A click: its coordinates go to the form and to the API; the page shows the answer.
@@ -332,8 +379,7 @@ def test_the_plane_shades_regions_and_a_click_gives_a_points_probabilities(page,
 def test_switching_models_changes_the_inputs_and_the_card(page):
     choose(page, "blobs", 1)
     page.wait_for_selector("#plane[data-regions]")
-    legend = page.eval_on_selector_all("#plane-legend li", "items => items.map(i => "
-                                       "i.textContent)")  # fmt: skip
+    legend = page.eval_on_selector_all("#plane-legend li", "items => items.map(i => i.textContent)")
     assert legend == ["blob_0", "blob_1", "blob_2", "blob_3"]
     assert "#/models/blobs/versions/1" in page.url
     shot(page, "plane-blobs")
@@ -346,27 +392,33 @@ def test_switching_models_changes_the_inputs_and_the_card(page):
     assert "/models/digits/versions/1/predict" in request.url
     answer = replay_image(page, request)
     assert_shows(page, answer)
-    assert Image.open(io.BytesIO(base64.b64decode(answer["predictions"][0]["input"][22:]))
-                      ).size == (8, 8)  # fmt: skip
+    assert Image.open(
+        io.BytesIO(base64.b64decode(answer["predictions"][0]["input"][22:]))
+    ).size == (8, 8)
     shot(page, "image-digits")
     choose(page, "fashion-mnist", 1)
     assert page.is_visible("#image-input")
     assert "fashion-mnist version 1" in page.text_content("#card-title")
     # The row of the chosen version is marked for assistive technology too.
-    assert page.get_attribute("tr[data-model='fashion-mnist'][data-version='1']",
-                              "aria-current") == "true"  # fmt: skip
+    assert (
+        page.get_attribute("tr[data-model='fashion-mnist'][data-version='1']", "aria-current")
+        == "true"
+    )
     # An image dropped on the drop zone goes to this version.
     data = base64.b64encode(BOOT.read_bytes()).decode()
 
     def drop():
-        page.evaluate("""data => {
+        page.evaluate(
+            """data => {
             const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], "dropped boot.png", {type: "image/png"}));
             const zone = document.getElementById("drop-zone");
             zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true}));
             zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
-        }""", data)  # fmt: skip
+        }""",
+            data,
+        )
 
     request = act_and_capture(page, drop)
     assert "/models/fashion-mnist/versions/1/predict" in request.url
@@ -445,8 +497,12 @@ def guarded(tmp_path_factory):
     publish(repo, "sensors", 1, source="blobs", edit=_three_features)
     keys = repo.parent / "keys.txt"
     keys.write_text(f"console:{digest(KEY)}:read,predict\n")
-    with running_server(tmp_path_factory.mktemp("server"), model_repository=str(repo),
-                        default_model="circles", api_keys_file=str(keys)) as server:  # fmt: skip
+    with running_server(
+        tmp_path_factory.mktemp("server"),
+        model_repository=str(repo),
+        default_model="circles",
+        api_keys_file=str(keys),
+    ) as server:
         yield server.url
 
 
@@ -454,15 +510,19 @@ def _three_features(meta: dict, folder: Path) -> None:
     """Make the copy a linear model on three named features (written with onnx.helper)."""
     from onnx import TensorProto, helper, numpy_helper, save
 
-    weights = np.array([[2.0, -1.0, 0.0, 0.5], [0.0, 1.5, -1.0, 0.0], [-0.5, 0.0, 1.0, 1.0]],
-                       np.float32)  # fmt: skip
+    weights = np.array(
+        [[2.0, -1.0, 0.0, 0.5], [0.0, 1.5, -1.0, 0.0], [-0.5, 0.0, 1.0, 1.0]], np.float32
+    )
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["input", "w", "b"], ["logits"])], "sensors",
+        [helper.make_node("Gemm", ["input", "w", "b"], ["logits"])],
+        "sensors",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4])],
-        [numpy_helper.from_array(weights, "w"),
-         numpy_helper.from_array(np.zeros(4, np.float32), "b")],
-    )  # fmt: skip
+        [
+            numpy_helper.from_array(weights, "w"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     save(model, str(folder / "model.onnx"))
     names = ["temperature", "humidity", "pressure"]
@@ -470,8 +530,9 @@ def _three_features(meta: dict, folder: Path) -> None:
     meta["preprocessing"] = {"kind": "features", "n_features": 3, "feature_names": names}
     meta["dataset"] = None
     meta["description"] = "a linear model on three sensor readings"
-    meta["export"]["onnx_sha256"] = __import__("hashlib").sha256(
-        (folder / "model.onnx").read_bytes()).hexdigest()  # fmt: skip
+    meta["export"]["onnx_sha256"] = (
+        __import__("hashlib").sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    )
     meta["export"]["onnx_bytes"] = (folder / "model.onnx").stat().st_size
     meta["output"].pop("temperature", None)
     meta["metrics"].pop("calibration", None)
@@ -502,10 +563,14 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     choose(page, "sensors", 1)
     assert page.is_hidden("#plane-input")
     assert page.is_hidden("#image-input")
-    labels = page.eval_on_selector_all("#feature-fields label", "ls => ls.map(l => "
-                                       "[l.textContent, l.htmlFor])")  # fmt: skip
-    assert labels == [["temperature", "feature-0"], ["humidity", "feature-1"],
-                      ["pressure", "feature-2"]]  # fmt: skip
+    labels = page.eval_on_selector_all(
+        "#feature-fields label", "ls => ls.map(l => [l.textContent, l.htmlFor])"
+    )
+    assert labels == [
+        ["temperature", "feature-0"],
+        ["humidity", "feature-1"],
+        ["pressure", "feature-2"],
+    ]
     for i, value in enumerate(("1.5", "-0.25", "2")):
         page.fill(f"#feature-{i}", value)
     request = act_and_capture(page, lambda: page.click("#feature-form button[type=submit]"))
@@ -513,8 +578,9 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     assert json.loads(request.post_data) == {"instances": [[1.5, -0.25, 2]]}
     answer = replay(request, {"X-API-Key": KEY})
     assert_shows(page, answer)
-    logits = np.array([1.5, -0.25, 2]) @ np.array([[2.0, -1.0, 0.0, 0.5], [0.0, 1.5, -1.0, 0.0],
-                                                    [-0.5, 0.0, 1.0, 1.0]])  # fmt: skip
+    logits = np.array([1.5, -0.25, 2]) @ np.array(
+        [[2.0, -1.0, 0.0, 0.5], [0.0, 1.5, -1.0, 0.0], [-0.5, 0.0, 1.0, 1.0]]
+    )
     soft = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert answer["predictions"][0]["confidence"] == pytest.approx(soft.max(), rel=1e-5)
     shot(page, "features-form-with-key")

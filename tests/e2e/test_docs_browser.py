@@ -12,15 +12,21 @@ import subprocess
 
 import pytest
 
-from service.routes import ROUTES
+from service.protocols.routes import ROUTES
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--virtual-time-budget=10000",
-]  # fmt: skip
+]
 
 
 def _chromium() -> str:
@@ -31,10 +37,18 @@ def _chromium() -> str:
 
 def test_swagger_ui_renders_every_operation(server, tmp_path):
     out = subprocess.run(
-        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}", "--dump-dom",
-         server + "/docs"],
-        capture_output=True, text=True, timeout=90, check=True,
-    )  # fmt: skip
+        [
+            _chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path}",
+            "--dump-dom",
+            server + "/docs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
     dom = out.stdout
     assert '<h2 class="title">Keras classifier serving' in dom
     rendered = set(re.findall(r'opblock-summary-path" data-path="([^"]+)"', dom))

@@ -26,9 +26,13 @@ def test_console_examples_print_what_the_docs_record(server):
     for kind in ("/predict", "/v2/models/", "/v1/models/", "tritonclient_example.py"):
         assert kind in commands, kind  # every protocol has examples
     assert {e.path for e in found} >= {docs_examples.README, ROOT / "docs" / "api" / "v2.md"}
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "docs_examples.py"),
-                          "--url", server], cwd=ROOT, capture_output=True, text=True,
-                         timeout=900)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "docs_examples.py"), "--url", server],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -49,13 +53,29 @@ def test_the_access_log_line_in_the_docs_has_the_fields_the_service_writes(tmp_p
             call("POST", server.url + "/predict?model=circles", body, "application/json")[0] == 200
         )
         deadline = time.monotonic() + 10
-        while not (lines := [li for li in server.log_lines()
-                             if li.get("logger") == "service.access"
-                             and li.get("path") == "/predict"]):  # fmt: skip
+        while not (
+            lines := [
+                li
+                for li in server.log_lines()
+                if li.get("logger") == "service.access" and li.get("path") == "/predict"
+            ]
+        ):
             assert time.monotonic() < deadline, "no access-log line for the request"
             time.sleep(0.1)
     real = lines[0]
     assert list(real) == list(shown)
-    for key in ("logger", "level", "method", "path", "endpoint", "status", "model", "version",
-                "instances", "error", "key_id", "message"):  # fmt: skip
+    for key in (
+        "logger",
+        "level",
+        "method",
+        "path",
+        "endpoint",
+        "status",
+        "model",
+        "version",
+        "instances",
+        "error",
+        "key_id",
+        "message",
+    ):
         assert real[key] == shown[key], key

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service import metadata as contract
-from service.postprocessing import OutputSpec
-from service.predictor import OnnxPredictor
-from service.preprocessing import features_to_tensor, spec_from_dict
+from service.contract import metadata as contract
+from service.contract.postprocessing import OutputSpec
+from service.contract.preprocessing import features_to_tensor, spec_from_dict
+from service.models.predictor import OnnxPredictor
 from tests.e2e.conftest import call as _call
 from tests.helpers import MODELS, image_bytes, multipart
 
@@ -39,13 +39,19 @@ def test_health_and_models(server):
     assert (status, body) == (200, {"status": "alive"})
     status, _, body = _call("GET", server + "/health/ready")
     assert status == 200
-    assert body["models"] == {"blobs/1": "loaded", "circles/1": "loaded", "digits/1": "loaded",
-                              "fashion-mnist/1": "loaded", "fashion-mnist/2": "loaded"}  # fmt: skip
+    assert body["models"] == {
+        "blobs/1": "loaded",
+        "circles/1": "loaded",
+        "digits/1": "loaded",
+        "fashion-mnist/1": "loaded",
+        "fashion-mnist/2": "loaded",
+    }
     status, _, body = _call("GET", server + "/models")
     assert status == 200
     assert {m["name"] for m in body["models"]} == {"blobs", "circles", "digits", "fashion-mnist"}
-    assert all(v["provider"] == "CPUExecutionProvider"
-               for m in body["models"] for v in m["versions"])  # fmt: skip
+    assert all(
+        v["provider"] == "CPUExecutionProvider" for m in body["models"] for v in m["versions"]
+    )
 
 
 def test_fashion_png_uploads_match_in_process_predictions(server, fashion):

@@ -24,7 +24,7 @@ import pytest
 from tests.e2e.conftest import call, running_server
 from tests.e2e.test_lifecycle import rss_mib, worker_pids
 from tests.helpers import ROOT, image_bytes, png_header_only
-from tests.service.test_lifecycle import publish
+from tests.service.models.test_lifecycle import publish
 
 READ_TIMEOUT = 3  # SERVING_READ_TIMEOUT_S for the target
 POINT = {"instances": [[0.1, 0.2]]}
@@ -36,9 +36,12 @@ def target(tmp_path_factory):
     publish(repo, "circles", 1)
     publish(repo, "fashion", 1, source="fashion-mnist")
     (repo / "circles" / "serving.json").write_text('{"labels": {"stable": 1}}')
-    with running_server(tmp_path_factory.mktemp("server"), model_repository=str(repo),
-                        default_model="circles",
-                        read_timeout_s=str(READ_TIMEOUT)) as server:  # fmt: skip
+    with running_server(
+        tmp_path_factory.mktemp("server"),
+        model_repository=str(repo),
+        default_model="circles",
+        read_timeout_s=str(READ_TIMEOUT),
+    ) as server:
         yield server
 
 
@@ -59,8 +62,10 @@ def raw(server, data: bytes, timeout: float = 15) -> tuple[int, dict[str, str], 
 
 
 def post(path: str, body: bytes, ctype: str = "application/json", extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ctype}\r\nConnection: close\r\n"
-            f"{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ctype}\r\nConnection: close\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def assert_json_error(status, headers, body, expected: int) -> dict:
@@ -89,16 +94,24 @@ BAD_BODIES = [
     ("/models/circles/versions/01/predict", b'{"instances": [[1, 1]]}', 404),
     ("/models/circles/versions/%C2%B2/predict", b'{"instances": [[1, 1]]}', 404),
     ("/models/circles/versions/1/predict", b'{"instances": [[1, 1]], "version": 7}', 422),
-    ("/v2/models/circles/infer", b'{"inputs": [{"name": "input", "datatype": "FP32", '
-     b'"shape": [1, 2], "data": [1' + b"0" * 400 + b", 1]}]}", 400),
+    (
+        "/v2/models/circles/infer",
+        b'{"inputs": [{"name": "input", "datatype": "FP32", '
+        b'"shape": [1, 2], "data": [1' + b"0" * 400 + b", 1]}]}",
+        400,
+    ),
     ("/v2/models/circles/infer", b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400),
-    ("/v2/models/circles/infer", b'{"inputs": [{"name": "input", "datatype": "FP32", '
-     b'"shape": [1, 2], "data": [3.4e38, 3.4e39]}]}', 400),
+    (
+        "/v2/models/circles/infer",
+        b'{"inputs": [{"name": "input", "datatype": "FP32", '
+        b'"shape": [1, 2], "data": [3.4e38, 3.4e39]}]}',
+        400,
+    ),
     ("/v1/models/circles:predict", b'{"instances": [[1e308, 1]]}', 400),
     ("/v1/models/circles:predict", b'{"instances": [[1, 2]]' + b"}" * 5, 400),
     ("/v1/models/circles:predict", b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400),
     ("/predict?model=fashion", b'{"instances": ' + b"[" * 1000 + b"]" * 1000 + b"}", 422),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("path", "body", "expected"), BAD_BODIES)
@@ -109,16 +122,25 @@ def test_bad_bodies_get_a_json_4xx_with_a_request_id(target, path, body, expecte
 def test_multipart_parts_without_a_field_name_are_refused(target):
     png = image_bytes(np.zeros((28, 28), np.uint8))
     for disposition in ('form-data; filename="a.png"', "form-data", "attachment"):
-        body = (b"--XX\r\nContent-Disposition: " + disposition.encode() +
-                b"\r\nContent-Type: image/png\r\n\r\n" + png + b"\r\n--XX--\r\n")  # fmt: skip
-        document = assert_json_error(*raw(target, post(
-            "/predict?model=fashion", body, "multipart/form-data; boundary=XX")), 400)  # fmt: skip
+        body = (
+            b"--XX\r\nContent-Disposition: "
+            + disposition.encode()
+            + b"\r\nContent-Type: image/png\r\n\r\n"
+            + png
+            + b"\r\n--XX--\r\n"
+        )
+        document = assert_json_error(
+            *raw(target, post("/predict?model=fashion", body, "multipart/form-data; boundary=XX")),
+            400,
+        )
         assert "field name" in document["error"]["message"]
 
 
 def test_chunked_bodies_above_the_limit_or_badly_framed(target):
-    head = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")  # fmt: skip
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     big = (b"100000\r\n" + b" " * 0x100000 + b"\r\n") * 9 + b"0\r\n\r\n"
     assert_json_error(*raw(target, head + big), 413)
     assert_json_error(*raw(target, head + b"ZZ\r\nabc\r\n0\r\n\r\n"), 400)
@@ -128,8 +150,9 @@ def test_the_servers_own_errors_are_json_and_counted(target):
     before = call("GET", target.url + "/metrics")[2]
     assert_json_error(*raw(target, b"GARBAGE\r\n\r\n"), 400)
     assert_json_error(*raw(target, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"), 414)
-    assert_json_error(*raw(target, b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 10000
-                           + b"\r\n\r\n"), 431)  # fmt: skip
+    assert_json_error(
+        *raw(target, b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 10000 + b"\r\n\r\n"), 431
+    )
     after = call("GET", target.url + "/metrics")[2]
 
     def count(text, status):
@@ -145,16 +168,23 @@ def test_unknown_methods_and_paths_share_one_label(target):
     for _ in range(300):
         method = "".join(rng.choices(string.ascii_uppercase, k=8))
         path = "/" + "".join(rng.choices(string.ascii_lowercase, k=12))
-        status, _, body = raw(target, f"{method} {path} HTTP/1.1\r\nHost: t\r\n"
-                                      "Connection: close\r\n\r\n".encode())  # fmt: skip
+        status, _, body = raw(
+            target, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+        )
         assert status in (404, 405)
         assert json.loads(body)["error"]
     exposition = call("GET", target.url + "/metrics")[2]
-    methods = {line.split('method="')[1].split('"')[0] for line in exposition.splitlines()
-               if line.startswith("http_requests_total{")}  # fmt: skip
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in exposition.splitlines()
+        if line.startswith("http_requests_total{")
+    }
     assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
-    endpoints = {line.split('endpoint="')[1].split('"')[0] for line in exposition.splitlines()
-                 if line.startswith("http_requests_total{")}  # fmt: skip
+    endpoints = {
+        line.split('endpoint="')[1].split('"')[0]
+        for line in exposition.splitlines()
+        if line.startswith("http_requests_total{")
+    }
     assert len(endpoints) < 60  # route templates, "unmatched" and "(http)": not 300 paths
 
 
@@ -172,14 +202,16 @@ def test_stalled_and_idle_clients_do_not_starve_the_others(target):
         elif i % 6 == 3:  # answered and closed by the server, kept open (and unread) here
             sock.sendall(b"GARBAGE\r\n\r\n")
         elif i % 6 == 4:  # a chunked body trickling in
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
-                         b"\r\n\r\n1\r\n{\r\n")  # fmt: skip
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n"
+            )
         stalled.append(sock)  # the rest: connected and silent
     idle = [socket.create_connection((host, int(port))) for _ in range(150)]
     time.sleep(0.5)
     started = time.perf_counter()
-    status, _, _body = call("POST", target.url + "/predict", json.dumps(POINT).encode(),
-                           "application/json")  # fmt: skip
+    status, _, _body = call(
+        "POST", target.url + "/predict", json.dumps(POINT).encode(), "application/json"
+    )
     assert status == 200
     assert time.perf_counter() - started < 1.0
     stalled[0].settimeout(READ_TIMEOUT + 10)
@@ -202,15 +234,17 @@ def test_a_body_above_the_limit_is_refused_before_it_is_sent(target):
 def test_huge_or_absurdly_shaped_images_cost_little(target):
     for shape in ((1, 16_000_000), (16_000_000, 1)):
         png = png_header_only(shape[1], shape[0])
-        document = assert_json_error(*raw(target, post("/predict?model=fashion", png,
-                                                       "image/png")), 413)  # fmt: skip
+        document = assert_json_error(
+            *raw(target, post("/predict?model=fashion", png, "image/png")), 413
+        )
         assert document["error"]["code"] == "image_too_large"
     pids = worker_pids(target)
     before = {pid: rss_mib(pid) for pid in pids}
     # 16 megapixels (the limit) in a PNG that fits the body limit: a gradient compresses
     picture = np.add.outer(np.arange(4000), np.arange(4000)).astype(np.uint8)
-    status, _, _body = raw(target, post("/predict?model=fashion", image_bytes(picture),
-                                        "image/png"), timeout=60)  # fmt: skip
+    status, _, _body = raw(
+        target, post("/predict?model=fashion", image_bytes(picture), "image/png"), timeout=60
+    )
     assert status == 200
     grown = max(rss_mib(pid) - before[pid] for pid in pids)
     assert grown < 200, grown
@@ -218,13 +252,14 @@ def test_huge_or_absurdly_shaped_images_cost_little(target):
 
 def test_a_soak_of_good_and_bad_requests_has_no_5xx_and_no_growth(target):
     seconds = 60
-    bodies = [(b"/predict", json.dumps(POINT).encode(), 200),
-              (b"/predict?model=fashion", json.dumps({"instances": [[[0] * 28] * 28]}).encode(),
-               200),
-              (b"/predict", b'{"instances": [null]}', 422),
-              (b"/predict", b'{"instances": [[1' + b"0" * 40 + b", 1]]}", 400),
-              (b"/predict", b"not json", 400),
-              (b"/nowhere", b"{}", 404)]  # fmt: skip
+    bodies = [
+        (b"/predict", json.dumps(POINT).encode(), 200),
+        (b"/predict?model=fashion", json.dumps({"instances": [[[0] * 28] * 28]}).encode(), 200),
+        (b"/predict", b'{"instances": [null]}', 422),
+        (b"/predict", b'{"instances": [[1' + b"0" * 40 + b", 1]]}", 400),
+        (b"/predict", b"not json", 400),
+        (b"/nowhere", b"{}", 404),
+    ]
     warm = time.monotonic() + 5
     statuses: Counter = Counter()
     stop = threading.Event()
@@ -288,12 +323,18 @@ def test_two_instances_side_by_side_keep_their_own_counts(tmp_path):
     counts = []
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with running_server(tmp_path / "a", metrics_dir="") as a, \
-            running_server(tmp_path / "b", metrics_dir="") as b:  # fmt: skip
+    with (
+        running_server(tmp_path / "a", metrics_dir="") as a,
+        running_server(tmp_path / "b", metrics_dir="") as b,
+    ):
         for server, n in ((a, 3), (b, 5)):
             for _ in range(n):
-                call("POST", server.url + "/predict?model=circles", json.dumps(POINT).encode(),
-                     "application/json")  # fmt: skip
+                call(
+                    "POST",
+                    server.url + "/predict?model=circles",
+                    json.dumps(POINT).encode(),
+                    "application/json",
+                )
         for server in (a, b):
             exposition = call("GET", server.url + "/metrics")[2]
             line = next(
@@ -311,11 +352,15 @@ def test_a_second_instance_on_a_claimed_metrics_folder_refuses_to_start(tmp_path
     shared = tmp_path / "shared"
     (tmp_path / "a").mkdir()
     with running_server(tmp_path / "a", metrics_dir=str(shared)) as first:
-        env = {**os.environ, "SERVING_METRICS_DIR": str(shared),
-               "SERVING_BIND": "127.0.0.1:0"}  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-                              cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=60)  # fmt: skip
+        env = {**os.environ, "SERVING_METRICS_DIR": str(shared), "SERVING_BIND": "127.0.0.1:0"}
+        done = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode != 0
         assert "in use by another running instance" in done.stderr
         assert call("GET", first.url + "/health/ready")[0] == 200
@@ -324,13 +369,29 @@ def test_a_second_instance_on_a_claimed_metrics_folder_refuses_to_start(tmp_path
 
 def _fill_metrics(server) -> None:
     """Distinct (endpoint, method, status) label sets: the metrics files grow."""
-    for path in ("/predict", "/models", "/models/circles", "/v2", "/v2/models/circles",
-                 "/v1/models/circles", "/v2/models/circles/ready", "/models/nope",
-                 "/v2/models/nope", "/v1/models/nope", "/health/live", "/openapi.json",
-                 "/v2/models/circles/stats", "/v2/models/stats", "/v2/health/ready"):  # fmt: skip
+    for path in (
+        "/predict",
+        "/models",
+        "/models/circles",
+        "/v2",
+        "/v2/models/circles",
+        "/v1/models/circles",
+        "/v2/models/circles/ready",
+        "/models/nope",
+        "/v2/models/nope",
+        "/v1/models/nope",
+        "/health/live",
+        "/openapi.json",
+        "/v2/models/circles/stats",
+        "/v2/models/stats",
+        "/v2/health/ready",
+    ):
         for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
-            raw(server, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                        "Content-Length: 0\r\n\r\n".encode())  # fmt: skip
+            raw(
+                server,
+                f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                "Content-Length: 0\r\n\r\n".encode(),
+            )
 
 
 @pytest.mark.parametrize("broken", ["unwritable", "full"])
@@ -348,8 +409,12 @@ def test_broken_metrics_storage_costs_the_metrics_not_the_predictions(tmp_path, 
         pids = worker_pids(server)
         _fill_metrics(server)
         for _ in range(20):
-            status, _, body = call("POST", server.url + "/predict?model=circles",
-                                   json.dumps(POINT).encode(), "application/json")  # fmt: skip
+            status, _, body = call(
+                "POST",
+                server.url + "/predict?model=circles",
+                json.dumps(POINT).encode(),
+                "application/json",
+            )
             assert status == 200
         for _ in range(8):  # whichever worker answers: the sums are incomplete everywhere
             status, _, body = call("GET", server.url + "/metrics")
@@ -388,16 +453,31 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     publish(repo, "circles", 1)
     (repo / "circles" / "serving.json").write_text('{"labels": {"stable": 1}}')
     (tmp_path / "server").mkdir()
-    with running_server(tmp_path / "server", model_repository=str(repo),
-                        default_model="circles") as server:  # fmt: skip
+    with running_server(
+        tmp_path / "server", model_repository=str(repo), default_model="circles"
+    ) as server:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "schemathesis"),
-             "--config-file", str(ROOT / "tests" / "data" / "schemathesis.toml"),
-             "run", server.url + "/openapi.json", "--checks", "all",
-             "--exclude-checks", "positive_data_acceptance", "--max-examples", "20",
-             "--generation-deterministic", "--request-timeout", "20", "--no-color"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(ROOT / "tests" / "data" / "schemathesis.toml"),
+                "run",
+                server.url + "/openapi.json",
+                "--checks",
+                "all",
+                "--exclude-checks",
+                "positive_data_acceptance",
+                "--max-examples",
+                "20",
+                "--generation-deterministic",
+                "--request-timeout",
+                "20",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         summary = done.stdout[-3000:]
         assert done.returncode == 0, summary
         assert " passed" in summary

@@ -74,11 +74,15 @@ def test_probabilities_model_has_no_logits_to_give(imported):
 def test_v2_features_of_an_imported_model(imported):
     url, models = imported
     x = np.random.default_rng(13).normal(0, 1, (3, 4)).astype(np.float32)
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4],
-                        "data": x.ravel().tolist()}],
-            "outputs": [{"name": "probabilities"}]}  # fmt: skip
-    status, _, answer = call("POST", f"{url}/v2/models/softmax/infer",
-                             json.dumps(body).encode(), "application/json")  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
+        ],
+        "outputs": [{"name": "probabilities"}],
+    }
+    status, _, answer = call(
+        "POST", f"{url}/v2/models/softmax/infer", json.dumps(body).encode(), "application/json"
+    )
     assert status == 200, answer
     probs = np.array(answer["outputs"][0]["data"]).reshape(3, 3)
     np.testing.assert_allclose(probs, models["softmax"].predict(x, verbose=0), atol=1e-5)

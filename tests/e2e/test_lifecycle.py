@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import call, running_server
-from tests.service.test_lifecycle import publish, serving_json
+from tests.service.models.test_lifecycle import publish, serving_json
 
 INTERVAL = 0.5  # SERVING_POLL_INTERVAL_S for this server
 POINT = json.dumps({"instances": [[0.1, 0.2]]}).encode()
@@ -129,17 +129,30 @@ def test_a_removed_version_finishes_in_flight_requests_then_leaves_both_workers(
     # V2 resolves the version first, then reads the tensor: once the request is in a worker,
     # it holds version 1. A binary tensor: no JSON to parse, all the time goes to inference.
     images = np.random.default_rng(0).random((4000, 28, 28, 1), dtype=np.float32)
-    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                     "shape": list(images.shape),
-                                     "parameters": {"binary_data_size": images.nbytes}}],
-                         "outputs": [{"name": "label"}]}).encode()  # fmt: skip
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(images.shape),
+                    "parameters": {"binary_data_size": images.nbytes},
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+    ).encode()
     endpoint = "/v2/models/{model}/versions/{version}/infer"
     answers = []
 
     def slow_request():
-        status, _, body = call("POST", f"{server.url}/v2/models/removal/versions/1/infer",
-                               header + images.tobytes(), "application/octet-stream",
-                               {"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
+        status, _, body = call(
+            "POST",
+            f"{server.url}/v2/models/removal/versions/1/infer",
+            header + images.tobytes(),
+            "application/octet-stream",
+            {"Inference-Header-Content-Length": str(len(header))},
+        )
         answers.append((status, body, time.time()))
 
     slow = threading.Thread(target=slow_request)
@@ -193,26 +206,38 @@ def test_labels_and_weights_route_as_configured(live):
         publish(repo, "canary", version)
     both_workers(server, "loaded model canary v2", 0)
     since = time.time()
-    serving_json(repo, "canary", {"labels": {"stable": 1, "canary": 2},
-                                  "weights": {"stable": 0.8, "canary": 0.2}})  # fmt: skip
+    serving_json(
+        repo,
+        "canary",
+        {"labels": {"stable": 1, "canary": 2}, "weights": {"stable": 0.8, "canary": 0.2}},
+    )
     both_workers(server, "model canary: serving.json", since)
-    seen = Counter(predict(f"{server.url}/models/canary/predict")[1]["model"]["version"]
-                   for _ in range(2000))  # fmt: skip
+    seen = Counter(
+        predict(f"{server.url}/models/canary/predict")[1]["model"]["version"] for _ in range(2000)
+    )
     assert abs(seen[2] / 2000 - 0.2) < 0.03, seen
     assert predict(f"{server.url}/models/canary/predict?version=stable")[1]["model"]["version"] == 1
-    status, _, body = call("POST", f"{server.url}/v1/models/canary/labels/canary:predict",
-                           POINT, "application/json")  # fmt: skip
+    status, _, body = call(
+        "POST", f"{server.url}/v1/models/canary/labels/canary:predict", POINT, "application/json"
+    )
     assert status == 200
-    status, _, body = call("POST", f"{server.url}/v2/models/canary/versions/stable/infer",
-                           json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                                   "shape": [1, 2], "data": [0.1, 0.2]}]}).encode(),
-                           "application/json")  # fmt: skip
+    status, _, body = call(
+        "POST",
+        f"{server.url}/v2/models/canary/versions/stable/infer",
+        json.dumps(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [0.1, 0.2]}]}
+        ).encode(),
+        "application/json",
+    )
     assert body["model_version"] == "1"
     exposition = call("GET", f"{server.url}/metrics")[2]
     assert 'model_version_weight{model="canary",version="2"} 0.2' in exposition
     counts = "model_request_duration_seconds_count{"
-    requests_v2 = [line for line in exposition.splitlines()
-                   if line.startswith(counts) and 'model="canary"' in line]  # fmt: skip
+    requests_v2 = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith(counts) and 'model="canary"' in line
+    ]
     assert any('version="2"' in line for line in requests_v2)
 
 

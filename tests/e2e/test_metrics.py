@@ -55,9 +55,10 @@ def value(samples, name, **labels) -> float:
 def predict_pids(server) -> set[int]:
     """Worker pids that answered a prediction request, from the JSON access log."""
     return {
-        line["pid"] for line in server.log_lines()
+        line["pid"]
+        for line in server.log_lines()
         if line.get("logger") == "service.access" and line["path"].endswith("predict")
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +109,23 @@ LATEST = {"circles": "1", "blobs": "1", "digits": "1", "fashion-mnist": "2"}  # 
 def test_model_metrics_are_exact(loaded):
     samples, n = scrape(loaded.url), loaded.rounds
     expected_predictions = {
-        ("circles", "inner"): 10, ("circles", "outer"): 10,
-        ("blobs", "blob_0"): 6, ("blobs", "blob_3"): 6, ("blobs", "blob_2"): 6,
+        ("circles", "inner"): 10,
+        ("circles", "outer"): 10,
+        ("blobs", "blob_0"): 6,
+        ("blobs", "blob_3"): 6,
+        ("blobs", "blob_2"): 6,
         ("fashion-mnist", "Ankle boot"): 4,
-    }  # fmt: skip
+    }
     for (model, label), count in expected_predictions.items():
         labels = {"model": model, "version": LATEST[model], "label": label}
         assert value(samples, "predictions_total", **labels) == count * n
     total = sum(v for (name, _), v in samples.items() if name == "predictions_total")
     assert total == 42 * n
-    for model, requests, instances in (("circles", 10, 20), ("blobs", 6, 18),
-                                       ("fashion-mnist", 4, 4)):  # fmt: skip
+    for model, requests, instances in (
+        ("circles", 10, 20),
+        ("blobs", 6, 18),
+        ("fashion-mnist", 4, 4),
+    ):
         requests, instances = requests * n, instances * n
         labels = {"model": model, "version": LATEST[model]}
         # Dynamic batching may merge concurrent requests into fewer onnxruntime calls, but
@@ -137,13 +144,23 @@ def test_error_and_model_status_metrics(loaded):
     samples, n = scrape(loaded.url), loaded.rounds
     assert value(samples, "errors_total", kind="bad_request", code="invalid_json") == 3 * n
     assert value(samples, "errors_total", kind="not_found", code="model_not_found") == 2 * n
-    assert value(samples, "errors_total", kind="unsupported_media",
-                 code="unsupported_media_type") == 2 * n  # fmt: skip
+    assert (
+        value(samples, "errors_total", kind="unsupported_media", code="unsupported_media_type")
+        == 2 * n
+    )
     assert value(samples, "errors_total", kind="validation", code="validation_error") == 3 * n
     for model, version in (*LATEST.items(), ("fashion-mnist", "1")):
         assert value(samples, "model_loaded", model=model, version=version) == 1
-        assert value(samples, "model_execution_provider", model=model, version=version,
-                     provider="CPUExecutionProvider") == 1  # fmt: skip
+        assert (
+            value(
+                samples,
+                "model_execution_provider",
+                model=model,
+                version=version,
+                provider="CPUExecutionProvider",
+            )
+            == 1
+        )
         assert 0 < value(samples, "model_load_duration_seconds", model=model, version=version) < 5
 
 
@@ -152,12 +169,24 @@ def test_one_json_log_line_per_request(loaded):
     predict = [line for line in access if line["path"].endswith("predict")]
     assert len(predict) == sum(count for _, count in TRAFFIC) * loaded.rounds
     for line in predict:
-        assert {"time", "request_id", "method", "path", "status", "duration_ms", "model",
-                "version", "instances"} <= set(line)  # fmt: skip
+        assert {
+            "time",
+            "request_id",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "model",
+            "version",
+            "instances",
+        } <= set(line)
     ok = [line for line in predict if line["status"] == 200]
     n = loaded.rounds
-    assert Counter(line["model"] for line in ok) == {"circles": 10 * n, "blobs": 6 * n,
-                                                     "fashion-mnist": 4 * n}  # fmt: skip
+    assert Counter(line["model"] for line in ok) == {
+        "circles": 10 * n,
+        "blobs": 6 * n,
+        "fashion-mnist": 4 * n,
+    }
     assert {line["instances"] for line in ok if line["model"] == "blobs"} == {3}
     bad = [line for line in predict if line["status"] == 415]
     assert all(line["error"] == "unsupported_media_type" for line in bad)
@@ -178,10 +207,15 @@ def test_a_real_prometheus_scrapes_and_answers_queries(loaded, tmp_path):
     )
     with (tmp_path / "prometheus.log").open("wb") as log:
         process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     api = f"http://127.0.0.1:{port}"
 
     def query(expr: str) -> list:
@@ -207,8 +241,9 @@ def test_a_real_prometheus_scrapes_and_answers_queries(loaded, tmp_path):
     try:
         wait_for('up{job="serving"}', 1.0)
         n = loaded.rounds
-        wait_for('sum(http_requests_total{job="serving", endpoint="/predict", status="200"})',
-                 14.0 * n)  # fmt: skip
+        wait_for(
+            'sum(http_requests_total{job="serving", endpoint="/predict", status="200"})', 14.0 * n
+        )
         wait_for('sum(http_requests_total{job="serving", status=~"4.."})', 10.0 * n)
         # The confidence of every circles prediction is above 0.999, so all of them sit in
         # the (0.999, 1] bucket and Prometheus' linear interpolation puts the median in the
@@ -219,8 +254,9 @@ def test_a_real_prometheus_scrapes_and_answers_queries(loaded, tmp_path):
         assert wait_for(quantile, 0.9995) == 0.9995
         result = query('sum by (label) (predictions_total{job="serving", model="circles"})')
         assert {r["metric"]["label"]: float(r["value"][1]) for r in result} == {
-            "inner": 10.0 * n, "outer": 10.0 * n,
-        }  # fmt: skip
+            "inner": 10.0 * n,
+            "outer": 10.0 * n,
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -232,16 +268,20 @@ def test_killed_worker_keeps_its_counts_and_loses_its_live_gauges(loaded):
     victim = sorted(pids)[0]
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while any(f"_{victim}.db" in p.name and p.name.startswith("gauge_live")
-              for p in loaded.metrics_dir.iterdir()):  # fmt: skip
+    while any(
+        f"_{victim}.db" in p.name and p.name.startswith("gauge_live")
+        for p in loaded.metrics_dir.iterdir()
+    ):
         assert time.monotonic() < deadline, "child_exit did not mark the dead worker"
         time.sleep(0.2)
     while call("GET", loaded.url + "/health/ready")[0] != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     after = scrape(loaded.url)
-    for labels in ({"endpoint": "/predict", "method": "POST", "status": "200"},
-                   {"endpoint": "/predict", "method": "POST", "status": "415"}):  # fmt: skip
+    for labels in (
+        {"endpoint": "/predict", "method": "POST", "status": "200"},
+        {"endpoint": "/predict", "method": "POST", "status": "415"},
+    ):
         assert value(after, "http_requests_total", **labels) == value(
             before, "http_requests_total", **labels
         )

@@ -48,8 +48,11 @@ def test_health_and_metadata(triton):
     assert triton.get_model_config("fashion-mnist")["max_batch_size"] > 0
     index = triton.get_model_repository_index()
     assert {(m["name"], m["state"]) for m in index} == {
-        ("blobs", "READY"), ("circles", "READY"), ("digits", "READY"),
-        ("fashion-mnist", "READY")}  # fmt: skip
+        ("blobs", "READY"),
+        ("circles", "READY"),
+        ("digits", "READY"),
+        ("fashion-mnist", "READY"),
+    }
 
 
 def test_binary_tensors_both_ways(triton, fashion):
@@ -58,8 +61,9 @@ def test_binary_tensors_both_ways(triton, fashion):
     tensor.set_data_from_numpy(x, binary_data=True)
     result = triton.infer("fashion-mnist", [tensor])  # no outputs named: all, in binary
     np.testing.assert_allclose(result.as_numpy("logits"), fashion["logits"][:8], atol=1e-5)
-    np.testing.assert_allclose(result.as_numpy("probabilities"),
-                               fashion["probabilities"][:8], atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), fashion["probabilities"][:8], atol=1e-6
+    )
     labels = [fashion["classes"][i] for i in np.argmax(fashion["logits"][:8], axis=1)]
     assert [v.decode() for v in result.as_numpy("label")] == labels
     response = result.get_response()
@@ -70,14 +74,18 @@ def test_json_tensors_both_ways_with_a_version_and_an_id(triton, fashion):
     x = _scaled(fashion, 3)
     tensor = httpclient.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=False)
-    outputs = [httpclient.InferRequestedOutput("probabilities", binary_data=False),
-               httpclient.InferRequestedOutput("label", binary_data=False)]  # fmt: skip
-    result = triton.infer("fashion-mnist", [tensor], model_version="2", outputs=outputs,
-                          request_id="e2e-1")  # fmt: skip
+    outputs = [
+        httpclient.InferRequestedOutput("probabilities", binary_data=False),
+        httpclient.InferRequestedOutput("label", binary_data=False),
+    ]
+    result = triton.infer(
+        "fashion-mnist", [tensor], model_version="2", outputs=outputs, request_id="e2e-1"
+    )
     assert result.get_response()["id"] == "e2e-1"
     assert "data" in result.get_response()["outputs"][0]
-    np.testing.assert_allclose(result.as_numpy("probabilities"),
-                               fashion["probabilities"][:3], atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), fashion["probabilities"][:3], atol=1e-6
+    )
     assert result.as_numpy("logits") is None  # not asked for
 
 
@@ -100,8 +108,12 @@ def test_image_bytes_and_compression(triton, server, fashion):
     pngs = np.array([image_bytes(fashion["images"][i]) for i in range(16)], dtype=object)
     images = httpclient.InferInput("image", [16], "BYTES")
     images.set_data_from_numpy(pngs, binary_data=True)
-    result = triton.infer("fashion-mnist", [images], request_compression_algorithm="gzip",
-                          response_compression_algorithm="deflate")  # fmt: skip
+    result = triton.infer(
+        "fashion-mnist",
+        [images],
+        request_compression_algorithm="gzip",
+        response_compression_algorithm="deflate",
+    )
     got = result.as_numpy("probabilities")
     assert got.argmax(axis=1).tolist() == np.argmax(fashion["logits"][:16], axis=1).tolist()
     # The same exchange by hand: the response really was compressed (it is over 1 KiB).
@@ -117,10 +129,12 @@ def test_image_bytes_and_compression(triton, server, fashion):
             ]
         }
     )
-    request = urllib.request.Request(server + "/v2/models/fashion-mnist/infer",
-                                     data=gzip.compress(body.encode()), method="POST",
-                                     headers={"Content-Encoding": "gzip",
-                                              "Accept-Encoding": "deflate"})  # fmt: skip
+    request = urllib.request.Request(
+        server + "/v2/models/fashion-mnist/infer",
+        data=gzip.compress(body.encode()),
+        method="POST",
+        headers={"Content-Encoding": "gzip", "Accept-Encoding": "deflate"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["Content-Encoding"] == "deflate"
         answer = json.loads(zlib.decompress(response.read()))
@@ -153,29 +167,48 @@ def test_errors_reach_the_client_as_4xx(triton, fashion):
 
 def test_tf_serving_rest_over_http(server, fashion):
     x = _scaled(fashion, 2)
-    status, _, body = call("POST", server + "/v1/models/fashion-mnist:predict",
-                           json.dumps({"instances": x.tolist()}).encode(),
-                           "application/json")  # fmt: skip
+    status, _, body = call(
+        "POST",
+        server + "/v1/models/fashion-mnist:predict",
+        json.dumps({"instances": x.tolist()}).encode(),
+        "application/json",
+    )
     assert status == 200
-    np.testing.assert_allclose(body["predictions"], fashion["probabilities"][:2],
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(body["predictions"], fashion["probabilities"][:2], atol=1e-6)
     b64 = base64.b64encode(image_bytes(fashion["images"][0])).decode()
-    status, _, body = call("POST", server + "/v1/models/fashion-mnist:classify",
-                           json.dumps({"examples": [{"image": {"b64": b64}}]}).encode(),
-                           "application/json")  # fmt: skip
+    status, _, body = call(
+        "POST",
+        server + "/v1/models/fashion-mnist:classify",
+        json.dumps({"examples": [{"image": {"b64": b64}}]}).encode(),
+        "application/json",
+    )
     assert max(body["result"][0], key=lambda pair: pair[1])[0] == "Ankle boot"
     status, _, body = call("GET", server + "/v1/models/fashion-mnist")
     assert body["model_version_status"][0]["state"] == "AVAILABLE"
-    status, _, body = call("POST", server + "/v1/models/fashion-mnist:predict",
-                           b'{"instances": [1], "inputs": [1]}', "application/json")  # fmt: skip
+    status, _, body = call(
+        "POST",
+        server + "/v1/models/fashion-mnist:predict",
+        b'{"instances": [1], "inputs": [1]}',
+        "application/json",
+    )
     assert (status, set(body)) == (400, {"error"})
 
 
 def test_statistics_are_summed_over_workers(tmp_path):
     """A fresh server: N requests over both workers; statistics report exactly N."""
     with running_server(tmp_path) as server:
-        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 2],
-                                       "data": [0.1, -0.2, 0.95, 0.3]}]}).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "datatype": "FP32",
+                        "shape": [2, 2],
+                        "data": [0.1, -0.2, 0.95, 0.3],
+                    }
+                ]
+            }
+        ).encode()
         url = server.url + "/v2/models/circles/infer"
 
         def send(_):
@@ -186,8 +219,11 @@ def test_statistics_are_summed_over_workers(tmp_path):
             with ThreadPoolExecutor(8) as pool:
                 assert set(pool.map(send, range(40))) == {200}
             rounds += 1
-            pids = {line["pid"] for line in server.log_lines()
-                    if line.get("path", "").endswith("/infer")}  # fmt: skip
+            pids = {
+                line["pid"]
+                for line in server.log_lines()
+                if line.get("path", "").endswith("/infer")
+            }
             if len(pids) == 2 or rounds == 10:
                 break
         assert len(pids) == 2  # both workers answered: the statistics below are sums
@@ -203,6 +239,9 @@ def test_statistics_are_summed_over_workers(tmp_path):
         assert 0 < stats["execution_count"] <= requests  # batching may merge requests
         assert stats["inference_stats"]["compute_infer"]["count"] == stats["execution_count"]
         assert stats["inference_stats"]["compute_input"]["count"] == requests
-        assert stats["inference_stats"]["success"]["ns"] > stats["inference_stats"][
-            "compute_infer"]["ns"] > 0  # fmt: skip
+        assert (
+            stats["inference_stats"]["success"]["ns"]
+            > stats["inference_stats"]["compute_infer"]["ns"]
+            > 0
+        )
         assert stats["last_inference"] > 0

@@ -39,8 +39,9 @@ def walkthrough() -> list[tuple[str, list[str]]]:
 def _run(command: str) -> list[str]:
     """Run as the page's reader does: in the repository, with the virtualenv's python."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, done.stderr
     return [line for line in done.stdout.splitlines() if line.strip()]
 
@@ -71,8 +72,9 @@ def test_the_walkthrough_prints_what_the_page_says(tmp_path):
     assert _same(recorded(imp_out), got), (imp_out, got)
 
     assert "SERVING_DEFAULT_MODEL=iris" in serve  # started here as the test suite starts it
-    with running_server(tmp_path, model_repository=str(tmp_path / "own-models"),
-                        default_model="iris") as server:  # fmt: skip
+    with running_server(
+        tmp_path, model_repository=str(tmp_path / "own-models"), default_model="iris"
+    ) as server:
         host = server.url.removeprefix("http://")
         got = _run(curl.replace("localhost:8000", host))
     assert _same(curl_out, got), (curl_out, got)

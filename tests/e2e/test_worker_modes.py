@@ -12,15 +12,18 @@ import pytest
 from tests.e2e.conftest import call, running_server
 
 POINT = json.dumps({"instances": [[0.1, 0.2]]}).encode()
-PREDICT = (b"POST /predict?model=circles HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
-           b"\r\nContent-Length: %d\r\n\r\n%s" % (len(POINT), POINT))  # fmt: skip
+PREDICT = (
+    b"POST /predict?model=circles HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+    b"\r\nContent-Length: %d\r\n\r\n%s" % (len(POINT), POINT)
+)
 LIVE = b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 @pytest.fixture(scope="module", params=["1", "4"], ids=["inline", "thread-pool"])
 def target(request, tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("server"), threads=request.param,
-                        default_model="circles") as server:  # fmt: skip
+    with running_server(
+        tmp_path_factory.mktemp("server"), threads=request.param, default_model="circles"
+    ) as server:
         yield server
 
 
@@ -36,8 +39,13 @@ def _answers(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
         end = buffer.find(b"\r\n\r\n")
         if end >= 0:
             head = buffer[:end].decode("latin-1")
-            length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
-                              if line.lower().startswith("content-length:")))  # fmt: skip
+            length = int(
+                next(
+                    line.split(":", 1)[1]
+                    for line in head.split("\r\n")
+                    if line.lower().startswith("content-length:")
+                )
+            )
             if len(buffer) >= end + 4 + length:
                 answers.append((int(head.split()[1]), buffer[end + 4 : end + 4 + length]))
                 buffer = buffer[end + 4 + length :]
@@ -62,8 +70,12 @@ def test_hundreds_of_pipelined_requests_are_answered_in_order(target):
 
 def test_concurrent_keep_alive_clients_each_get_their_own_answers(target):
     points = [[round(0.01 * i, 2), round(-0.02 * i, 2)] for i in range(16)]
-    expected = call("POST", target.url + "/predict?model=circles",
-                    json.dumps({"instances": points}).encode(), "application/json")[2]  # fmt: skip
+    expected = call(
+        "POST",
+        target.url + "/predict?model=circles",
+        json.dumps({"instances": points}).encode(),
+        "application/json",
+    )[2]
     failures: list[str] = []
 
     def client(i: int) -> None:
@@ -75,7 +87,8 @@ def test_concurrent_keep_alive_clients_each_get_their_own_answers(target):
                 sock.sendall(request)
                 ((status, answer),) = _answers(sock, 1)
                 if status != 200 or json.loads(answer)["predictions"] != [
-                        expected["predictions"][i]]:  # fmt: skip
+                    expected["predictions"][i]
+                ]:
                     failures.append(f"client {i}: {status} {answer[:200]!r}")
                     return
 
@@ -92,8 +105,9 @@ def test_a_half_sent_request_holds_up_nobody(target):
     with _connect(target) as slow:
         slow.sendall(PREDICT[:-5])  # the body's last bytes still to come
         for _ in range(20):  # meanwhile others are answered, by either worker
-            status, _, body = call("POST", target.url + "/predict?model=circles", POINT,
-                                   "application/json")  # fmt: skip
+            status, _, body = call(
+                "POST", target.url + "/predict?model=circles", POINT, "application/json"
+            )
             assert status == 200
             assert body["predictions"] == expected["predictions"]
         slow.sendall(PREDICT[-5:])

@@ -16,10 +16,30 @@ from tests.helpers import ROOT
 
 MONITORING = ROOT / "monitoring"
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "by", "without", "rate", "irate", "increase",
-    "histogram_quantile", "ignoring", "group_left", "group_right", "on", "offset", "abs",
-    "and", "or", "unless", "bool", "le", "label_values",
-}  # fmt: skip
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "by",
+    "without",
+    "rate",
+    "irate",
+    "increase",
+    "histogram_quantile",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "on",
+    "offset",
+    "abs",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "le",
+    "label_values",
+}
 
 
 def _promtool() -> str:
@@ -29,15 +49,21 @@ def _promtool() -> str:
 
 
 def test_alert_rules_pass_promtool_check():
-    out = subprocess.run([_promtool(), "check", "rules", str(MONITORING / "alerts.yml")],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [_promtool(), "check", "rules", str(MONITORING / "alerts.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 6 rules found" in out.stdout
 
 
 def test_alert_rules_fire_as_their_unit_tests_expect():
-    out = subprocess.run([_promtool(), "test", "rules", str(MONITORING / "alerts_test.yml")],
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [_promtool(), "test", "rules", str(MONITORING / "alerts_test.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -90,8 +116,13 @@ def _dashboard_queries() -> list[str]:
 def test_dashboard_covers_the_issue_panels():
     board = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     titles = " | ".join(p["title"] for p in board["panels"]).lower()
-    for topic in ("request rate", "latency percentiles", "inference vs preprocessing",
-                  "class distribution", "confidence"):  # fmt: skip
+    for topic in (
+        "request rate",
+        "latency percentiles",
+        "inference vs preprocessing",
+        "class distribution",
+        "confidence",
+    ):
         assert topic in titles
 
 

@@ -16,14 +16,18 @@ import docs_examples
 RESPONSE = {
     "request_id": "1c03dbb632f90fda0000000000000029",
     "model": {"name": "circles", "version": 1},
-    "predictions": [{"label": "inner", "confidence": 0.9999998581916633,
-                     "probabilities": {"inner": 0.9999998581916633,
-                                       "outer": 1.4180833673993476e-7}}],
+    "predictions": [
+        {
+            "label": "inner",
+            "confidence": 0.9999998581916633,
+            "probabilities": {"inner": 0.9999998581916633, "outer": 1.4180833673993476e-7},
+        }
+    ],
     "load_seconds": 0.0065,
     "timings": {"duration_ms": 1.41, "queue_s": 0.002, "latency": 3.0},
     "created_at": "2026-11-21T02:31:38.098+00:00",
     "timestamp": 1795288228.7,
-}  # fmt: skip
+}
 
 
 def changed(**what) -> str:
@@ -73,9 +77,15 @@ def test_request_ids_and_times_are_masked():
     assert docs_examples.same_line(RECORDED, changed(request_id="demo-1"))
     assert docs_examples.same_line(
         RECORDED,
-        changed(load_seconds=2.5, timings__duration_ms=99.0, timings__queue_s=7,
-                timings__latency=0.1, created_at="2027-01-02T03:04:05Z", timestamp=1.0),
-    )  # fmt: skip
+        changed(
+            load_seconds=2.5,
+            timings__duration_ms=99.0,
+            timings__queue_s=7,
+            timings__latency=0.1,
+            created_at="2027-01-02T03:04:05Z",
+            timestamp=1.0,
+        ),
+    )
     for key in ("time", "date", "created", "last_seconds", "wait_s", "took_ms"):
         assert docs_examples.same_line(f'{{"{key}": 1}}', f'{{"{key}": 2}}'), key
     assert not docs_examples.same_line('{"seconds_left": 1}', '{"seconds_left": 2}')

@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
-SHARED = ["service.preprocessing", "service.postprocessing", "service.metadata"]
+SHARED = [
+    "service.contract.preprocessing",
+    "service.contract.postprocessing",
+    "service.contract.metadata",
+]
 TRAINING_ONLY = ["tensorflow", "keras", "tf2onnx"]
 
 
@@ -49,8 +53,9 @@ def _import_graph() -> dict[str, set[str]]:
 
     def packages_of(module: str) -> set[str]:
         pieces = module.split(".")
-        return {".".join(pieces[:i]) for i in range(1, len(pieces)) if ".".join(pieces[:i])
-                in modules}  # fmt: skip
+        return {
+            ".".join(pieces[:i]) for i in range(1, len(pieces)) if ".".join(pieces[:i]) in modules
+        }
 
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -71,7 +76,7 @@ def _import_graph() -> dict[str, set[str]]:
 
 def test_no_import_cycles_in_service():
     graph = _import_graph()
-    assert {"service.app", "service.dataplane", "service.protocols.v2"} <= set(graph)
+    assert {"service.app", "service.inference.dataplane", "service.protocols.v2"} <= set(graph)
     state: dict[str, int] = {}
     cycles = []
 
@@ -90,14 +95,47 @@ def test_no_import_cycles_in_service():
     assert cycles == []
 
 
-def test_nothing_imports_the_app_factory_and_the_dataplane_knows_no_http():
+# The frame every layer may use; it imports only itself.
+FRAME = {"settings", "errors", "metrics", "logs", "keys", "instance"}
+# Each folder of service/ and the folders it may import besides itself and the frame:
+# the door (http) knows no model; protocols decode into the dataplane; the dataplane
+# (inference) knows no HTTP; models know only the contract; the contract (shared with
+# training) knows nothing of serving.
+LAYERS = {
+    "http": set(),
+    "protocols": {"http", "inference", "models", "contract"},
+    "inference": {"models", "contract"},
+    "models": {"contract"},
+    "contract": set(),
+}
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def test_each_folder_imports_only_the_layers_below_it():
+    graph = _import_graph()
+    assert set(LAYERS) <= {_layer(m) for m in graph}, "a layer folder is missing"
+    broken = []
+    for module, targets in graph.items():
+        layer = _layer(module)
+        if layer in LAYERS:
+            allowed = LAYERS[layer] | {layer} | FRAME | {""}
+        elif layer in FRAME:
+            allowed = FRAME
+        else:
+            continue  # service/__init__ and app: the top, which nothing imports
+        broken += [f"{module} -> {t}" for t in targets if _layer(t) not in allowed]
+    assert broken == [], broken
+
+
+def test_every_module_lives_in_a_layer_or_the_frame():
+    graph = _import_graph()
+    top = {m.split(".")[1] for m in graph if m.count(".") == 1}
+    assert top == FRAME | set(LAYERS) | {"app"}
+
+
+def test_nothing_imports_the_app_factory():
     graph = _import_graph()
     assert [m for m, targets in graph.items() if "service.app" in targets] == []
-    http = {"service.web", "service.dispatcher", "service.routing", "service.routes"}
-    for module in ("service.dataplane", "service.inputs", "service.registry", "service.limits"):
-        reachable, todo = set(), [module]
-        while todo:
-            for target in graph[todo.pop()] - reachable:
-                reachable.add(target)
-                todo.append(target)
-        assert reachable & http == set(), module

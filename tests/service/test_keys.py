@@ -8,7 +8,7 @@ import pytest
 from service import keys, metrics
 from service.app import create_app
 from service.keys import KeyFile, digest, parse
-from service.routes import ROUTES
+from service.protocols.routes import ROUTES
 from service.settings import Settings
 from tests.helpers import MODELS
 
@@ -18,9 +18,11 @@ V2_BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "da
 
 
 def keys_text() -> str:
-    return (f"# made by tests\napp:{digest(PREDICT)}:predict\n"
-            f"dashboard:{digest(READ)}:read   # a comment after a line\n"
-            f"ops:{digest(ADMIN)}:admin,read,predict\n")  # fmt: skip
+    return (
+        f"# made by tests\napp:{digest(PREDICT)}:predict\n"
+        f"dashboard:{digest(READ)}:read   # a comment after a line\n"
+        f"ops:{digest(ADMIN)}:admin,read,predict\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,13 @@ def keys_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(keys_file):
-    settings = Settings.from_env({}, model_repository=MODELS, default_model="circles",
-                                 poll_interval_s=0, api_keys_file=str(keys_file))  # fmt: skip
+    settings = Settings.from_env(
+        {},
+        model_repository=MODELS,
+        default_model="circles",
+        poll_interval_s=0,
+        api_keys_file=str(keys_file),
+    )
     app = create_app(settings)
     return app.test_client()
 
@@ -80,8 +87,12 @@ def test_an_unknown_key_is_401_invalid_token(client):
 
 
 def _path(template: str) -> str:
-    return (template.replace("{model}", "circles").replace("{version}", "1")
-            .replace("{label}", "stable").replace("{filename}", "swagger-ui.css"))  # fmt: skip
+    return (
+        template.replace("{model}", "circles")
+        .replace("{version}", "1")
+        .replace("{label}", "stable")
+        .replace("{filename}", "swagger-ui.css")
+    )
 
 
 SCOPED = [r for r in ROUTES if r.scope not in (None, "metrics")]
@@ -117,7 +128,7 @@ def test_every_route_needing_a_scope_is_checked_in_every_protocol(client):
         ("POST", "/v2/repository/index", None, 200),
         ("POST", "/models/circles/load", None, 200),
     ],
-)  # fmt: skip
+)
 def test_a_key_with_the_scope_gets_through_with_either_header(client, method, path, body, status):
     scope = next(r.scope for r in SCOPED if r.method == method and _path(r.template) == path)
     proxy = {"Authorization": "Basic dXNlcjpwdw==", "X-API-Key": HOLDER[scope]}
@@ -127,15 +138,29 @@ def test_a_key_with_the_scope_gets_through_with_either_header(client, method, pa
 
 
 def test_health_and_docs_are_open_and_metrics_open_by_default(client):
-    for path in ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready",
-                 "/openapi.json", "/docs", "/metrics"):  # fmt: skip
+    for path in (
+        "/health/live",
+        "/health/ready",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/openapi.json",
+        "/docs",
+        "/metrics",
+    ):
         assert client.get(path).status_code == 200, path
 
 
 def test_metrics_can_require_the_read_scope(keys_file):
-    app = create_app(Settings.from_env({}, model_repository=MODELS, default_model="circles",
-                                       poll_interval_s=0, api_keys_file=str(keys_file),
-                                       metrics_auth=True))  # fmt: skip
+    app = create_app(
+        Settings.from_env(
+            {},
+            model_repository=MODELS,
+            default_model="circles",
+            poll_interval_s=0,
+            api_keys_file=str(keys_file),
+            metrics_auth=True,
+        )
+    )
     client = app.test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=bearer(PREDICT)).status_code == 403
@@ -188,8 +213,13 @@ def test_an_unusable_keys_file_is_named_and_refused_by_everything(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text(keys_text())
     assert keys.problem_with(good) is None
-    settings = Settings.from_env({}, model_repository=MODELS, default_model="circles",
-                                 poll_interval_s=0, api_keys_file=str(path))  # fmt: skip
+    settings = Settings.from_env(
+        {},
+        model_repository=MODELS,
+        default_model="circles",
+        poll_interval_s=0,
+        api_keys_file=str(path),
+    )
     client = create_app(settings).test_client()
     assert client.post("/predict", json=POINT, headers=bearer(PREDICT)).status_code == 401
     assert client.get("/health/ready").status_code == 200
@@ -210,7 +240,6 @@ def test_the_cli_makes_a_key_whose_line_works(tmp_path, capsys):
 
 def test_readiness_details_need_the_read_scope(client):
     anonymous = client.get("/health/ready").get_json()
-    assert anonymous == {"status": "ready",
-                         "reason": "details need an API key with the read scope"}  # fmt: skip
+    assert anonymous == {"status": "ready", "reason": "details need an API key with the read scope"}
     detailed = client.get("/health/ready", headers=bearer(READ)).get_json()
     assert "circles/1" in detailed["models"]

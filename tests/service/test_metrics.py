@@ -51,8 +51,15 @@ def test_a_prediction_request_records_everything(client):
     assert client.post("/predict", json=body).status_code == 200
     after = _snapshot()
     deltas = {k: after[k] - before[k] for k in before}
-    assert deltas == {"requests": 1, "blob_0": 2, "batches": 1, "instances": 3, "inference": 1,
-                      "preprocessing": 1, "confidence": 3}  # fmt: skip
+    assert deltas == {
+        "requests": 1,
+        "blob_0": 2,
+        "batches": 1,
+        "instances": 3,
+        "inference": 1,
+        "preprocessing": 1,
+        "confidence": 3,
+    }
 
 
 def test_errors_are_counted_by_kind_and_route_template(client):
@@ -73,8 +80,15 @@ def test_errors_are_counted_by_kind_and_route_template(client):
 
 def test_model_status_published_at_load(client):
     assert _value("model_loaded", model="circles", version="1") == 1
-    assert _value("model_execution_provider", model="circles", version="1",
-                  provider="CPUExecutionProvider") == 1  # fmt: skip
+    assert (
+        _value(
+            "model_execution_provider",
+            model="circles",
+            version="1",
+            provider="CPUExecutionProvider",
+        )
+        == 1
+    )
     assert _value("model_load_duration_seconds", model="circles", version="1") > 0
 
 
@@ -96,8 +110,9 @@ metrics.MODEL_LOADED.labels("circles", "1").set({loaded})
 
 
 def _run_json(code: str, env: dict, *args: str):
-    out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -106,8 +121,9 @@ def test_multiprocess_values_add_up_and_dead_workers_drop_live_gauges(tmp_path):
     pids = []
     for n, loaded in ((3, 1), (4, 0)):
         code = _WORKER.format(n=n, loaded=loaded) + "import os; print(os.getpid())"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         pids.append(int(out.stdout))
     read = (
         "import json; from service import metrics; from prometheus_client.parser import "

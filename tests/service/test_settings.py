@@ -17,14 +17,16 @@ def test_defaults():
 
 
 def test_environment_values_are_typed():
-    s = Settings.from_env({
-        "SERVING_WORKERS": "4",
-        "SERVING_PROVIDERS": "CPUExecutionProvider",
-        "SERVING_VERIFY_CHECKSUMS": "false",
-        "SERVING_MODEL_REPOSITORY": "/srv/models",
-        "SERVING_MAX_INSTANCES": "8",
-        "UNRELATED": "x",
-    })  # fmt: skip
+    s = Settings.from_env(
+        {
+            "SERVING_WORKERS": "4",
+            "SERVING_PROVIDERS": "CPUExecutionProvider",
+            "SERVING_VERIFY_CHECKSUMS": "false",
+            "SERVING_MODEL_REPOSITORY": "/srv/models",
+            "SERVING_MAX_INSTANCES": "8",
+            "UNRELATED": "x",
+        }
+    )
     assert s.workers == 4
     assert s.providers == ("CPUExecutionProvider",)
     assert s.verify_checksums is False

@@ -32,8 +32,14 @@ _TRAINING_PARITY = (
 def _files_written(code: str, home: Path, **env: str) -> list[str]:
     """What the probe left under ``home``, as paths relative to it."""
     clean = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
 
 
@@ -51,6 +57,13 @@ def test_an_operator_can_turn_it_back_on():
         env = {"PATH": os.environ["PATH"]}
         if given is not None:
             env["ORT_DISABLE_TELEMETRY"] = given
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.stdout.strip() == seen

@@ -36,8 +36,9 @@ def test_fit_recovers_the_temperature_that_made_the_labels(true_t):
 
 def test_calibrate_lowers_nll_and_ece_of_an_overconfident_model():
     logits, labels = _sampled(2.5)
-    block = calibration.calibrate(logits[:10_000], labels[:10_000], logits[10_000:],
-                                  labels[10_000:])  # fmt: skip
+    block = calibration.calibrate(
+        logits[:10_000], labels[:10_000], logits[10_000:], labels[10_000:]
+    )
     assert block["applied"] is True
     assert block["validation_nll"]["after"] < block["validation_nll"]["before"]
     before, after = block["test"]["before"], block["test"]["after"]

@@ -44,8 +44,16 @@ def test_missing_fashion_data_exits_with_instructions(tmp_path, monkeypatch, cap
         raise OSError("no network here")
 
     monkeypatch.setattr("training.datasets._keras_fashion_mnist", offline)
-    code = main(["train", "fashion-mnist", "--data-dir", str(tmp_path / "nowhere"),
-                 "--repository", str(tmp_path / "repo")])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "fashion-mnist",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--repository",
+            str(tmp_path / "repo"),
+        ]
+    )
     assert code == 1
     assert "apt-get install dataset-fashion-mnist" in caplog.text
     assert not (tmp_path / "repo").exists()  # nothing published, nothing half-written

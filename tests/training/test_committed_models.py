@@ -5,15 +5,18 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from service import metadata as contract
+from service.contract import metadata as contract
 from training.evaluate import evaluate_version
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models"
 REQUIRED = {"circles": 0.99, "blobs": 0.99, "digits": 0.97, "fashion-mnist": 0.925}
 VERSION_DIRS = sorted(
-    p for model in REPOSITORY.iterdir() if model.is_dir() for p in model.iterdir()
+    p
+    for model in REPOSITORY.iterdir()
+    if model.is_dir()
+    for p in model.iterdir()
     if p.is_dir() and p.name.isdigit()
-)  # fmt: skip
+)
 
 
 def test_the_required_models_are_committed():
@@ -73,8 +76,9 @@ def test_committed_models_record_their_calibration(version_dir):
     meta = contract.read(version_dir)
     block = meta["metrics"]["calibration"]
     assert block["validation_nll"]["after"] <= block["validation_nll"]["before"]
-    assert meta["output"].get("temperature", 1.0) == (block["temperature"] if block["applied"]
-                                                      else 1.0)  # fmt: skip
+    assert meta["output"].get("temperature", 1.0) == (
+        block["temperature"] if block["applied"] else 1.0
+    )
     for when in ("before", "after"):
         assert set(block["test"][when]) == {"ece", "nll", "brier"}
     assert (version_dir / block["plot"]).is_file()

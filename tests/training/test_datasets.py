@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from service.preprocessing import FeatureSpec, ImageSpec, background_is_light
+from service.contract.preprocessing import FeatureSpec, ImageSpec, background_is_light
 from training import datasets
 from training.datasets import DatasetError
 
@@ -76,9 +76,17 @@ def test_fashion_mnist_from_debian_package():
     ds = datasets.load("fashion-mnist")
     _check(ds, 60000, 10000, (28, 28), datasets.FASHION_MNIST_CLASSES)
     assert ds.class_names == (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-    )  # fmt: skip
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     assert ds.x_train.min() == 0
     assert ds.x_train.max() == 255
     assert np.bincount(ds.y_test).tolist() == [1000] * 10

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from service import metadata as contract
-from service.postprocessing import OutputSpec
+from service.contract import metadata as contract
+from service.contract.postprocessing import OutputSpec
 from training.cli import main
 
 
@@ -67,7 +67,7 @@ def features_x() -> np.ndarray:
 
 def served_probabilities(version_dir: Path, x: np.ndarray) -> np.ndarray:
     """The service's own path: its predictor and output spec on the imported version."""
-    from service.predictor import OnnxPredictor
+    from service.models.predictor import OnnxPredictor
 
     meta = contract.read(version_dir)
     predictor = OnnxPredictor(version_dir, meta, ["CPUExecutionProvider"])
@@ -88,8 +88,9 @@ def test_final_activation_is_removed_and_applied_once(tmp_path, features_x, head
     expected = model.predict(features_x, verbose=0).astype(np.float64)
     if head == "sigmoid":
         expected = np.concatenate([1 - expected, expected], axis=1)
-    np.testing.assert_allclose(served_probabilities(repo / "mine" / "1", features_x), expected,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        served_probabilities(repo / "mine" / "1", features_x), expected, atol=1e-5
+    )
     assert meta["export"]["parity"]["max_abs_prob_diff"] <= 1e-5
     assert meta["dataset"] is None
     assert meta["metrics"]["test"] is None
@@ -110,8 +111,16 @@ def test_rgb_model_with_rescaling_inside(tmp_path):
     model = rgb_model()
     model.save(tmp_path / "rgb.keras")
     repo = tmp_path / "repo"
-    args = ["import", str(tmp_path / "rgb.keras"), "--scale", "1", "--classes", "cat,dog,bird",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(tmp_path / "rgb.keras"),
+        "--scale",
+        "1",
+        "--classes",
+        "cat,dog,bird",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "rgb" / "1")
     pre = meta["preprocessing"]
@@ -131,8 +140,14 @@ def test_onnx_from_elsewhere_loses_its_softmax_node(tmp_path, features_x):
     model = features_model("softmax")
     export_onnx(model, tmp_path / "other.onnx", output_name="prob")  # softmax kept inside
     repo = tmp_path / "repo"
-    args = ["import", str(tmp_path / "other.onnx"), "--output", "probabilities", "--repository",
-            str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(tmp_path / "other.onnx"),
+        "--output",
+        "probabilities",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "other" / "1")
     assert meta["output"]["kind"] == "logits"
@@ -231,10 +246,19 @@ def test_refusals_say_why_and_write_nothing(tmp_path, caplog, make, extra, messa
 def test_refusal_from_the_command_line_has_no_traceback(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\x00" * 10)
     done = subprocess.run(
-        [sys.executable, "-m", "training", "import", str(tmp_path / "model.bin"),
-         "--repository", str(tmp_path / "repo")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "import",
+            str(tmp_path / "model.bin"),
+            "--repository",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "model.bin is not a model file" in done.stderr
@@ -251,8 +275,14 @@ def test_labelled_sample_gives_test_metrics_and_calibration(tmp_path):
     y[flip] = rng.integers(0, 3, flip.sum())
     np.savez(tmp_path / "sample.npz", x=x, y=y)
     repo = tmp_path / "repo"
-    args = ["import", str(tmp_path / "m.keras"), "--sample", str(tmp_path / "sample.npz"),
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(tmp_path / "m.keras"),
+        "--sample",
+        str(tmp_path / "sample.npz"),
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "m" / "1")
     assert 195 <= meta["metrics"]["test"]["n_samples"] <= 205  # half of each class tests
@@ -286,29 +316,40 @@ def _nchw_onnx(path: Path, ir: int = 8) -> tuple[np.ndarray, np.ndarray]:
     weights = rng.normal(0, 0.05, (3 * 4 * 5, 3)).astype(np.float32)
     bias = rng.normal(0, 0.1, 3).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["pixels"], ["flat"], axis=1),
-         helper.make_node("Gemm", ["flat", "w", "b"], ["scores"]),
-         helper.make_node("Softmax", ["scores"], ["prob"], axis=-1)],
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "w", "b"], ["scores"]),
+            helper.make_node("Softmax", ["scores"], ["prob"], axis=-1),
+        ],
         "nchw",
         [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, 4, 5])],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["n", 3])],
         [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir)
     onnx.save(model, str(path))
     return weights, bias
 
 
 def test_nchw_onnx_image_model_with_mean_and_std(tmp_path):
-    from service.images import decode_image
-    from service.preprocessing import image_to_pixels, pixels_to_tensor, spec_from_dict
+    from service.contract.images import decode_image
+    from service.contract.preprocessing import image_to_pixels, pixels_to_tensor, spec_from_dict
     from tests.helpers import image_bytes
 
     weights, bias = _nchw_onnx(tmp_path / "nchw.onnx")
     repo = tmp_path / "repo"
-    args = ["import", str(tmp_path / "nchw.onnx"), "--output", "probabilities",
-            "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(tmp_path / "nchw.onnx"),
+        "--output",
+        "probabilities",
+        "--mean",
+        "0.485,0.456,0.406",
+        "--std",
+        "0.229,0.224,0.225",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "nchw" / "1")
     spec = spec_from_dict(meta["preprocessing"])
@@ -321,8 +362,9 @@ def test_nchw_onnx_image_model_with_mean_and_std(tmp_path):
     np.testing.assert_allclose(tensor[0], by_hand.transpose(2, 0, 1), rtol=1e-5)
     z = by_hand.transpose(2, 0, 1).reshape(1, -1) @ weights + bias
     expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-    np.testing.assert_allclose(served_probabilities(repo / "nchw" / "1", tensor), expected,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        served_probabilities(repo / "nchw" / "1", tensor), expected, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("form", ["keras", "savedmodel"])
@@ -330,11 +372,13 @@ def test_constants_captured_by_layers_become_part_of_the_graph(tmp_path, feature
     """A Normalization layer built from known statistics: tf2onnx leaves its mean and
     variance as graph inputs no client could feed, unless they are folded in."""
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0]),
-        keras.layers.Dense(3, activation="softmax"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0]),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     if form == "keras":
         model.save(tmp_path / "norm.keras")
         path = tmp_path / "norm.keras"
@@ -354,13 +398,15 @@ def _log_softmax_onnx(tmp_path: Path) -> Path:
 
     weights = np.random.default_rng(8).normal(0, 1, (4, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["z"]),
-         helper.make_node("LogSoftmax", ["z"], ["logp"], axis=-1)],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["z"]),
+            helper.make_node("LogSoftmax", ["z"], ["logp"], axis=-1),
+        ],
         "logsoftmax",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
         [helper.make_tensor_value_info("logp", TensorProto.FLOAT, ["n", 3])],
         [numpy_helper.from_array(weights, "w")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx.save(model, str(tmp_path / "logp.onnx"))
     return tmp_path / "logp.onnx"
@@ -368,8 +414,14 @@ def _log_softmax_onnx(tmp_path: Path) -> Path:
 
 def test_log_probabilities_declared_as_probabilities_are_refused(tmp_path, caplog):
     repo = tmp_path / "repo"
-    args = ["import", str(_log_softmax_onnx(tmp_path)), "--output", "probabilities",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(_log_softmax_onnx(tmp_path)),
+        "--output",
+        "probabilities",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 1
     assert "outputs are not probabilities" in caplog.text
     assert not repo.exists() or list(repo.iterdir()) == []
@@ -378,8 +430,16 @@ def test_log_probabilities_declared_as_probabilities_are_refused(tmp_path, caplo
 def test_log_probabilities_served_as_logits_give_the_softmax(tmp_path, features_x):
     """log p is a valid logit vector: softmax(log p) = p. The file's own opset is kept."""
     repo = tmp_path / "repo"
-    args = ["import", str(_log_softmax_onnx(tmp_path)), "--output", "logits", "--name", "logp",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(_log_softmax_onnx(tmp_path)),
+        "--output",
+        "logits",
+        "--name",
+        "logp",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "logp" / "1")
     assert meta["export"]["opset"] == 13
@@ -387,8 +447,9 @@ def test_log_probabilities_served_as_logits_give_the_softmax(tmp_path, features_
     z = features_x @ weights
     expected = np.exp(z - z.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(served_probabilities(repo / "logp" / "1", features_x), expected,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        served_probabilities(repo / "logp" / "1", features_x), expected, atol=1e-5
+    )
 
 
 def test_feature_models_take_mean_and_std_and_refuse_image_flags(tmp_path, caplog):
@@ -417,23 +478,32 @@ def test_an_input_named_like_v2s_image_input_is_renamed(tmp_path, features_x):
 
     weights = np.random.default_rng(9).normal(0, 1, (4, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["image", "w"], ["z"]),
-         helper.make_node("Softmax", ["z"], ["p"], axis=-1)],
+        [
+            helper.make_node("MatMul", ["image", "w"], ["z"]),
+            helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+        ],
         "named_image",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 4])],
         [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 3])],
         [numpy_helper.from_array(weights, "w")],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx.save(model, str(tmp_path / "img.onnx"))
     repo = tmp_path / "repo"
-    args = ["import", str(tmp_path / "img.onnx"), "--output", "probabilities", "--repository",
-            str(repo)]  # fmt: skip
+    args = [
+        "import",
+        str(tmp_path / "img.onnx"),
+        "--output",
+        "probabilities",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "img" / "1")
     assert meta["input"]["name"] == "input"
     z = features_x @ weights
     expected = np.exp(z - z.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(served_probabilities(repo / "img" / "1", features_x), expected,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        served_probabilities(repo / "img" / "1", features_x), expected, atol=1e-5
+    )

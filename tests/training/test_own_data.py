@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import metadata as contract
-from service.postprocessing import OutputSpec
-from service.predictor import OnnxPredictor
-from service.preprocessing import features_to_tensor, spec_from_dict
+from service.contract import metadata as contract
+from service.contract.postprocessing import OutputSpec
+from service.contract.preprocessing import features_to_tensor, spec_from_dict
+from service.models.predictor import OnnxPredictor
 from training.cli import main
 
 
@@ -34,8 +34,17 @@ def test_train_csv_standardises_inside_the_contract(tmp_path):
         writer.writerow(["income", "age", "approved"])
         writer.writerows(zip(income.round(2), age.round(2), label, strict=True))
     repo = tmp_path / "repo"
-    args = ["train-csv", str(path), "--target", "approved", "--epochs", "60", "--quiet",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "train-csv",
+        str(path),
+        "--target",
+        "approved",
+        "--epochs",
+        "60",
+        "--quiet",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     vdir = repo / "loans" / "1"
     meta = contract.read(vdir)
@@ -74,9 +83,25 @@ def test_train_images_from_class_folders(tmp_path):
         for i in range(60):
             Image.fromarray(_draw(shape, rng)).save(folder / shape / f"{i}.png")
     repo = tmp_path / "repo"
-    args = ["train-images", str(folder), "--size", "16", "--epochs", "25", "--filters", "8-16",
-            "--dense", "16", "--batch-size", "16", "--lr", "0.003", "--quiet",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "train-images",
+        str(folder),
+        "--size",
+        "16",
+        "--epochs",
+        "25",
+        "--filters",
+        "8-16",
+        "--dense",
+        "16",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--quiet",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     meta = contract.read(repo / "shapes" / "1")
     pre = meta["preprocessing"]
@@ -107,8 +132,17 @@ def test_constant_column_and_a_tiny_class(tmp_path):
         writer.writerow(["x", "flag", "y"])
         writer.writerows((round(v, 3), 0.1, label) for v, label in zip(x, labels, strict=True))
     repo = tmp_path / "repo"
-    args = ["train-csv", str(path), "--target", "y", "--epochs", "3", "--quiet",
-            "--repository", str(repo)]  # fmt: skip
+    args = [
+        "train-csv",
+        str(path),
+        "--target",
+        "y",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--repository",
+        str(repo),
+    ]
     assert main(args) == 0
     pre = contract.read(repo / "odd" / "1")["preprocessing"]
     assert pre["std"][1] == 1.0  # the constant column is centred, not divided by 1e-16

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from service import metadata as contract
-from service.postprocessing import probabilities
+from service.contract import metadata as contract
+from service.contract.postprocessing import probabilities
 from tests.helpers import MODELS
 from training import datasets, export, trainer
 from training.cli import main
@@ -37,8 +37,11 @@ def test_metadata_reads_back_valid_and_complete(repo):
     assert meta["input"] == {"name": "input", "shape": [None, 2], "dtype": "float32"}
     assert meta["output"]["kind"] == "logits"
     assert meta["output"]["activation"] == "sigmoid"
-    assert meta["preprocessing"] == {"kind": "features", "n_features": 2,
-                                     "feature_names": ["x1", "x2"]}  # fmt: skip
+    assert meta["preprocessing"] == {
+        "kind": "features",
+        "n_features": 2,
+        "feature_names": ["x1", "x2"],
+    }
     assert meta["training"]["config"]["epochs"] == 5
     assert meta["training"]["config"]["hidden"] == [4, 4]
     assert meta["training"]["epochs_run"] == 5
@@ -76,8 +79,13 @@ def test_recorded_accuracy_is_what_onnxruntime_gives(repo):
 
 def test_report_files_written(repo):
     report = repo / "circles" / "1" / "report"
-    for name in ("training_curves.png", "confusion_matrix.png", "samples.png",
-                 "decision_boundary.png", "reliability.png"):  # fmt: skip
+    for name in (
+        "training_curves.png",
+        "confusion_matrix.png",
+        "samples.png",
+        "decision_boundary.png",
+        "reliability.png",
+    ):
         data = (report / name).read_bytes()
         assert data.startswith(b"\x89PNG"), name
         assert len(data) > 5000, name
@@ -92,8 +100,10 @@ def test_feature_models_record_the_training_range(repo):
 
     def expected(name):
         x = datasets.load(name).x_train
-        return {"min": [round(float(v), 6) for v in x.min(axis=0)],
-                "max": [round(float(v), 6) for v in x.max(axis=0)]}  # fmt: skip
+        return {
+            "min": [round(float(v), 6) for v in x.min(axis=0)],
+            "max": [round(float(v), 6) for v in x.max(axis=0)],
+        }
 
     assert contract.read(repo / "circles" / "1")["dataset"]["feature_range"] == expected("circles")
     for name in ("circles", "blobs"):
@@ -110,8 +120,9 @@ def test_trained_models_are_calibrated_on_their_validation_split(repo):
     block = meta["metrics"]["calibration"]
     assert block["fitted_on"] == f"validation split ({meta['dataset']['n_validation']} samples)"
     assert block["validation_nll"]["after"] <= block["validation_nll"]["before"]
-    assert meta["output"].get("temperature", 1.0) == (block["temperature"] if block["applied"]
-                                                      else 1.0)  # fmt: skip
+    assert meta["output"].get("temperature", 1.0) == (
+        block["temperature"] if block["applied"] else 1.0
+    )
     assert meta["source"] == {"kind": "trained"}
     assert (
         "calibration: temperature" in (repo / "circles" / "1" / "report" / "README.md").read_text()

@@ -1,0 +1,330 @@
+"""Keeping a worker's registry in step with the repository and the model-control API.
+
+One pass (:meth:`Lifecycle.refresh`): scan the repository (stat only), read the control
+record, and for each model work out which versions to serve (serving.json's policy,
+labels and weights; API loads and unloads). A new or changed version is loaded, checked
+and warmed up *before* the new view is swapped in; a version that fails to load is
+reported and whatever was serving keeps serving; a version no longer wanted leaves the
+view, and its session is freed once the requests holding it finish.
+
+Which versions a pass serves is decided by :mod:`service.models.policy` (pure functions);
+loading one is :mod:`service.models.loader`'s.
+
+Poll mode runs a pass every ``SERVING_POLL_INTERVAL_S``. Explicit mode reads the
+repository when the instance starts and afterwards only on an API load. Either way every
+worker follows the shared control record, so all workers serve the same versions within
+one check of each other, and a restarted worker comes up in the current state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Collection
+from dataclasses import fields
+from pathlib import Path
+
+from service.contract import metadata as contract
+from service import metrics
+from service.models import repository
+from service.models.batching import BatchingConfig, DynamicBatcher, config_for
+from service.models.control import ControlStore, State
+from service.errors import Conflict, ModelNotFound
+from service.contract.postprocessing import OutputSpec
+from service.models.predictor import OnnxPredictor, usable_providers
+from service.contract.preprocessing import spec_from_dict
+from service.models import policy
+from service.models.loader import Loader, trim_heap
+from service.models.policy import NOT_LOADED_EXPLICIT
+from service.models.registry import ModelEntry, ModelView, Registry
+from service.models.serving_config import ServingConfig, ServingConfigError, WeightedChoice
+from service.settings import Settings, model_overrides
+
+log = logging.getLogger(__name__)
+
+CONTROL_CHECK_S = 1.0  # how often the control record is read when nothing else is polled
+
+
+class Lifecycle:
+    """Loads, swaps and retires model versions for one worker's registry."""
+
+    def __init__(self, settings: Settings, registry: Registry, control: ControlStore) -> None:
+        self.settings, self.registry, self.control = settings, registry, control
+        self.explicit = settings.model_control == "explicit"
+        self.loader = Loader(settings)
+        self._lock = threading.Lock()  # one pass at a time (watcher thread, API requests)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._control_seen: dict = {}
+
+    # --- start, watch, stop -------------------------------------------------------------------
+
+    def start(self, watch: bool = True) -> None:
+        """The first pass (in explicit mode the first worker records what it loads), then
+        a watcher thread where there is something to watch."""
+        if self.explicit:
+            root = Path(self.settings.model_repository)
+
+            def first_start(state: State) -> None:
+                if not state.get("initialized"):
+                    found = repository.scan(root) if root.is_dir() else {}
+                    state["models"] = {n: {"action": "load", "versions": list(f.versions)}
+                                       for n, f in found.items()}
+                    state["initialized"] = True
+
+            self.control.update(first_start)
+        self.refresh()
+        trim_heap()  # reading and checking the files left freed heap behind
+        interval = self.interval
+        if watch and interval:
+            # The thread holds the lifecycle weakly: an app that is dropped (tests build
+            # many) takes its watcher with it.
+            self._thread = threading.Thread(
+                target=_watch, name="model-watcher", daemon=True,
+                args=(weakref.ref(self), self._stop, interval),
+            )
+            self._thread.start()
+
+    @property
+    def interval(self) -> float:
+        """Seconds between checks (0: no watcher): the poll interval, or the control
+        record's check where the repository itself is not polled but workers must agree."""
+        polled = 0.0 if self.explicit else self.settings.poll_interval_s
+        if polled:
+            return polled
+        return CONTROL_CHECK_S if self.control.shared else 0.0
+
+    def stop(self) -> None:
+        """Stop the watcher thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def tick(self) -> None:
+        """One check: the whole repository in poll mode, else the models whose control
+        record changed. A changed record (an API load anywhere) also retries versions that
+        failed here with the same files."""
+        try:
+            changed = self._control_changes()
+            if not self.explicit and self.settings.poll_interval_s:
+                self.refresh(retry=changed)
+            elif changed:
+                self.refresh(only=changed, retry=changed)
+        except Exception:  # a bug must not stop the watching
+            log.exception("model repository check failed")
+
+    def _control_changes(self) -> set[str]:
+        models = self.control.read()["models"]
+        return {n for n in set(models) | set(self._control_seen)
+                if models.get(n) != self._control_seen.get(n)}
+
+    # --- the model-control API ----------------------------------------------------------------
+
+    def load(self, name: str) -> ModelView:
+        """Serve a model (again), re-reading its folder now; every worker follows."""
+        files = self._model_files(name)
+
+        def change(state: State) -> None:
+            # A new generation each time: other workers see a change even when the
+            # versions are the same, and re-read the folder (retrying failed versions).
+            generation = state["models"].get(name, {}).get("generation", 0) + 1
+            versions = list(files.versions) if self.explicit else None
+            state["models"][name] = {"action": "load", "versions": versions,
+                                     "generation": generation}
+
+        self.control.update(change)
+        self.refresh(only={name}, retry={name})
+        return self.registry.model(name)
+
+    def not_loaded(self) -> dict[str, str]:
+        """Model folders in the repository that this worker has never read, and why: in
+        explicit mode those added since the start (the model-control API loads them), in
+        poll mode those the next check will load. A repository that cannot be read: none."""
+        try:
+            found = repository.names(Path(self.settings.model_repository))
+        except OSError:
+            return {}
+        why = NOT_LOADED_EXPLICIT if self.explicit else "new in the repository: not loaded yet"
+        known = set(self.registry.names())
+        return {name: why for name in found if name not in known}
+
+    def unload(self, name: str) -> ModelView:
+        """Stop serving every version of a model; every worker follows. Not the default
+        model: without it an instance is not ready, and leaves its load balancer."""
+        self._model_files(name)
+        if name == self.settings.default_model:
+            raise Conflict(f"model {name!r} is the default model (SERVING_DEFAULT_MODEL): "
+                           "unloading it would make this instance unready")
+
+        def change(state: State) -> None:
+            generation = state["models"].get(name, {}).get("generation", 0) + 1
+            state["models"][name] = {"action": "unload", "versions": [],
+                                     "generation": generation}
+
+        self.control.update(change)
+        self.refresh(only={name})
+        return self.registry.model(name)
+
+    def _model_files(self, name: str) -> repository.ModelFiles:
+        root = Path(self.settings.model_repository)
+        if not repository.NAME.fullmatch(name) or not (root / name).is_dir():
+            raise ModelNotFound(f"model {name!r} not found in the repository",
+                                details={"available": self.registry.names()})
+        return repository.scan_model(root / name)
+
+    # --- one pass -------------------------------------------------------------------------------
+
+    def refresh(self, only: Collection[str] | None = None, retry: Collection[str] = ()) -> None:
+        """Bring the registry in line with the repository and the control record (for the
+        ``only`` models, or all); for the ``retry`` models, also versions that failed with
+        the files they have now. One model's trouble never holds up the others."""
+        with self._lock:
+            root = Path(self.settings.model_repository)
+            try:
+                found = repository.scan(root)
+            except OSError as exc:
+                why = ("does not exist" if isinstance(exc, FileNotFoundError)
+                       else f"cannot be read ({exc.strerror or type(exc).__name__})")
+                # Clients read this (readiness): the path goes to the log only.
+                self.registry.repository_error = (
+                    f"the model repository {why}; the versions loaded stay served"
+                )
+                log.error("model repository %s %s", root, why)
+                self.registry.loaded_once = True
+                return
+            self.registry.repository_error = None
+            control = self.control.read()["models"]
+            old_models = self.registry.models
+            models = dict(old_models)
+            names = set(found) | set(old_models)
+            names = names if only is None else names & set(only)
+            for name in sorted(names):
+                old = old_models.get(name)
+                try:
+                    view = self._model(name, found.get(name), control.get(name), old,
+                                       name in retry)
+                except Exception:  # a bug in one model's pass: keep what it served
+                    log.exception("model %s: check failed; what it served stays", name)
+                    continue
+                if view is None:
+                    models.pop(name, None)
+                    _zero_weights(old)
+                else:
+                    models[name] = view
+            # Only the models looked at are up to date with the record (another worker
+            # may have changed the others since): the rest are picked up next time.
+            for name in names | (set(control) if only is None else set()):
+                self._control_seen[name] = control.get(name)
+            if any(models.get(n) is not old_models.get(n) for n in set(models) | set(old_models)):
+                self.registry.models = models
+                self._retire(old_models, models)
+            self.registry.loaded_once = True
+
+    def _model(self, name, files, control, old: ModelView | None, retry: bool) -> ModelView | None:
+        if files is None:
+            return None  # the folder is gone: every version leaves
+        if files.error is not None:  # unreadable for now: keep serving what was loaded
+            log.error("model %s: %s", name, files.error, extra={"model": name})
+            return old
+        old_entries = old.entries if old else {}
+        config, problems = self._config(name, files, old)
+        candidates, why_not = policy.candidates(files.versions, control, self.explicit)
+        entries: dict[int, ModelEntry] = {}
+        pinned, by_policy = config.pinned(), 0
+        for number in sorted(candidates, reverse=True):
+            path = files.path / str(number)
+            wanted_now = policy.wanted(config, number, by_policy)
+            if not (wanted_now or number in pinned):
+                why = f"version policy {config.describe_policy()}"
+                entries[number] = self.loader.unloaded(name, number, path, old_entries.get(number), why)
+                continue
+            entry = self.loader.ensure(name, number, path, candidates[number], old_entries.get(number), retry)
+            entries[number] = entry
+            if entry.loaded and wanted_now:
+                by_policy += 1
+        for number in files.versions:
+            if number not in candidates:
+                path = files.path / str(number)
+                entries[number] = self.loader.unloaded(name, number, path, old_entries.get(number), why_not)
+        entries = dict(sorted(entries.items()))
+        served = {v for v, e in entries.items() if e.loaded}
+        found, weights = policy.problems(config, served, files.ignored, bool(candidates))
+        problems += found
+        view = ModelView(name, entries, config, files.config, tuple(problems),
+                         WeightedChoice(weights) if weights else None)
+        if old is not None and _same(old, view):
+            return old
+        _zero_weights(old, keep=set(weights))
+        for v, share in (view.chooser.shares if view.chooser else {}).items():
+            metrics.MODEL_WEIGHT.labels(name, str(v)).set(share)
+        for problem in set(problems) - set(old.problems if old else ()):
+            log.error("model %s: %s", name, problem, extra={"model": name})
+        return view
+
+    def _config(self, name, files, old: ModelView | None) -> tuple[ServingConfig, list[str]]:
+        """serving.json (kept from the last pass while unchanged; a bad one keeps the rules
+        that were in force, and is reported)."""
+        if old is not None and old.config_fingerprint == files.config:
+            kept = [p for p in old.problems if p.startswith("serving.json")]
+            return old.config, kept
+        if files.config is None:
+            return ServingConfig(), []
+        try:
+            config = ServingConfig.read(files.path / repository.SERVING_FILE)
+        except ServingConfigError as exc:
+            metrics.MODEL_CONFIG_ERRORS.labels(name).inc()
+            kept = old.config if old is not None else ServingConfig()
+            return kept, [f"{exc}; the previous rules stay in force"]
+        log.info("model %s: serving.json %s", name, config.to_dict(), extra={"model": name})
+        return config, []
+
+    def _retire(self, old_models: dict[str, ModelView], models: dict[str, ModelView]) -> None:
+        """Versions that were serving and are not any more: out of the view already; say
+        so, and let their sessions go."""
+        current = {id(e) for view in models.values() for e in view.entries.values()}
+        serving = _keys(models)  # (name, version) still loaded, by a replacement or as was
+        retired = 0
+        for view in old_models.values():
+            for entry in view.entries.values():
+                if entry.loaded and id(entry) not in current:
+                    retired += 1
+                    if (entry.name, entry.version) not in serving:
+                        metrics.record_model(entry.name, entry.version, False, 0.0, None)
+                    log.info("unloading model %s v%d: no new requests; its session is freed "
+                             "when the requests in flight finish", entry.name, entry.version,
+                             extra={"model": entry.name, "version": entry.version})
+        if retired:
+            gc.collect()
+
+
+def _watch(ref: weakref.ref, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        lifecycle = ref()
+        if lifecycle is None:
+            return
+        lifecycle.tick()
+        del lifecycle
+
+
+def _zero_weights(old: ModelView | None, keep: set[int] = frozenset()) -> None:
+    """Versions no longer weighted get weight 0 in the metrics."""
+    for v in set(old.chooser.versions if old and old.chooser else ()) - keep:
+        metrics.MODEL_WEIGHT.labels(old.name, str(v)).set(0)
+
+
+def _keys(models: dict[str, ModelView]) -> set[tuple[str, int]]:
+    return {(e.name, e.version) for view in models.values() for e in view.entries.values()
+            if e.loaded}
+
+
+def _same(old: ModelView, new: ModelView) -> bool:
+    """Nothing to swap: the same entry objects, rules and problems."""
+    return (list(old.entries) == list(new.entries)
+            and all(old.entries[v] is new.entries[v] for v in new.entries)
+            and old.config is new.config and old.problems == new.problems
+            and old.config_fingerprint == new.config_fingerprint)

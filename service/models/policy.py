@@ -1,0 +1,62 @@
+"""Which versions of a model to serve: the version policy as pure functions.
+
+No files, no sessions, no clock: given what the repository holds, the control record and
+serving.json, these say which versions are candidates, which of them the policy wants, and
+what is wrong with the rules as they stand. The lifecycle loads what they pick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from service.models.serving_config import ServingConfig
+
+UNLOADED_BY_API = "unloaded through the model-control API"
+NOT_LOADED_EXPLICIT = "not loaded (explicit model control: load it through the API)"
+
+
+def candidates(
+    versions: Mapping[int, Any], control: Mapping[str, Any] | None, explicit: bool
+) -> tuple[dict[int, Any], str]:
+    """The versions that may be served (number -> fingerprint), and why the others are not:
+    none after an API unload; in explicit mode those the control record names; else all."""
+    if control and control.get("action") == "unload":
+        return {}, UNLOADED_BY_API
+    if explicit:
+        wanted = set(control.get("versions", [])) if control else set()
+        return {v: fp for v, fp in versions.items() if v in wanted}, NOT_LOADED_EXPLICIT
+    return dict(versions), ""
+
+
+def wanted(config: ServingConfig, number: int, newer_served: int) -> bool:
+    """Whether the policy serves ``number`` when ``newer_served`` newer versions already
+    serve under it (``latest N`` counts only versions that loaded)."""
+    if config.policy == "all":
+        return True
+    if config.policy == "latest":
+        return newer_served < config.latest
+    return number in config.specific
+
+
+def problems(
+    config: ServingConfig, served: Collection[int], ignored: Collection[str], any_candidate: bool
+) -> tuple[list[str], dict[int, float]]:
+    """What is wrong with the rules given the versions served, and the weights that apply
+    (those naming a served version)."""
+    found = [
+        f"folder {n!r} is not a version number (1, 2, ... without leading zeros): ignored"
+        for n in ignored
+    ]
+    if any_candidate:  # (an unloaded model's labels name nothing served, as expected)
+        found += [
+            f"label {label!r} names version {v}, which is not served"
+            for label, v in config.labels.items()
+            if v not in served
+        ]
+    weights = {v: w for v, w in config.weights.items() if v in served}
+    if config.weights and not weights and any_candidate:
+        found.append(
+            "no version that the weights name is served: requests without a version get the latest"
+        )
+    return found, weights

@@ -1,0 +1,204 @@
+"""What this worker serves: every model version it knows, and how a request finds one.
+
+The registry is read by every request and written by one thread at a time
+(:mod:`service.models.lifecycle`), which builds a new set of :class:`ModelView` objects and swaps
+it in whole: a request sees the old set or the new one, never a mix, and takes no lock.
+A version taken out of the set is not closed: requests already holding it finish with
+it, and its onnxruntime session is freed when the last of them lets go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service import metrics
+from service.models.batching import DynamicBatcher
+from service.errors import ModelNotFound, ModelUnavailable, ValidationFailed, VersionNotFound
+from service.contract.metadata import version_number
+from service.contract.postprocessing import OutputSpec
+from service.models.predictor import OnnxPredictor
+from service.contract.preprocessing import Spec
+from service.models.serving_config import ServingConfig, WeightedChoice
+from service.settings import Settings
+
+
+@dataclass
+class ModelEntry:
+    """One model version: loaded (servable), failed (``error`` says why) or unloaded
+    (present in the repository but not served; ``error`` says why)."""
+
+    name: str
+    version: int
+    path: Path
+    status: str = "pending"  # pending -> loaded | failed | unloaded
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    predictor: OnnxPredictor | None = None
+    spec: Spec | None = None
+    output: OutputSpec = field(default_factory=OutputSpec)
+    load_seconds: float = 0.0
+    batcher: DynamicBatcher | None = None
+    fingerprint: tuple | None = None  # the files' (size, mtime, inode) when read
+    digest: str | None = None  # sha256 over the files when loaded
+    notice: str | None = None  # the files changed and the new ones failed to load
+
+    @property
+    def ref(self) -> tuple[str, int]:
+        """(name, version)."""
+        return self.name, self.version
+
+    @property
+    def loaded(self) -> bool:
+        """Servable."""
+        return self.status == "loaded"
+
+    @property
+    def meters(self) -> metrics.ModelMeters:
+        """The loaded version's metrics (its predictor's)."""
+        return self.predictor.meters
+
+    @property
+    def provider(self) -> str | None:
+        """Execution provider actually in use, where loaded."""
+        return self.predictor.provider if self.predictor and self.loaded else None
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One model as served now: its versions (ascending), its serving.json rules, and what
+    is wrong with it, if anything."""
+
+    name: str
+    entries: dict[int, ModelEntry]
+    config: ServingConfig = field(default_factory=ServingConfig)
+    config_fingerprint: tuple | None = None
+    problems: tuple[str, ...] = ()  # a bad serving.json, a label on a version not served
+    chooser: WeightedChoice | None = None  # weights over the versions being served
+
+    @property
+    def served(self) -> list[ModelEntry]:
+        """Loaded versions, ascending."""
+        return [e for e in self.entries.values() if e.loaded]
+
+    def version(self, version: int | str | None = None, *, servable: bool = False) -> ModelEntry:
+        """The version a request means: with no version, one picked by the weights, else the
+        latest loaded; a version is a number, the digits of one, or a serving.json label.
+        404 for none such; with ``servable``, 503 for one that failed to load and 404 for one
+        not served (policy, or unloaded through the API)."""
+        entry = self._find(version)
+        if servable and entry.status == "failed":
+            raise ModelUnavailable(
+                f"model {self.name!r} version {entry.version} failed to load",
+                details={"error": entry.error},
+            )
+        if servable and not entry.loaded:
+            raise VersionNotFound(
+                f"model {self.name!r} version {entry.version} is not served: {entry.error}",
+                details={"available": [e.version for e in self.served]},
+            )
+        return entry
+
+    def _find(self, version: int | str | None) -> ModelEntry:
+        name = self.name
+        if version is None:
+            if self.chooser is not None:
+                return self.entries[self.chooser.pick()]
+            served = self.served
+            if served:
+                return served[-1]
+            if not self.entries:
+                raise VersionNotFound(f"model {name!r} has no versions")
+            return next(reversed(self.entries.values()))
+        number = version if type(version) is int else None
+        if isinstance(version, str):
+            number = version_number(version)
+            if number is None and version in self.config.labels:
+                number = self.config.labels[version]
+        entry = self.entries.get(number) if number is not None else None
+        if entry is None:
+            label_like = isinstance(version, str) and not version.isdigit()
+            raise VersionNotFound(
+                f"model {name!r} has no version or label {version!r}"
+                if label_like
+                else f"model {name!r} has no version {version}",
+                details={"available": list(self.entries), "labels": dict(self.config.labels)},
+            )
+        return entry
+
+    def labels_of(self, version: int) -> list[str]:
+        """The labels that name a version."""
+        return sorted(label for label, v in self.config.labels.items() if v == version)
+
+
+class Registry:
+    """The current model views; lookups by name and version, number or label."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[str, ModelView] = {}
+        self.loaded_once = False
+        self.repository_error: str | None = None
+
+    @property
+    def entries(self) -> list[ModelEntry]:
+        """Every known version of every model, in (name, version) order."""
+        models = self.models  # one snapshot: a swap in between changes nothing here
+        return [e for name in sorted(models) for e in models[name].entries.values()]
+
+    def close(self) -> None:
+        """Drain the batching queues (gunicorn's worker_exit)."""
+        for view in self.models.values():
+            for entry in view.entries.values():
+                if entry.batcher is not None:
+                    entry.batcher.close()
+
+    def names(self) -> list[str]:
+        """Model names, sorted."""
+        return sorted(self.models)
+
+    def model(self, name: str) -> ModelView:
+        """A model as served now (404 for a name the repository does not have)."""
+        view = self.models.get(name)
+        if view is None:
+            raise ModelNotFound(f"model {name!r} not found", details={"available": self.names()})
+        return view
+
+    def version(
+        self, name: str | None, version: int | str | None = None, *, servable: bool = True
+    ) -> ModelEntry:
+        """The version a request means (:meth:`ModelView.version`) of a model, the default
+        model when ``name`` is None."""
+        name = name or self.settings.default_model
+        if not name:
+            raise ValidationFailed(
+                "name a model: no default model is configured",
+                details={"available": self.names()},
+            )
+        return self.model(name).version(version, servable=servable)
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): loading done, at least one model servable, default model servable."""
+        if not self.loaded_once:
+            return False, "models are still loading"
+        if self.repository_error and not self.models:
+            return False, self.repository_error
+        entries = self.entries
+        if not any(e.loaded for e in entries):
+            return False, "no model loaded"
+        default = self.settings.default_model
+        if default:
+            try:
+                self.version(default)
+            except (ModelNotFound, ModelUnavailable, VersionNotFound) as exc:
+                return False, f"default model: {exc.message}"
+        failed = [f"{e.name} v{e.version}" for e in entries if e.status == "failed"]
+        trouble = [f"failed to load: {', '.join(failed)}"] if failed else []
+        trouble += [f"{e.name} v{e.version}: {e.notice}" for e in entries if e.notice]
+        trouble += [f"{v.name}: {p}" for v in self.models.values() for p in v.problems]
+        if self.repository_error:
+            trouble.insert(0, self.repository_error)
+        if trouble:
+            return True, "serving; " + "; ".join(trouble)
+        return True, "all models loaded"

@@ -1,0 +1,1 @@
+"""The native API: /predict (JSON, multipart, raw images), /models, /health."""

@@ -1,8 +1,0 @@
-"""The one route table: every protocol's routes. The dispatcher answers from it and the
-OpenAPI document is generated from it, so a route is written once."""
-
-from service.protocols import console, native, system, tfserving, v2
-
-ROUTES = [*native.ROUTES, *v2.ROUTES, *tfserving.ROUTES, *system.ROUTES, *console.ROUTES]
-PROTOCOLS = [native.PROTOCOL, v2.PROTOCOL, tfserving.PROTOCOL]
-SCHEMAS = {**v2.SCHEMAS, **tfserving.SCHEMAS}

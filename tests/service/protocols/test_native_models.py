@@ -1,0 +1,185 @@
+"""GET /models*, /health/*, /openapi.json, /docs, and how failing models are reported."""
+
+import json
+
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+from tests.helpers import MODELS
+
+
+def test_models_lists_every_model_with_status_and_provider(client):
+    body = client.get("/models").get_json()
+    assert body["default_model"] == "fashion-mnist"
+    names = [m["name"] for m in body["models"]]
+    assert names == sorted(names)
+    assert {"circles", "blobs", "digits", "fashion-mnist"} <= set(names)
+    fashion = next(m for m in body["models"] if m["name"] == "fashion-mnist")
+    assert fashion["default"] is True
+    version = fashion["versions"][0]
+    assert version["status"] == "loaded"
+    assert version["provider"] == "CPUExecutionProvider"
+    assert version["classes"][7] == "Sneaker"
+    assert version["input"] == {"name": "input", "shape": [None, 28, 28, 1], "dtype": "float32"}
+    assert version["preprocessing"]["invert_light_background"] is True
+    assert version["metrics"]["accuracy"] >= 0.925
+    assert "metadata" not in version
+
+
+def test_model_and_version_detail(client):
+    model = client.get("/models/circles").get_json()
+    assert model["latest_version"] == 1
+    assert model["versions"][0]["task"] == "binary"
+    detail = client.get("/models/circles/versions/1").get_json()
+    assert detail["metadata"]["export"]["opset"] >= 17
+    assert detail["metadata"]["classes"] == ["outer", "inner"]
+    assert client.get("/models/nope").status_code == 404
+    assert client.get("/models/circles/versions/3").get_json()["error"]["code"] == (
+        "version_not_found"
+    )
+
+
+def test_a_versions_report_files_are_listed_and_served(client):
+    detail = client.get("/models/circles/versions/1").get_json()
+    on_disk = sorted(p.name for p in (MODELS / "circles" / "1" / "report").iterdir())
+    assert detail["report"] == on_disk
+    assert {"reliability.png", "training_curves.png", "README.md"} <= set(on_disk)
+    assert "report" not in client.get("/models").get_json()["models"][0]["versions"][0]
+    r = client.get("/models/circles/versions/1/report/reliability.png")
+    assert (r.status_code, r.mimetype) == (200, "image/png")
+    assert r.data == (MODELS / "circles" / "1" / "report" / "reliability.png").read_bytes()
+    r = client.get("/models/circles/versions/1/report/README.md")
+    assert r.mimetype == "text/markdown"
+    assert b"circles" in r.data
+    for bad in ("model.onnx", "..%2Fmetadata.json", "%2E%2E", "nothing.png", ".hidden.png"):
+        r = client.get(f"/models/circles/versions/1/report/{bad}")
+        assert r.status_code == 404, bad
+        assert r.get_json()["error"]["code"] == "not_found"
+    assert client.get("/models/circles/versions/9/report/reliability.png").status_code == 404
+
+
+def test_console_page_and_its_files(client):
+    for path in ("/", "/console"):
+        r = client.get(path)
+        assert (r.status_code, r.mimetype) == (200, "text/html")
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        assert b'src="/console/assets/console.js"' in r.data
+    assert client.get("/console/assets/console.css").mimetype == "text/css"
+    assert client.get("/console/assets/index.html").status_code == 404
+    assert client.get("/console/assets/..%2F..%2Fapp.py").status_code == 404
+
+
+def test_health(client):
+    assert client.get("/health/live").get_json() == {"status": "alive"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["status"] == "ready"
+    assert body["models"]["circles/1"] == "loaded"
+
+
+def test_openapi_document_and_swagger_ui(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    for path in (
+        "/predict",
+        "/models/{model}/predict",
+        "/models/{model}/versions/{version}/predict",
+        "/models",
+        "/models/{model}",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/v2/models/{model}/infer",
+        "/v1/models/{model}:predict",
+    ):
+        assert path in spec["paths"], path
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data", "image/png"} <= set(body)
+    assert "PredictResponse" in spec["components"]["schemas"]
+    assert "422" in spec["paths"]["/predict"]["post"]["responses"]
+    error = spec["components"]["schemas"]["ApiError"]
+    assert set(error["required"]) == {"error", "request_id"}  # what every native error carries
+    page = client.get("/docs").get_data(as_text=True)
+    assert "/docs/assets/swagger-ui-bundle.js" in page
+    with client.get("/docs/assets/swagger-ui-bundle.js") as asset:
+        assert asset.status_code == 200
+        assert len(asset.data) > 100_000
+
+
+def _break(repo, name, how):
+    vdir = repo / name / "1"
+    if how == "checksum":
+        (vdir / "model.onnx").write_bytes((vdir / "model.onnx").read_bytes() + b"\0")
+    elif how == "metadata":
+        meta = json.loads((vdir / "metadata.json").read_text())
+        del meta["classes"]
+        (vdir / "metadata.json").write_text(json.dumps(meta))
+    elif how == "onnx":
+        from service.contract.metadata import sha256_file
+
+        (vdir / "model.onnx").write_bytes(b"not a model")
+        meta = json.loads((vdir / "metadata.json").read_text())
+        meta["export"]["onnx_sha256"] = sha256_file(vdir / "model.onnx")
+        (vdir / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("checksum", "has sha256"),
+        ("metadata", "'classes' is a required property"),
+        ("onnx", "InvalidProtobuf"),
+    ],
+)
+def test_a_failing_model_is_reported_and_the_others_serve(scratch_repo, how, reason):
+    _break(scratch_repo, "circles", how)
+    settings = Settings.from_env({}, model_repository=scratch_repo, default_model="blobs")
+    client = create_app(settings).test_client()
+    version = client.get("/models/circles").get_json()["versions"][0]
+    assert version["status"] == "failed"
+    assert reason in version["error"]
+    assert version["provider"] is None
+    r = client.post("/predict?model=circles", json={"instance": [0, 0]})
+    assert r.status_code == 503
+    assert r.get_json()["error"]["code"] == "model_unavailable"
+    assert client.post("/predict", json={"instance": [5, -2]}).status_code == 200  # blobs
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert "failed to load: circles v1" in ready.get_json()["reason"]
+    assert ready.get_json()["models"]["circles/1"] == "failed"
+
+
+def test_not_ready_when_the_default_model_failed(scratch_repo):
+    _break(scratch_repo, "circles", "checksum")
+    settings = Settings.from_env({}, model_repository=scratch_repo, default_model="circles")
+    ready = create_app(settings).test_client().get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["status"] == "not_ready"
+    assert "default model" in ready.get_json()["reason"]
+
+
+def test_not_ready_without_a_repository(tmp_path):
+    settings = Settings.from_env({}, model_repository=tmp_path / "missing")
+    client = create_app(settings).test_client()
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert "does not exist" in ready.get_json()["reason"]
+    assert client.get("/health/live").status_code == 200
+
+
+def test_versions_served_side_by_side(scratch_repo):
+    import shutil
+
+    shutil.copytree(scratch_repo / "circles" / "1", scratch_repo / "circles" / "2")
+    meta_path = scratch_repo / "circles" / "2" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = 2
+    meta_path.write_text(json.dumps(meta))
+    client = create_app(Settings.from_env({}, model_repository=scratch_repo)).test_client()
+    assert client.get("/models/circles").get_json()["latest_version"] == 2
+    r = client.post("/models/circles/predict", json={"instance": [0, 0]})
+    assert r.get_json()["model"]["version"] == 2
+    r = client.post("/predict?model=circles&version=1", json={"instance": [0, 0]})
+    assert r.get_json()["model"]["version"] == 1
