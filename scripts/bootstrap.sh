@@ -40,6 +40,7 @@ if [[ "$EXTRAS" == *dev* ]]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v npm >/dev/null || missing+=(npm)
   command -v curl >/dev/null || missing+=(curl)  # the docs' examples are run by the tests
+  command -v slowhttptest >/dev/null || missing+=(slowhttptest)  # slow readers (tests/e2e/test_door.py)
   if ((${#missing[@]})); then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
       echo "bootstrap: installing Debian packages ${missing[*]}"

@@ -1,10 +1,11 @@
 """The application factory: ``create_app(settings=None)``.
 
 gunicorn calls ``service.app:create_app()`` in each worker, so every worker builds its own
-onnxruntime sessions; nothing is constructed at import time. Flask provides the application
-object (configuration, ``app.extensions``, the test client, ``flask run``); every request is
-answered by :class:`service.http.dispatcher.Dispatcher` (``app.wsgi_app``) from the one route
-table in :mod:`service.protocols`.
+onnxruntime sessions; nothing is constructed at import time. The app is a Flask app:
+:class:`service.http.dispatcher.Dispatcher` wraps its ``wsgi_app`` and answers the one route
+table in :mod:`service.protocols`; whatever the table has no route for goes on to Flask's own
+``wsgi_app``, so routes, blueprints, hooks and extensions added to the app work
+(docs/how-it-works.md#extending-the-app).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 from flask import Flask
 
 from service import logs, metrics
+from service.http import fallback
 from service.http.dispatcher import Dispatcher
 from service.http.routing import Router
 from service.inference.dataplane import DataPlane
@@ -35,8 +37,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     from the route table."""
     settings = replace(settings, **overrides) if settings else Settings.from_env(**overrides)
     logs.configure(settings.log_level)
-    app = Flask(__name__, static_folder=None)  # every route is in the route table
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app = Flask(__name__, static_folder=None)  # the service's files are in the route table
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)  # for Flask's own routes
     auth = Authenticator(settings.api_keys_file, settings.metrics_auth)
     registry = Registry(settings)
     dataplane = DataPlane(settings, registry)  # checks the limit settings before loading
@@ -46,5 +48,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> Flask:
     document = orjson.dumps(openapi.document(ROUTES, SCHEMAS))
     serving = Serving(settings, registry, dataplane, lifecycle, auth, document)
     app.extensions["serving"] = serving
-    app.wsgi_app = Dispatcher(Router(ROUTES, PROTOCOLS), serving)  # type: ignore[method-assign]
+    router = Router(ROUTES, PROTOCOLS)
+    fallback.install(app, router)  # Flask's errors as the service's JSON
+    app.wsgi_app = Dispatcher(router, serving, app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -116,6 +116,13 @@ class ImageTooLarge(PayloadTooLarge):
     code = "image_too_large"
 
 
+class DecodeTimeout(PayloadTooLarge):
+    """A request's images took longer to decode than the budget allows (checked between
+    images, so the worker answers instead of being killed)."""
+
+    code = "decode_timeout"
+
+
 class UnsupportedMediaType(ApiError):
     """A Content-Type the endpoint does not accept."""
 

@@ -38,6 +38,9 @@ REALM = "keras-classifier-serving"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 RELOAD_CHECK_S = 1.0
+# What an open route (readiness) says in place of its details to a caller without a key
+# that may read them.
+DETAILS_NEED_READ = "details need an API key with the read scope"
 
 
 class Unauthorized(ApiError):
@@ -89,10 +92,12 @@ def parse(text: str) -> tuple[list[Key], list[str]]:
         scopes = {s.strip() for s in scope_text.split(",") if s.strip()}
         if not _ID.fullmatch(key_id):
             problems.append(f"line {number}: the id must be 1-64 letters, digits, '.', '_', '-'")
-        elif key_id in ids:
-            problems.append(f"line {number}: id {key_id!r} is used twice")
         elif not _DIGEST.fullmatch(hexdigest.lower()):
             problems.append(f"line {number}: the digest must be 64 hex characters (sha256)")
+        elif digest(key_id) == hexdigest.lower():  # the key pasted as its own id
+            problems.append(f"line {number}: the id is the key itself; name the key instead")
+        elif key_id in ids:
+            problems.append(f"line {number}: id {key_id!r} is used twice")
         elif not scopes or not scopes <= set(SCOPES):
             problems.append(f"line {number}: scopes must be among {', '.join(SCOPES)}")
         else:
@@ -195,6 +200,15 @@ class Authenticator:
         if self.keys is None or scope is None:
             return False
         return scope != "metrics" or self.metrics_auth
+
+    def permits(self, environ: dict[str, Any], scope: str) -> bool:
+        """Whether the request may see what ``scope`` guards (always, with keys off): for
+        an open route that shows more to a key than to anyone."""
+        try:
+            self.check(environ, scope)
+        except ApiError:
+            return False
+        return True
 
     def check(self, environ: dict[str, Any], scope: str | None) -> str | None:
         """The id of the key that may call a route needing ``scope`` (None when keys are

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 PREFIX = "SERVING_"
 MODEL_CONTROL_MODES = ("poll", "explicit")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s?#]+/?")  # a browser's Origin
 
 
 class SettingsError(ValueError):
@@ -56,6 +58,8 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 16_000_000
     max_request_pixels: int = 32_000_000
+    max_images: int = 256  # each costs ~1-2 ms to decode however few its pixels
+    decode_timeout_s: float = 10.0  # a request's images, well inside the worker's timeout
     bind: str = "127.0.0.1:8000"
     workers: int = 2
     threads: int = 1  # one: the main loop answers each request (service/http/worker.py)
@@ -63,12 +67,14 @@ class Settings:
     graceful_timeout: int = 20
     keepalive: int = 5
     read_timeout_s: float = 15.0  # a request must arrive whole within this (else 408)
+    write_timeout_s: float = 15.0  # an answer must be read within this (else closed)
     log_level: str = "INFO"
     metrics_dir: str = ""  # empty: a new folder for each instance, removed when it stops
     poll_interval_s: float = 1.0  # repository checks; 0: never (changes need a restart)
     model_control: str = "poll"  # or "explicit": only the model-control API loads/unloads
     api_keys_file: str = ""  # empty: no API keys (anyone who reaches the port may call)
     metrics_auth: bool = False  # /metrics needs a key with the "read" scope
+    cors_origins: tuple[str, ...] = ()  # browser origins the route table answers; "*": any
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -105,6 +111,12 @@ def _parse(name: str, raw: str, kind: str) -> Any:
     may_be_zero = name in ("keepalive", "batch_max_delay_us", "poll_interval_s")
     if kind in ("int", "float") and (value < 0 or (value == 0 and not may_be_zero)):
         raise SettingsError(f"{PREFIX}{name.upper()} must be positive, got {value}")
+    if name == "cors_origins":
+        bad = [o for o in value if o != "*" and not _ORIGIN.fullmatch(o)]
+        if bad:
+            raise SettingsError(
+                f"{PREFIX}CORS_ORIGINS: {bad[0]!r} is not an origin (scheme://host[:port]) or *"
+            )
     if name == "model_control" and value not in MODEL_CONTROL_MODES:
         raise SettingsError(
             f"{PREFIX}MODEL_CONTROL must be one of {', '.join(MODEL_CONTROL_MODES)}, got {value!r}"

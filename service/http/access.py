@@ -17,7 +17,15 @@ from service.errors import ApiError
 access_log = logging.getLogger("service.access")
 error_log = logging.getLogger("service.app")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# fullmatch, not ^...$: "$" also matches before a final newline, which would reach the
+# response's X-Request-ID header.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# WSGI environ keys around what Flask answers: the request id (the dispatcher's; a user's route
+# may read it), and for the metrics and the log line, the Flask URL rule that matched and the
+# error a Flask error handler rendered (service.http.fallback's).
+ENVIRON_REQUEST_ID = "service.request_id"
+ENVIRON_RULE = "service.url_rule"
+ENVIRON_ERROR = "service.error"
 
 
 _ids = {"pid": 0, "prefix": "", "counter": itertools.count()}
@@ -32,7 +40,7 @@ def new_request_id() -> str:
 
 def request_id(given: str) -> str:
     """The client's X-Request-ID when it is a sane token, else a new id."""
-    return given if given and _REQUEST_ID.match(given) else new_request_id()
+    return given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
 
 
 def begin(endpoint: str, method_label: str) -> None:

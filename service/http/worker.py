@@ -1,140 +1,51 @@
-"""The gunicorn worker: gthread, but a request reaches a thread only once it has arrived.
+"""The gunicorn worker: one event loop per process; a request reaches the application only
+once it has arrived whole, and its answer leaves without blocking anyone.
 
-gunicorn's gthread worker hands a connection to a thread as soon as a byte arrives, and the
-thread then blocks reading the rest: a handful of clients that send half a request and wait
-hold every thread, and nobody else is answered. Here the main loop reads each connection
-without blocking until its request is complete (headers, then the body by Content-Length or
-chunked framing, which is undone here: the thread sees a plain body), and only then gives it
-to a thread, with the bytes already in hand. What can be refused from the headers alone is
-answered from the main loop (a body above the limit: 413; headers that never end: 431); a
-request that has not arrived within ``SERVING_READ_TIMEOUT_S`` gets a 408; a connection that
-is closing lingers in the poller, not in a thread or in the main loop. Every answer is JSON
-with a request id, and counted in the metrics; so are gunicorn's own error pages.
+gunicorn provides the process (the arbiter, signals, heartbeats, sockets, the app loaded
+per worker); this worker owns the connections. Each connection's bytes go to one
+:class:`~service.http.parser.RequestReader` (httptools: llhttp decides the framing) as they
+arrive, in the main loop, without blocking. A whole request is answered in the main loop
+(``SERVING_THREADS=1``, the default: no hand-off costs) or by one of the worker's threads;
+its answer is sent without blocking, and what the socket does not take at once waits in the
+poller, so a client that reads slowly holds only its own connection.
 
-With one thread (``SERVING_THREADS=1``, the default) the main loop answers each whole request
-itself, with no hand-off to a thread. Handing a request to a thread and its connection back
-costs a queue, a pipe write and two GIL hand-offs per request, and buys nothing when the
-workers already fill the cores (docs/performance.md has the numbers). A worker busy answering
-does not accept: new connections go to a worker that is waiting.
+What every client can cost is capped: a request must arrive within
+``SERVING_READ_TIMEOUT_S`` (408) and its answer be read within ``SERVING_WRITE_TIMEOUT_S``
+(the connection is closed); the bytes being received by one worker are capped, and past the
+cap the largest incomplete uploads are refused first (503), so small requests always get in.
+Refusals from here are JSON with a request id, counted in the metrics, and close the
+connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import re
+import os
 import selectors
 import socket
-import struct
 import time
-from concurrent.futures import Future
-from functools import partial
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import orjson
-from gunicorn import util
-from gunicorn.http import wsgi
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.base import Worker
 
 from service import metrics
 from service.errors import error_body
+from service.http import wsgi
 from service.http.access import new_request_id
+from service.http.parser import Message, Refused, RequestReader
 from service.settings import Settings
 
-MAX_HEAD = 64 * 1024  # request line and headers: past it, refused here (431)
-BUFFERED_PER_WORKER = 128 * 1024 * 1024  # past it, a connection is refused (503), not read
+BUFFERED_PER_WORKER = 128 * 1024 * 1024  # bytes of incomplete requests: past it, refuse
+BUFFER_HEADROOM = 0.75  # refusing the largest uploads stops once below this share of it
 LINGER_S = 2.0  # how long a closing connection may keep sending before it is cut
+READ_SIZE = 1 << 16
+ACCEPT_BATCH = 16  # connections accepted a turn, at most
 
-_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
-_CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE)
-_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:[^\r\n]*", re.IGNORECASE)
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # as gunicorn reads it
-
-
-class Refused(Exception):
-    """A request answered from the main loop: (status, reason, message)."""
-
-
-class Incoming:
-    """What a connection has sent of its request so far, and how far it has been read."""
-
-    __slots__ = ("chunks", "continued", "data", "deadline", "end", "payload", "pos", "registered")
-
-    def __init__(self, data: bytes, deadline: float) -> None:
-        self.data, self.deadline = bytearray(data), deadline
-        self.end = -1  # where the headers end (-1: not yet)
-        self.pos = 0  # chunked: where the next chunk's size line starts
-        self.payload = 0  # chunked: body bytes so far
-        self.chunks: list[memoryview] = []
-        self.continued = False  # 100 Continue sent
-        self.registered = False  # waiting in the poller
-
-    def request(self, max_body: int) -> bytes | None:
-        """The whole request as gunicorn should see it (chunked framing undone), once it
-        has arrived; None while more is to come; Refused for what is answered at once."""
-        data = self.data
-        if self.end < 0:
-            self.end = data.find(b"\r\n\r\n")
-            if self.end < 0:
-                if len(data) > MAX_HEAD:
-                    raise Refused(
-                        431,
-                        "Request Header Fields Too Large",
-                        f"the request line and headers are above {MAX_HEAD:,} bytes",
-                    )
-                return None
-            self.pos = self.end + 4
-        head, start = bytes(data[: self.end + 2]), self.end + 4
-        if _CHUNKED.search(head):
-            return self._dechunked(head, max_body)
-        lengths = _LENGTH.findall(head)
-        if not lengths:
-            return bytes(data)  # no body (anything after it: a pipelined request)
-        if len(lengths) > 1 or not (lengths[0].strip().isdigit() and len(lengths[0]) <= 18):
-            return bytes(data)  # malformed: gunicorn answers 400 at once
-        length = int(lengths[0])
-        if length > max_body:
-            raise Refused(
-                413,
-                "Payload Too Large",
-                f"the request body is above the limit of {max_body:,} bytes",
-            )
-        return bytes(data) if len(data) - start >= length else None
-
-    def _dechunked(self, head: bytes, max_body: int) -> bytes | None:
-        """Read chunks from where the last call stopped (linear in the body's size)."""
-        data = self.data
-        while True:
-            eol = data.find(b"\r\n", self.pos)
-            if eol < 0:
-                if len(data) - self.pos > 1024:
-                    raise Refused(400, "Bad Request", "a chunk size line is too long")
-                return None
-            size = bytes(data[self.pos : eol]).split(b";", 1)[0].strip()
-            if not _CHUNK_SIZE.fullmatch(size):
-                raise Refused(400, "Bad Request", "the chunked body is malformed")
-            n = int(size, 16)
-            if n == 0:  # the last chunk: trailers, if any, end with an empty line
-                trailer_end = data.find(b"\r\n\r\n", eol)
-                if trailer_end < 0:
-                    return None
-                rest = bytes(data[trailer_end + 4 :])  # a pipelined request, if any
-                body = b"".join(self.chunks)
-                head = _LENGTH.sub(b"", _ENCODING.sub(b"", head))
-                head += b"Content-Length: %d\r\n\r\n" % len(body)
-                return head + body + rest
-            if self.payload + n > max_body:
-                raise Refused(
-                    413,
-                    "Payload Too Large",
-                    f"the request body is above the limit of {max_body:,} bytes",
-                )
-            if eol + 2 + n + 2 > len(data):
-                return None
-            if data[eol + 2 + n : eol + 4 + n] != b"\r\n":
-                raise Refused(400, "Bad Request", "the chunked body is malformed")
-            self.chunks.append(memoryview(bytes(data[eol + 2 : eol + 2 + n])))
-            self.payload += n
-            self.pos = eol + 4 + n
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def json_error(status: int, reason: str, message: str) -> bytes:
@@ -150,266 +61,366 @@ def json_error(status: int, reason: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-def _send_now(sock: socket.socket, data: bytes) -> None:
-    """Best effort, from the main loop: never blocks, never raises."""
-    with contextlib.suppress(OSError):
-        sock.send(data)
+class Conn:
+    """One client connection and where it stands: reading, answering, sending, closing."""
+
+    __slots__ = (
+        "client",
+        "continued",
+        "deadline",
+        "outgoing",
+        "reader",
+        "server",
+        "sock",
+        "state",
+        "then_close",
+    )
+
+    def __init__(self, sock: socket.socket, client: Any, server: Any, max_body: int) -> None:
+        self.sock, self.client, self.server = sock, client, server
+        self.reader = RequestReader(max_body)
+        self.state = "reading"  # reading | answering | sending | lingering
+        self.deadline = 0.0
+        self.outgoing = memoryview(b"")
+        self.then_close = False
+        self.continued = False
 
 
-def _write_error(sock, status_int, reason, mesg):
-    """gunicorn's error page (``util.write_error``), as JSON; what it would call a 5xx for
-    a request it cannot parse (an unknown Transfer-Encoding: 501) is the client's: 400."""
-    if status_int >= 500:
-        status_int, reason = 400, "Bad Request"
-    util.write_nonblock(sock, json_error(status_int, reason, mesg))
+class ServingWorker(Worker):
+    """One event loop: reads requests whole, answers them, writes without blocking."""
 
-
-class _Captured:
-    """Stands in for the socket while gunicorn frames a response's first write."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def sendall(self, data: bytes) -> None:
-        self.parts.append(data)
-
-
-class OneSendResponse(wsgi.Response):
-    """gunicorn's response, but its headers leave with the first body bytes, in one send.
-
-    gunicorn sends the status line and headers, then the body: two system calls and two TCP
-    segments for every small answer, and a second wake-up of the client to read them. Here
-    the first ``write`` is framed by gunicorn's own code into a stand-in, then sent at once;
-    later writes (and a response with no body) go out as gunicorn sends them.
-    """
-
-    def write(self, arg):
-        if self.headers_sent:
-            return super().write(arg)
-        sock, captured = self.sock, _Captured()
-        self.sock = captured
-        try:
-            super().write(arg)
-        finally:
-            self.sock = sock
-            if captured.parts:
-                util.write(sock, b"".join(captured.parts))
-
-
-class Conn(TConn):
-    """gunicorn's connection, whose graceful close lingers in the worker's poller."""
-
-    worker: ServingWorker
-
-    def close(self, graceful=False):
-        if graceful:
-            self.worker.linger(self.sock)
-        else:
-            util.close(self.sock)
-
-
-class ServingWorker(ThreadWorker):
-    """gthread that reads whole requests in its main loop before a thread handles them."""
-
-    def init_process(self):
+    def init_process(self) -> None:
         settings = Settings.from_env()
         self.read_timeout = settings.read_timeout_s
+        self.write_timeout = settings.write_timeout_s
         self.max_body = settings.max_body_bytes
-        self.receiving: dict[Conn, Incoming] = {}  # connections still sending their request
-        self.lingering: dict[socket.socket, float] = {}  # closing: socket -> deadline
-        self.buffered = 0
-        self.inline = self.cfg.threads == 1  # answer in the main loop: no hand-off
-        if self.inline and settings.batching:
+        self.keepalive = float(self.cfg.keepalive)
+        self.threads = self.cfg.threads
+        self.conns: dict[int, Conn] = {}
+        self.buffered = 0  # bytes of requests still arriving, over every connection
+        self.poller = selectors.DefaultSelector()
+        self.pool: ThreadPoolExecutor | None = None
+        self.answered: deque[tuple[Conn, Message, Future]] = deque()
+        self.pipelined: deque[Conn] = deque()  # connections with a whole request waiting
+        self.accepting = False
+        if self.threads == 1 and settings.batching:
             self.log.warning(
                 "SERVING_BATCHING is on but SERVING_THREADS is 1: a worker answers "
                 "one request at a time, so there is never a batch to combine"
             )
-        util.write_error = _write_error  # gunicorn's own 400/414/431 pages become JSON
-        wsgi.Response = OneSendResponse  # what wsgi.create() makes for each request
-        super().init_process()
+        super().init_process()  # loads the app, then calls run()
 
     @classmethod
-    def check_config(cls, cfg, log):
-        super().check_config(cfg, log)
-        if cfg.is_ssl:  # TLS bytes cannot be read ahead: terminate TLS in front instead
+    def check_config(cls, cfg, log) -> None:
+        if cfg.is_ssl:  # terminate TLS in front (an ingress, a load balancer)
             raise RuntimeError("service.http.worker.ServingWorker does not serve TLS itself")
 
-    def accept(self, listener):
-        """Accept, then read the request in the main loop (not in a thread)."""
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.threads > 1:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="request")
+        self.poller.register(self.PIPE[0], selectors.EVENT_READ, self._wake)
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self._accept_enabled(True)
+        while self.alive:
+            self.notify()
+            self._accept_enabled(len(self.conns) < self.cfg.worker_connections)
+            self._turn(1.0)
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            if self.nr >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                break
+        self._stop()
+
+    def _turn(self, timeout: float) -> None:
+        try:
+            events = self.poller.select(0 if self.pipelined else timeout)
+        except OSError as exc:
+            if exc.errno != errno.EINTR:
+                raise
+            events = []
+        for key, mask in events:
+            key.data(key.fileobj, mask)
+        while self.answered:
+            self._finish(*self.answered.popleft())
+        for _ in range(len(self.pipelined)):  # one request each a turn: fair, no recursion
+            conn = self.pipelined.popleft()
+            if conn.state == "reading" and conn.reader.done and conn.sock.fileno() in self.conns:
+                self._next(conn)
+        self._expire(time.monotonic())
+
+    def _stop(self) -> None:
+        """Graceful: no new connections; idle ones close; in-flight ones are answered."""
+        self._accept_enabled(False)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self.conns and time.monotonic() < deadline:
+            for conn in list(self.conns.values()):
+                if conn.state == "reading" and not conn.reader.started:
+                    self._close(conn)  # idle: nothing to lose
+            if self.conns:
+                self.notify()
+                self._turn(0.2)
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+        self.poller.close()
+        for listener in self.sockets:
+            listener.close()
+
+    def _wake(self, fileobj, mask) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self.PIPE[0], 4096)
+
+    def _accept_enabled(self, enabled: bool) -> None:
+        if enabled == self.accepting:
+            return
+        for listener in self.sockets:
+            if enabled:
+                self.poller.register(listener, selectors.EVENT_READ, self._accept)
+            else:
+                self.poller.unregister(listener)
+        self.accepting = enabled
+
+    def _accept(self, listener, mask) -> None:
+        """Take what is waiting, up to ACCEPT_BATCH: one a turn would leave the 100th of
+        100 clients connecting at once waiting 100 turns (each answering every ready
+        request) for its first answer: the tail of every load test's start."""
+        for _ in range(ACCEPT_BATCH):
+            if len(self.conns) >= self.cfg.worker_connections or not self._accept_one(listener):
+                return
+
+    def _accept_one(self, listener) -> bool:
         try:
             sock, client = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
-                return  # another worker took it, or the client gave up
+                return False  # none left (another worker took it, or the client gave up)
             raise
-        self.nr_conns += 1
-        seconds = int(self.read_timeout)
-        timeout = struct.pack("ll", seconds, int((self.read_timeout - seconds) * 1e6))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
-        conn = Conn(self.cfg, sock, client, listener.getsockname())  # non-blocking
-        conn.worker = self
-        self._receive(conn, b"", idle=self.cfg.keepalive)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Conn(sock, client, listener.getsockname(), self.max_body)
+        self.conns[sock.fileno()] = conn
+        self._await_request(conn, self.read_timeout)
+        self.poller.register(sock, selectors.EVENT_READ, self._readable)
+        return True
 
-    def on_client_socket_readable(self, conn, client):
-        """A kept-alive connection speaks again: read its next request first, too."""
-        self.poller.unregister(client)
-        self.keepalived_conns.remove(conn)
-        self._receive(conn, b"", idle=0)
+    # --- reading ------------------------------------------------------------------------------
 
-    def enqueue_req(self, conn):
-        """To a thread only with a whole request in hand: bytes a thread read ahead (the
-        start of a pipelined request) go back through the main loop first (inline, on its
-        next turn: answering pipelined requests one inside another would recurse)."""
-        if conn.__dict__.get("prebuffered") is None and conn.initialized:
-            leftover = conn.parser.unreader.take_buffered()
-            conn.sock.setblocking(False)
-            if self.inline:
-                self.method_queue.defer(self._receive, conn, leftover, 0)
-            else:
-                self._receive(conn, leftover, idle=0)
+    def _await_request(self, conn: Conn, idle: float) -> None:
+        conn.state = "reading"
+        conn.continued = False
+        conn.deadline = time.monotonic() + max(idle, 0.0)
+
+    def _readable(self, sock, mask) -> None:
+        conn = self.conns.get(sock.fileno())
+        if conn is None:
             return
-        if self.inline:
-            self._answer(conn)
-        else:
-            super().enqueue_req(conn)
-
-    def _answer(self, conn) -> None:
-        """Inline: answer the request now, then keep the connection alive or close it."""
-        done: Future = Future()
-        done.set_result(self.handle(conn))
-        self.finish_request(conn, done)
-
-    def _receive(self, conn, data: bytes, idle: float) -> None:
-        """Take what has arrived; wait in the poller (not in a thread) for the rest."""
-        deadline = time.monotonic() + max(idle, self.read_timeout)
-        incoming = self.receiving[conn] = Incoming(data, deadline)
-        self.buffered += len(data)
-        if data and self._advance(conn, incoming):
+        if conn.state == "lingering":
+            self._drain(conn)
             return
-        if not self._read(conn):
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_data, conn))
-            incoming.registered = True
-
-    def _on_data(self, conn, client):
-        self._read(conn)
-
-    def _read(self, conn) -> bool:
-        """One read; True once the connection is off the main loop's hands (its request
-        went to a thread, it was answered here, or the client went away)."""
-        incoming = self.receiving[conn]
         try:
-            data = conn.sock.recv(1 << 16)
-        except BlockingIOError:
-            return False
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             data = b""
-        if not data:  # the client went away
-            self._done(conn)
-            self.nr_conns -= 1
-            util.close(conn.sock)
-            return True
-        incoming.data += data
-        self.buffered += len(data)
-        return self._advance(conn, incoming)
-
-    def _advance(self, conn, incoming: Incoming) -> bool:
+        if not data:  # the client went away (or half-closed: nothing more will come)
+            self._close(conn)
+            return
+        reader = conn.reader
+        fresh = not reader.started
+        before = reader.buffered
         try:
-            if self.buffered > BUFFERED_PER_WORKER:
-                raise Refused(
-                    503, "Service Unavailable", "the server is receiving too much at once; retry"
-                )
-            request = incoming.request(self.max_body)
+            reader.feed(data)
         except Refused as refusal:
-            self._refuse(conn, *refusal.args)
-            return True
+            self.buffered -= before
+            self._refuse(conn, refusal.status, refusal.reason, refusal.message)
+            return
         except Exception:  # a bug here must cost this request, never the worker
             self.log.exception("reading a request failed")
+            self.buffered -= before
             self._refuse(conn, 400, "Bad Request", "the request could not be read")
-            return True
-        if request is not None:
-            self._done(conn)
-            conn.prebuffered = request
-            self.enqueue_req(conn)
-            return True
-        if not incoming.continued and incoming.end >= 0:
-            incoming.continued = True
-            head = bytes(incoming.data[: incoming.end]).lower()
-            if b"\r\nexpect:" in head and b"100-continue" in head and b"http/1.1" in head:
-                _send_now(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
-        return False
+            return
+        self.buffered += reader.buffered - before
+        if fresh and reader.started:  # its first byte: the whole request is due by then
+            conn.deadline = time.monotonic() + self.read_timeout
+        if reader.done:
+            self._next(conn)
+            return
+        if reader.continue_wanted and not conn.continued:
+            conn.continued = True
+            self._send_now(conn, _CONTINUE)
+        if self.buffered > BUFFERED_PER_WORKER:
+            self._shed()
 
-    def _done(self, conn) -> None:
-        """The main loop is through with this connection's request."""
-        incoming = self.receiving.pop(conn, None)
-        if incoming is not None:
-            self.buffered -= len(incoming.data)
-            if incoming.registered:
-                with contextlib.suppress(KeyError, ValueError, OSError):
-                    self.poller.unregister(conn.sock)
+    def _shed(self) -> None:
+        """Too much arriving at once: refuse the largest incomplete uploads until the total
+        is back under the headroom mark; small requests are never the ones refused."""
+        receiving = sorted(
+            (c for c in self.conns.values() if c.state == "reading" and c.reader.buffered),
+            key=lambda c: c.reader.buffered,
+            reverse=True,
+        )
+        for conn in receiving:
+            if self.buffered <= BUFFERED_PER_WORKER * BUFFER_HEADROOM:
+                break
+            self.buffered -= conn.reader.buffered
+            self._refuse(
+                conn, 503, "Service Unavailable", "the server is receiving too much at once; retry"
+            )
 
-    def _refuse(self, conn, status: int, reason: str, message: str) -> None:
+    # --- answering ----------------------------------------------------------------------------
+
+    def _next(self, conn: Conn) -> None:
+        """Answer the connection's next whole request (pipelined ones wait their turn: the
+        connection is not read while one is being answered)."""
+        message = conn.reader.done.popleft()
+        conn.state = "answering"
+        self.nr += 1
+        env = wsgi.environ(message, conn.server, conn.client, self.pool is not None)
+        if self.pool is None:
+            done: Future = Future()
+            try:
+                done.set_result(wsgi.call(self.wsgi, env))
+            except BaseException as exc:
+                done.set_exception(exc)
+            self._finish(conn, message, done)
+            return
+        self.poller.unregister(conn.sock)
+        future = self.pool.submit(wsgi.call, self.wsgi, env)
+        future.add_done_callback(lambda f: self._answered(conn, message, f))
+
+    def _answered(self, conn: Conn, message: Message, future: Future) -> None:
+        """In a thread: hand the answer back to the main loop."""
+        self.answered.append((conn, message, future))
+        with contextlib.suppress(OSError):
+            os.write(self.PIPE[1], b".")
+
+    def _finish(self, conn: Conn, message: Message, future: Future) -> None:
+        if conn.sock.fileno() not in self.conns:
+            return
+        if self.pool is not None:
+            self.poller.register(conn.sock, selectors.EVENT_READ, self._readable)
+        try:
+            answer = future.result()
+        except Exception:
+            self.log.exception("the application failed outside its own error handling")
+            self._refuse(conn, 500, "Internal Server Error", "internal error")
+            return
+        keep_alive = (
+            message.keep_alive and not message.upgrade and self.alive and self.keepalive > 0
+        )
+        data = wsgi.response_bytes(answer, message, keep_alive)
+        conn.then_close = answer.close
+        self._send(conn, data)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _send(self, conn: Conn, data: bytes) -> None:
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        if sent < len(data):  # the rest waits in the poller, bounded in time
+            conn.outgoing = memoryview(data)[sent:]
+            conn.state = "sending"
+            conn.deadline = time.monotonic() + self.write_timeout
+            self.poller.modify(conn.sock, selectors.EVENT_WRITE, self._writable)
+            return
+        self._sent(conn)
+
+    def _writable(self, sock, mask) -> None:
+        conn = self.conns.get(sock.fileno())
+        if conn is None:
+            return
+        try:
+            sent = sock.send(conn.outgoing)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.outgoing = conn.outgoing[sent:]
+        if not conn.outgoing:
+            self.poller.modify(sock, selectors.EVENT_READ, self._readable)
+            self._sent(conn)
+
+    def _sent(self, conn: Conn) -> None:
+        conn.outgoing = memoryview(b"")
+        if conn.then_close:
+            self._linger(conn)
+            return
+        self._await_request(conn, self.keepalive)
+        if conn.reader.done:  # a pipelined request arrived with the last one
+            self.pipelined.append(conn)
+
+    def _send_now(self, conn: Conn, data: bytes) -> None:
+        """Best effort, small, from the main loop: never blocks, never raises."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(data)
+
+    # --- refusing and closing -----------------------------------------------------------------
+
+    def _refuse(self, conn: Conn, status: int, reason: str, message: str) -> None:
         """Answer from the main loop and close (the client may still be sending)."""
-        self._done(conn)
-        _send_now(conn.sock, json_error(status, reason, message))
-        self.nr_conns -= 1
-        self.linger(conn.sock)
+        conn.reader.done.clear()
+        self._send_now(conn, json_error(status, reason, message))
+        self._linger(conn)
 
-    def linger(self, sock) -> None:
+    def _linger(self, conn: Conn) -> None:
         """Close after the client stops sending (or LINGER_S), without blocking anyone:
         closing with unread data would reset the connection and lose the answer."""
         try:
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
+            conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
-            util.close(sock)
+            self._close(conn)
             return
+        conn.state = "lingering"
+        conn.deadline = time.monotonic() + LINGER_S
         with contextlib.suppress(KeyError, ValueError):
-            self.poller.unregister(sock)
-        self.lingering[sock] = time.monotonic() + LINGER_S
-        self.poller.register(sock, selectors.EVENT_READ, self._drain)
+            self.poller.modify(conn.sock, selectors.EVENT_READ, self._readable)
 
-    def _drain(self, sock) -> None:
+    def _drain(self, conn: Conn) -> None:
         try:
-            while sock.recv(1 << 16):
+            while conn.sock.recv(READ_SIZE):
                 pass
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
             pass
-        self._unlinger(sock)
+        self._close(conn)
 
-    def _unlinger(self, sock) -> None:
-        self.lingering.pop(sock, None)
+    def _close(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        if self.conns.pop(fd, None) is None:
+            return
+        if conn.state == "reading":
+            self.buffered -= conn.reader.buffered
         with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(sock)
-        util.close(sock)
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
 
-    def handle(self, conn):
-        """In a thread: the request's bytes go to gunicorn's parser before the socket."""
-        request = conn.__dict__.pop("prebuffered", None)
-        if request is not None:
-            conn.sock.setblocking(True)
-            conn.init()
-            conn.parser.unreader.unread(request)
-            conn.data_ready = True
-        return super().handle(conn)
-
-    def murder_keepalived(self, force=False):
-        """Also: requests not whole in time get a 408; lingering closes end."""
-        super().murder_keepalived(force)
-        now = time.monotonic()
-        for conn in [c for c, i in self.receiving.items() if force or i.deadline <= now]:
-            if self.receiving[conn].data:
+    def _expire(self, now: float) -> None:
+        """Requests not whole in time get a 408; slow readers, idle and lingering
+        connections are closed."""
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if conn.state == "reading" and conn.reader.started:
+                self.buffered -= conn.reader.buffered
                 self._refuse(
                     conn,
                     408,
                     "Request Timeout",
                     f"the request did not arrive within {self.read_timeout:g} s",
                 )
-            else:
-                self._done(conn)
-                self.nr_conns -= 1
-                util.close(conn.sock)
-        for sock in [s for s, d in self.lingering.items() if force or d <= now]:
-            self._unlinger(sock)
+            elif conn.state != "answering":
+                self._close(conn)

@@ -5,7 +5,8 @@ it for the model's tensor under the model's request limits (checked before any d
 
 - :class:`JsonInstances`: the native API's JSON (feature vectors, pixel arrays in the
   dataset's raw units, base64 images, mixed in one batch);
-- :class:`EncodedImages`: image files (uploads, V2 ``image`` BYTES, ``{"b64"}`` instances);
+- :class:`EncodedImages`: image files (uploads, V2 ``image`` BYTES, ``{"b64"}`` instances),
+  counted against the images cap before any is opened, and decoded within a time budget;
 - :class:`ModelTensor`: numbers in the model's shape (V2's FP32 input, TF Serving's
   instances): images in the model's units, features in their own.
 
@@ -16,6 +17,7 @@ every leaf is checked to be a real JSON number first, with the path of the first
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from itertools import chain
 from math import prod
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from service.contract.images import decode_base64, decode_image, image_pixels
+from service.contract.images import decode_base64, image_array, open_image
 from service.contract.preprocessing import (
     FeatureSpec,
     ImageSpec,
@@ -34,7 +36,7 @@ from service.contract.preprocessing import (
     image_to_pixels,
     pixels_to_tensor,
 )
-from service.errors import ImageTooLarge, InvalidJSON, ValidationFailed
+from service.errors import DecodeTimeout, ImageTooLarge, InvalidJSON, ValidationFailed
 
 if TYPE_CHECKING:
     from service.inference.limits import Limits
@@ -116,19 +118,52 @@ def _is_image_ref(item: Any) -> bool:
     return isinstance(item, str) or is_b64_object(item)
 
 
-def _images(blobs: Sequence[tuple[str, bytes]], spec: ImageSpec, limits: Limits) -> list:
-    """Each image as the model's tensor rows, under the per-image and per-request pixel
-    limits; with several images every header is read before any image is decoded."""
-    if len(blobs) > 1:
-        total = sum(image_pixels(data, limits.max_image_pixels, what) for what, data in blobs)
+def _images(
+    blobs: Sequence[tuple[str, bytes | str]], spec: ImageSpec, limits: Limits, base64: bool = False
+) -> list:
+    """Each image as the model's tensor rows, under the images cap (counted before anything
+    is opened), the per-image and per-request pixel limits (every header is read before any
+    image is decoded) and the decode time budget (checked before each image's next step:
+    what cannot be cut short is one image's own decoding). ``base64``: the blobs are base64
+    text, decoded one at a time once the count is known to fit."""
+    limits.check_images(len(blobs))
+    started = time.perf_counter()
+    # With one image, the smaller limit holds; with several, each is held to the per-image
+    # limit and all together to the request's.
+    per_image = (
+        limits.max_image_pixels
+        if len(blobs) > 1
+        else min(limits.max_image_pixels, limits.max_request_pixels)
+    )
+    opened = []
+    for what, data in blobs:
+        if opened:
+            _within_budget(started, limits, len(blobs))
+        raw = decode_base64(data, what) if base64 else data
+        opened.append(open_image(raw, per_image, what))
+    if len(opened) > 1:
+        total = sum(image.width * image.height for image in opened)
         if total > limits.max_request_pixels:
             raise ImageTooLarge(
                 f"the request's {len(blobs)} images hold {total:,} pixels; the limit is "
                 f"{limits.max_request_pixels:,} per request",
                 details={"pixels": total, "max_request_pixels": limits.max_request_pixels},
             )
-    per_image = min(limits.max_image_pixels, limits.max_request_pixels)
-    return [_pixels(*decode_image(data, per_image, what), spec, what) for what, data in blobs]
+    rows = []
+    for (what, _), image in zip(blobs, opened, strict=True):
+        _within_budget(started, limits, len(blobs))
+        rows.append(_pixels(*image_array(image, per_image, what), spec, what))
+    return rows
+
+
+def _within_budget(started: float, limits: Limits, images: int) -> None:
+    """Refuse to go on once a request's images have taken their time budget."""
+    if time.perf_counter() - started > limits.decode_timeout_s:
+        raise DecodeTimeout(
+            f"the request's {images:,} images took more than {limits.decode_timeout_s:g} s "
+            "to decode (SERVING_DECODE_TIMEOUT_S); send fewer or smaller images",
+            details={"images": images, "decode_timeout_s": limits.decode_timeout_s},
+        )
 
 
 class JsonInstances:
@@ -165,14 +200,14 @@ class JsonInstances:
                     )
             return _preprocess(features_to_tensor, items, spec)
         tensors: list[np.ndarray | None] = []
-        blobs, at = [], []  # images are decoded together, under the request's pixel budget
+        blobs, at = [], []  # images are decoded together, under the request's image limits
         for i, item in enumerate(items):
             where = f"{key}[{i}]" if key in ("instances", "images") else key
             if _is_image_ref(item):
                 text = item if isinstance(item, str) else item["b64"]
                 if not isinstance(text, str):
                     raise ValidationFailed(f"{where}.b64 must be a base64 string")
-                blobs.append((where, decode_base64(text, where)))
+                blobs.append((where, text))
                 at.append(len(tensors))
                 tensors.append(None)
             elif isinstance(item, list):
@@ -183,25 +218,26 @@ class JsonInstances:
                     f'{where} must be a base64 image, a {{"b64": ...}} object or a pixel array '
                     f"of shape [{spec.height}, {spec.width}]"
                 )
-        for index, rows in zip(at, _images(blobs, spec, limits), strict=True):
+        for index, rows in zip(at, _images(blobs, spec, limits, base64=True), strict=True):
             tensors[index] = rows
         return np.concatenate(tensors)
 
 
 class EncodedImages:
-    """Image files, each with a description for error messages (``file 'a.png'``)."""
+    """Image files, each with a description for error messages (``file 'a.png'``); with
+    ``base64``, each is base64 text (V2 JSON's BYTES), decoded only once the count fits."""
 
-    __slots__ = ("blobs",)
+    __slots__ = ("base64", "blobs")
 
-    def __init__(self, blobs: Sequence[tuple[str, bytes]]) -> None:
-        self.blobs = blobs
+    def __init__(self, blobs: Sequence[tuple[str, bytes | str]], base64: bool = False) -> None:
+        self.blobs, self.base64 = blobs, base64
 
     def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
         """Decoded, grayscale, resized, scaled: the model's input batch."""
         if not isinstance(spec, ImageSpec):
             raise ValidationFailed("this model takes feature vectors, not images; send JSON")
         limits.check(len(self.blobs), prod(spec.tensor_shape))
-        return np.concatenate(_images(self.blobs, spec, limits))
+        return np.concatenate(_images(self.blobs, spec, limits, self.base64))
 
 
 class ModelTensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.errors import NotFound
+from service.http import pages
 from service.http.messages import Request, Response
 from service.http.routing import Route
 from service.protocols.native.codec import PROTOCOL
@@ -14,26 +15,15 @@ from service.protocols.serving import Serving
 
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-# Only the service's own files; images from the API arrive as data: URLs or blob: URLs.
-_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self' blob:; "
-    "img-src 'self' data: blob:; media-src 'self' blob:; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
-)
-_HEADERS = (
-    ("Cache-Control", "no-cache"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+# Images from the API arrive as data: or blob: URLs; the camera's stream is a blob: URL.
+_POLICY = pages.policy(
+    connect_src="'self' blob:", img_src="'self' data: blob:", media_src="'self' blob:"
 )
 
 
 def page(serving: Serving, request: Request) -> Response:
     """GET / and /console: the console page."""
-    return Response(
-        (STATIC / "index.html").read_bytes(),
-        content_type="text/html; charset=utf-8",
-        headers=(*_HEADERS, ("Content-Security-Policy", _POLICY)),
-    )
+    return pages.page((STATIC / "index.html").read_bytes(), _POLICY)
 
 
 def asset(serving: Serving, request: Request) -> Response:
@@ -43,7 +33,7 @@ def asset(serving: Serving, request: Request) -> Response:
     path = STATIC / name
     if kind is None or name.startswith(".") or "/" in name or not path.is_file():
         raise NotFound(f"no console file {name!r}")
-    return Response(path.read_bytes(), content_type=kind, headers=_HEADERS)
+    return Response(path.read_bytes(), content_type=kind, headers=pages.HEADERS)
 
 
 ROUTES = [

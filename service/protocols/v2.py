@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.contract.images import decode_base64
 from service.contract.postprocessing import top_k
 from service.contract.preprocessing import ImageSpec
 from service.errors import BadRequest
@@ -25,6 +24,7 @@ from service.http.routing import Protocol, Route, versioned
 from service.inference import statistics
 from service.inference.dataplane import InferRequest, InferResult
 from service.inference.inputs import EncodedImages, ModelTensor
+from service.keys import DETAILS_NEED_READ
 from service.models.registry import ModelEntry
 from service.protocols import v2_tensors as tensors
 from service.protocols.message_error import (
@@ -75,10 +75,14 @@ def live(serving: Serving, request: Request) -> Response:
 
 
 def ready(serving: Serving, request: Request) -> Response:
-    """GET /v2/health/ready: 200 when servable, else 400 with the reason (the V2 spec: 4xx)."""
+    """GET /v2/health/ready: 200 when servable, else 400 with the reason (the V2 spec: 4xx).
+    Open, like /health/ready, and like it: with API keys on, the reason (which names models
+    and folders) goes only to a key with the ``read`` scope."""
     is_ready, reason = serving.registry.readiness()
     if is_ready:
         return json_response({"ready": True})
+    if not serving.auth.permits(request.environ, "read"):
+        reason = DETAILS_NEED_READ
     return json_response({"ready": False, "error": reason}, 400)
 
 
@@ -296,12 +300,11 @@ def _model_input(entry: ModelEntry, given: list[tensors.Tensor]) -> ModelTensor 
             return EncodedImages(
                 [(f"{IMAGE_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
             )
-        # JSON has no bytes: image elements sent as JSON strings are base64 (or data URLs).
+        # JSON has no bytes: image elements sent as JSON strings are base64 (or data URLs),
+        # decoded by the dataplane once their count is known to fit.
         return EncodedImages(
-            [
-                (f"{IMAGE_INPUT}[{i}]", decode_base64(data.decode(), f"{IMAGE_INPUT}[{i}]"))
-                for i, data in enumerate(tensor.data)
-            ]
+            [(f"{IMAGE_INPUT}[{i}]", data.decode()) for i, data in enumerate(tensor.data)],
+            base64=True,
         )
     raise BadRequest(f"unknown input {tensor.name!r}; model {entry.name!r} takes {names}")
 

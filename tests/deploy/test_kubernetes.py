@@ -11,7 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.keys import Authenticator, digest
 from service.protocols.routes import ROUTES
+from service.settings import Settings
 from tests.deploy.dockerfile import env_of, parse
 from tests.helpers import ROOT
 
@@ -160,3 +162,17 @@ def test_api_keys_are_on_with_the_file_from_a_secret(rendered):
     assert mount["readOnly"] is True
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "keras-serving-api-keys"
+
+
+def test_metrics_need_a_key_where_keys_are_on(rendered, tmp_path):
+    _, objects = rendered
+    env = {**IMAGE_ENV, **_env(_container(objects))}
+    assert env["SERVING_METRICS_AUTH"] == "true"
+    settings = Settings.from_env(env)  # as the service reads the pod's environment
+    assert settings.api_keys_file
+    assert settings.metrics_auth is True
+    keys_file = tmp_path / "keys.txt"  # the Secret's file
+    keys_file.write_text(f"prometheus:{digest('ksk_scraper')}:read\n")
+    auth = Authenticator(str(keys_file), settings.metrics_auth)
+    (scrape,) = [r for r in ROUTES if r.template == "/metrics"]
+    assert auth.requires(scrape.scope)

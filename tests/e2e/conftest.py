@@ -48,9 +48,12 @@ class Server:
 
 
 @contextmanager
-def running_server(workdir: Path, preexec=None, **settings: str) -> Iterator[Server]:
+def running_server(
+    workdir: Path, preexec=None, gunicorn_args: tuple[str, ...] = (), **settings: str
+) -> Iterator[Server]:
     """Start gunicorn as the README does, wait for readiness, stop it at the end
-    (``preexec``: run in the server's process before it starts, e.g. to set limits)."""
+    (``preexec``: run in the server's process before it starts, e.g. to set limits;
+    ``gunicorn_args``: more command-line arguments, e.g. another app than gunicorn.conf.py's)."""
     port = free_port()
     log_path, metrics_dir = workdir / "gunicorn.log", workdir / "metrics"
     env = {
@@ -64,7 +67,7 @@ def running_server(workdir: Path, preexec=None, **settings: str) -> Iterator[Ser
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *gunicorn_args],
             cwd=ROOT,
             env=env,
             stdout=log,

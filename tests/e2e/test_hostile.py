@@ -165,13 +165,17 @@ def test_the_servers_own_errors_are_json_and_counted(target):
 
 def test_unknown_methods_and_paths_share_one_label(target):
     rng = random.Random(0)
-    for _ in range(300):
-        method = "".join(rng.choices(string.ascii_uppercase, k=8))
+    known = ["PROPFIND", "PURGE", "MKCOL", "LOCK", "REPORT", "SEARCH", "LINK", "UNLINK"]
+    for i in range(300):
+        # Methods llhttp does not know are refused by the parser (400); registered methods
+        # no route takes reach the route table (404 or 405).
+        invented = i % 2 == 0
+        method = "".join(rng.choices(string.ascii_uppercase, k=8)) if invented else known[i % 8]
         path = "/" + "".join(rng.choices(string.ascii_lowercase, k=12))
         status, _, body = raw(
             target, f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
         )
-        assert status in (404, 405)
+        assert status == 400 if invented else status in (404, 405), (method, status)
         assert json.loads(body)["error"]
     exposition = call("GET", target.url + "/metrics")[2]
     methods = {

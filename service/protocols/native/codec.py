@@ -17,7 +17,7 @@ from service.contract.metadata import version_number
 from service.contract.postprocessing import top_k as most_probable
 from service.contract.preprocessing import ImageSpec
 from service.errors import ApiError, UnsupportedMediaType, ValidationFailed
-from service.http.messages import Request, Response, json_response
+from service.http.messages import Request, Response, json_response, quoted
 from service.http.routing import Protocol
 from service.inference.dataplane import InferRequest, InferResult
 from service.inference.inputs import EncodedImages, JsonInstances, parse_json
@@ -55,8 +55,8 @@ def body_kind(mimetype: str) -> str:
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         return "image"
     raise UnsupportedMediaType(
-        f"Content-Type {mimetype or '(none)'!r} is not supported; send application/json, "
-        "multipart/form-data or an image (image/png, image/jpeg, ...)"
+        f"Content-Type {quoted(mimetype) if mimetype else repr('(none)')} is not supported; "
+        "send application/json, multipart/form-data or an image (image/png, image/jpeg, ...)"
     )
 
 
@@ -85,8 +85,12 @@ def _version(given: Any) -> Any:
     return (version_number(given) or given) if isinstance(given, str) else given
 
 
-def decode(request: Request, model: str | None, version: str | None) -> tuple[InferRequest, dict]:
-    """The dataplane request and the output options (top_k, logits) of a predict call."""
+def decode(
+    request: Request, model: str | None, version: str | None, max_images: int
+) -> tuple[InferRequest, dict]:
+    """The dataplane request and the output options (top_k, logits) of a predict call;
+    ``max_images``: the most files a multipart body may hold (the model's own cap, checked
+    by the dataplane, may be lower)."""
     started = time.perf_counter()
     kind = body_kind(request.mimetype)
     query = request.query()
@@ -101,7 +105,11 @@ def decode(request: Request, model: str | None, version: str | None) -> tuple[In
         key = next(k for k in INPUT_KEYS if k in options)
         inputs: JsonInstances | EncodedImages = JsonInstances(key, options[key])
     elif kind == "multipart":
-        form, files = request.form()
+        options_count = len(_OPTIONS_SCHEMA.fields)
+        form, files = request.form(
+            max_images + options_count,
+            f" ({max_images:,} images, SERVING_MAX_IMAGES, and {options_count} option fields)",
+        )
         options = _load(_OPTIONS_SCHEMA, {**query, **form})
         if not files:
             raise ValidationFailed("the multipart body has no file; attach one or more images")
@@ -159,7 +167,9 @@ def _check_logits(entry: ModelEntry) -> None:
 def predict(serving: Serving, request: Request) -> Response:
     """POST /predict, /models/{model}/predict, /models/{model}/versions/{version}/predict."""
     params = request.params
-    infer, options = decode(request, params.get("model"), params.get("version"))
+    infer, options = decode(
+        request, params.get("model"), params.get("version"), serving.dataplane.limits.most_images
+    )
     if options["logits"]:  # refused before any inference when the model has no logits
         infer.entry = serving.registry.version(infer.model, infer.version)
         _check_logits(infer.entry)

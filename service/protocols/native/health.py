@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from service import metrics
-from service.errors import ApiError
 from service.http.messages import Request, Response, json_response
+from service.keys import DETAILS_NEED_READ
 from service.protocols.serving import Serving
 
 
@@ -28,12 +28,6 @@ def ready(serving: Serving, request: Request) -> Response:
         "reason": reason,
         "models": {f"{e.name}/{e.version}": e.status for e in registry.entries},
     }
-    if serving.auth.enabled:
-        try:
-            serving.auth.check(request.environ, "read")
-        except ApiError:
-            body = {
-                "status": body["status"],
-                "reason": "details need an API key with the read scope",
-            }
+    if not serving.auth.permits(request.environ, "read"):
+        body = {"status": body["status"], "reason": DETAILS_NEED_READ}
     return json_response(body, 200 if is_ready else 503)

@@ -4,6 +4,7 @@ model-control API (load, unload)."""
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
 from service.errors import NotFound, ValidationFailed
@@ -65,6 +66,15 @@ _REPORT_TYPES = {
 }
 
 
+def _real_report_file(entry: ModelEntry, name: str) -> str | None:
+    """The real path of a report file, or None where it (through a symlink) leaves the
+    version's ``report/`` folder: a link to ``/etc/passwd``, to another model, or to the
+    version's own ``model.onnx`` is not a report file; one to a file beside it is."""
+    folder = os.path.join(os.path.realpath(entry.path), "report")
+    real = os.path.realpath(os.path.join(folder, name))
+    return real if os.path.dirname(real) == folder and os.path.isfile(real) else None
+
+
 def report_files(entry: ModelEntry) -> list[str]:
     """The files of the version's training report (plots and its README), by name."""
     try:
@@ -74,7 +84,7 @@ def report_files(entry: ModelEntry) -> list[str]:
                 for f in found
                 if not f.name.startswith(".")
                 and os.path.splitext(f.name)[1] in _REPORT_TYPES
-                and f.is_file()
+                and _real_report_file(entry, f.name)
             )
     except OSError:
         return []
@@ -86,14 +96,19 @@ def get_report_file(serving: Serving, request: Request) -> Response:
     model = serving.registry.model(request.params["model"])
     entry = model.version(request.params["version"])
     name = request.params["filename"]
-    if name not in report_files(entry):
+    real = _real_report_file(entry, name) if name in report_files(entry) else None
+    if real is None:
         raise NotFound(
             f"model {entry.name!r} version {entry.version} has no report file "
             f"{name!r}; see 'report' in /models/{entry.name}/versions/"
             f"{entry.version}"
         )
-    try:
-        data = (entry.path / "report" / name).read_bytes()
+    try:  # the checked path, not a link swapped in since; never a FIFO's endless read
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise OSError("not a regular file")
+            data = file.read()
     except OSError:
         raise NotFound(f"report file {name!r} could not be read") from None
     return Response(

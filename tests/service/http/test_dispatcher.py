@@ -15,9 +15,12 @@ import logging
 import zlib
 
 import pytest
+from flask import Flask
 
 from service import metrics
 from service.app import create_app
+from service.http import access
+from service.http.dispatcher import Dispatcher
 from service.http.messages import query_options
 from service.protocols.routes import ROUTES
 from tests.helpers import image_bytes
@@ -391,3 +394,65 @@ def test_quality_zero_in_any_spelling_refuses_an_encoding(client):
         assert "Content-Encoding" not in r.headers, header
     r = client.get("/openapi.json", headers={"Accept-Encoding": "gzip;q=0, deflate;q=0.5"})
     assert r.headers["Content-Encoding"] == "deflate"
+
+
+def test_the_dispatcher_wraps_flasks_own_wsgi_app(shared_app):
+    wrapped = shared_app.wsgi_app.app
+    assert wrapped.__self__ is shared_app
+    assert wrapped.__func__ is Flask.wsgi_app  # Flask's original, not replaced
+
+
+def test_only_paths_the_table_does_not_know_reach_the_wrapped_app(shared_app):
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["PATH_INFO"], environ[access.ENVIRON_REQUEST_ID]))
+        environ[access.ENVIRON_RULE] = "/fake/<x>"
+        start_response("201 Created", [("Content-Type", "text/plain")])
+        return [b"answered by the app"]
+
+    dispatcher = Dispatcher(shared_app.wsgi_app.router, shared_app.extensions["serving"], app)
+    wrapper = type("Wrapper", (), {"wsgi_app": dispatcher})
+    before = metrics.HTTP_REQUESTS.labels("/fake/<x>", "GET", "201")._value.get()
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/fake/1", "HTTP_X_REQUEST_ID": "app-1"}
+    status, headers, body = _call(wrapper, environ)
+    assert (status, body) == ("201 Created", b"answered by the app")
+    assert headers == {"Content-Type": "text/plain", "X-Request-ID": "app-1"}
+    assert seen == [("/fake/1", "app-1")]
+    assert metrics.HTTP_REQUESTS.labels("/fake/<x>", "GET", "201")._value.get() == before + 1
+    for method, path, expected in (
+        ("GET", "/predict", "405 Method Not Allowed"),  # a table path: the dispatcher's 405
+        ("OPTIONS", "/predict", "204 No Content"),
+        ("GET", "/health/live", "200 OK"),
+    ):
+        status, _, _ = _call(wrapper, {"REQUEST_METHOD": method, "PATH_INFO": path})
+        assert status == expected, path
+    assert seen == [("/fake/1", "app-1")]
+    _call(wrapper, {"REQUEST_METHOD": "POST", "PATH_INFO": "/models/a/b/predict"})
+    assert seen[-1][0] == "/models/a/b/predict"
+
+
+def test_without_a_wrapped_app_the_dispatcher_answers_404_itself(shared_app):
+    dispatcher = Dispatcher(shared_app.wsgi_app.router, shared_app.extensions["serving"])
+    wrapper = type("Wrapper", (), {"wsgi_app": dispatcher})
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/nowhere", "HTTP_X_REQUEST_ID": "own-404"}
+    status, _, body = _call(wrapper, environ)
+    assert status == "404 Not Found"
+    assert json.loads(body) == {
+        "error": {"code": "not_found", "message": "no route for GET /nowhere; see /docs"},
+        "request_id": "own-404",
+    }
+
+
+def test_an_app_that_raises_is_counted_as_a_500_and_leaves_nothing_in_progress(shared_app):
+    def app(environ, start_response):
+        raise RuntimeError("propagated, as Flask's testing mode does")
+
+    dispatcher = Dispatcher(shared_app.wsgi_app.router, shared_app.extensions["serving"], app)
+    gauge = metrics.HTTP_IN_PROGRESS.labels("(app)", "GET")
+    before, errors = gauge._value.get(), metrics.HTTP_REQUESTS.labels("unmatched", "GET", "500")
+    counted = errors._value.get()
+    with pytest.raises(RuntimeError, match="propagated"):
+        dispatcher({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda *a: None)
+    assert gauge._value.get() == before
+    assert errors._value.get() == counted + 1

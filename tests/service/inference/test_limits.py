@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from service.app import create_app
+from service.errors import BatchTooLarge
 from service.inference.limits import Limits, LimitTable
 from service.settings import Settings, SettingsError
 from tests.helpers import image_bytes
@@ -55,21 +56,16 @@ def test_instances_and_elements_are_both_limited(settings):
     )
 
 
-def test_limits_are_checked_before_any_image_is_decoded(settings, monkeypatch, fashion):
+def test_limits_are_checked_before_any_image_is_opened(settings, monkeypatch, fashion):
     from service.inference import inputs
 
-    decoded = []
-
-    def decode(*args, **kwargs):
-        decoded.append(1)
-        return np.zeros((28, 28)), 255.0
-
-    monkeypatch.setattr(inputs, "decode_image", decode)
+    opened = []
+    monkeypatch.setattr(inputs, "open_image", lambda *a, **k: opened.append(1))
     client = _limited(settings, max_instances=3)
     b64 = base64.b64encode(image_bytes(fashion["images"][0])).decode()
     r = client.post("/predict?model=fashion-mnist", json={"images": [b64] * 4})
     assert r.status_code == 422
-    assert decoded == []
+    assert opened == []
 
 
 def test_per_model_overrides(settings):
@@ -85,6 +81,9 @@ def test_per_model_overrides(settings):
         ('{"circles": {"max_batch": 2}}', r"unknown option\(s\) for circles: \['max_batch'\]"),
         ('{"circles": {"max_instances": 0}}', "circles.max_instances must be a positive integer"),
         ('{"circles": {"max_instances": "2"}}', "must be a positive integer"),
+        ('{"circles": {"max_images": 2.5}}', "circles.max_images must be a positive integer"),
+        ('{"circles": {"decode_timeout_s": 0}}', "decode_timeout_s must be a positive number"),
+        ('{"circles": {"decode_timeout_s": true}}', "decode_timeout_s must be a positive number"),
         ("[1]", "must look like"),
     ],
 )
@@ -117,7 +116,14 @@ def test_the_same_limits_in_every_protocol(settings, fashion):
 
 
 def test_limits_object():
-    limits = Limits(max_instances=4, max_elements=10, max_image_pixels=100, max_request_pixels=150)
+    limits = Limits(
+        max_instances=4,
+        max_elements=10,
+        max_image_pixels=100,
+        max_request_pixels=150,
+        max_images=3,
+        decode_timeout_s=1.0,
+    )
     limits.check(4, 2)
     with pytest.raises(Exception, match="empty"):
         limits.check(0, 2)
@@ -125,6 +131,11 @@ def test_limits_object():
         limits.check(5, 1)
     with pytest.raises(Exception, match="12 input elements"):
         limits.check(3, 4)
+    limits.check_images(3)
+    with pytest.raises(
+        BatchTooLarge, match=r"4 images is above .* 3 images \(SERVING_MAX_IMAGES\)"
+    ):
+        limits.check_images(4)
 
 
 def test_the_request_pixel_budget_is_checked_from_headers_before_decoding(settings, monkeypatch):
@@ -132,8 +143,8 @@ def test_the_request_pixel_budget_is_checked_from_headers_before_decoding(settin
     from tests.helpers import png_header_only
 
     decoded = []
-    real = inputs.decode_image
-    monkeypatch.setattr(inputs, "decode_image", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    real = inputs.image_array
+    monkeypatch.setattr(inputs, "image_array", lambda *a, **k: decoded.append(1) or real(*a, **k))
     client = _limited(settings, max_request_pixels=25_000_000)
     big = base64.b64encode(png_header_only(3000, 3000)).decode()  # 9,000,000 pixels each
     r = client.post("/predict?model=fashion-mnist", json={"images": [big] * 3})

@@ -1,12 +1,14 @@
 """GET /models*, /health/*, /openapi.json, /docs, and how failing models are reported."""
 
 import json
+import shutil
 
 import pytest
 
 from service.app import create_app
 from service.settings import Settings
 from tests.helpers import MODELS
+from tests.service.models.test_lifecycle import publish
 
 
 def test_models_lists_every_model_with_status_and_provider(client):
@@ -59,6 +61,46 @@ def test_a_versions_report_files_are_listed_and_served(client):
     assert client.get("/models/circles/versions/9/report/reliability.png").status_code == 404
 
 
+def test_a_report_symlink_is_followed_only_to_a_file_beside_it(tmp_path):
+    version = publish(tmp_path, "circles", 1)
+    publish(tmp_path, "blobs", 1, source="blobs")
+    report = version / "report"
+    (tmp_path / "secret.md").write_text("outside the repository")
+    outside = {
+        "absolute.md": tmp_path / "secret.md",
+        "relative.md": "../../../secret.md",
+        "passwd.md": "/etc/passwd",
+        "weights.png": "../model.onnx",  # in the version folder, but not a report file
+        "metadata.json": "../metadata.json",
+        "other-model.png": tmp_path / "blobs" / "1" / "report" / "reliability.png",
+        "dangling.png": "nothing.png",
+    }
+    for name, target in outside.items():
+        (report / name).symlink_to(target)
+    (report / "latest.png").symlink_to("reliability.png")  # stays in report/: served
+    publish(tmp_path, "circles", 2)
+    shutil.rmtree(version.parent / "2" / "report")
+    (version.parent / "2" / "report").symlink_to(tmp_path / "blobs" / "1" / "report")
+    settings = Settings.from_env({}, model_repository=tmp_path, poll_interval_s=0)
+    client = create_app(settings).test_client()
+
+    listed = client.get("/models/circles/versions/1").get_json()["report"]
+    assert {"latest.png", "reliability.png"} <= set(listed)
+    assert not set(outside) & set(listed)
+    for name in outside:
+        r = client.get(f"/models/circles/versions/1/report/{name}")
+        assert (r.status_code, r.get_json()["error"]["code"]) == (404, "not_found"), name
+        assert b"outside the repository" not in r.data
+        assert b"root:" not in r.data
+    r = client.get("/models/circles/versions/1/report/latest.png")
+    assert (r.status_code, r.mimetype) == (200, "image/png")
+    assert r.data == (report / "reliability.png").read_bytes()
+    # A report folder that is itself a link to another model's: nothing in it is served.
+    assert client.get("/models/circles/versions/2").get_json()["report"] == []
+    assert client.get("/models/circles/versions/2/report/reliability.png").status_code == 404
+    assert client.get("/models/blobs/versions/1/report/reliability.png").status_code == 200
+
+
 def test_console_page_and_its_files(client):
     for path in ("/", "/console"):
         r = client.get(path)
@@ -106,6 +148,33 @@ def test_openapi_document_and_swagger_ui(client):
     with client.get("/docs/assets/swagger-ui-bundle.js") as asset:
         assert asset.status_code == 200
         assert len(asset.data) > 100_000
+
+
+def _policy(response) -> dict[str, str]:
+    directives = response.headers["Content-Security-Policy"].split("; ")
+    return dict(d.split(" ", 1) for d in directives)
+
+
+def test_docs_and_the_console_are_never_framed_and_load_only_the_services_files(client):
+    docs, console = client.get("/docs"), client.get("/")
+    for page in (docs, console):
+        policy = _policy(page)
+        assert policy["frame-ancestors"] == "'none'"
+        assert (policy["default-src"], policy["script-src"]) == ("'none'", "'self'")
+        assert (policy["base-uri"], policy["form-action"]) == ("'none'", "'none'")
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+    docs_policy = _policy(docs)
+    assert docs_policy["style-src"] == "'self'"  # no 'unsafe-inline' anywhere
+    assert docs_policy["img-src"] == "'self' data: blob:"
+    assert docs_policy["connect-src"] == "'self'"
+    assert "media-src" not in docs_policy  # the console's camera only
+    assert _policy(console)["media-src"] == "'self' blob:"
+    init = client.get("/docs/assets/docs-init.js")
+    assert b"validatorUrl: null" in init.data  # no badge image from validator.swagger.io
+    css = client.get("/docs/assets/swagger-ui.css")
+    assert css.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/docs/assets/favicon-32x32.png").mimetype == "image/png"
 
 
 def _break(repo, name, how):
