@@ -14,18 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-from service.contract.images import decode_image
-from service.contract.preprocessing import (
-    FeatureSpec,
-    ImageSpec,
-    PreprocessingError,
-    image_to_pixels,
-)
+from service.contract.images import model_pixels, open_image
+from service.contract.preprocessing import FeatureSpec, ImageSpec, PreprocessingError
 from service.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".avif",
+    ".heic",
+    ".heif",
+}
 MAX_IMAGE_PIXELS = 64_000_000
 
 
@@ -106,8 +113,8 @@ def read_image_folder(folder: Path, spec: ImageSpec, labelled: bool = True) -> I
     pixels, labels = [], []
     for path in files:
         try:
-            image, full_scale = decode_image(path.read_bytes(), MAX_IMAGE_PIXELS, str(path))
-            pixels.append(image_to_pixels(image, spec, full_scale))
+            image = open_image(path.read_bytes(), MAX_IMAGE_PIXELS, str(path))
+            pixels.append(model_pixels(image, spec, MAX_IMAGE_PIXELS, str(path)))
         except (PreprocessingError, ApiError, OSError) as exc:
             raise DataError(f"{path}: {getattr(exc, 'message', exc)}") from None
         labels.append(path.relative_to(folder).parts[0])

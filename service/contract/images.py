@@ -1,5 +1,5 @@
-"""Image bytes -> numpy arrays with Pillow: PNG, JPEG, GIF, BMP, TIFF and WebP, in any mode
-and orientation.
+"""Image bytes -> numpy arrays with Pillow: PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF and
+HEIC/HEIF (``pillow-heif``, the iPhone's default), in any mode and orientation.
 
 Only those formats' plugins ever see a client's bytes (Pillow's ``formats=``): Pillow reads
 some forty formats, and one of them, EPS, hands its file to Ghostscript. The pixel count is
@@ -19,16 +19,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.contract.preprocessing import ImageSpec, image_to_pixels
+from service.contract.resize import keras_resize
 from service.errors import ImageTooLarge, InvalidImage
 
 # Our own limit is checked first; Pillow's is a second net with the same bound.
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 # Pillow's names of the formats the service reads (its JPEG reader also opens MPO, the
 # multi-picture JPEG that cameras write); the media types the API documents are these.
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
-_FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "HEIF")
+_FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or HEIC"
+# HEIC/HEIF through libheif (pillow-heif's plugin; its own AVIF reader stays off: Pillow's
+# is used). libheif applies the file's rotation itself and clears the EXIF orientation.
+pillow_heif.register_heif_opener()
 # A progressive JPEG of 16 MP costs ~17 ms a scan: 1,000 repeated scans fit in 94 KB and took
 # 17 s. Encoders write at most ~10 (libjpeg's progressive script: 10 for colour, 6 for gray).
 MAX_JPEG_SCANS = 64
@@ -158,6 +164,105 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, float]:
     elif mode not in ("L", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV, ...
         image = image.convert("RGB")
     return np.asarray(_reduced(image), dtype=np.float64), 255.0
+
+
+# --- as Keras' loaders read pictures (a declared interpolation) -------------------------------
+
+# EXIF orientation (tag 0x0112) -> the numpy view that turns the stored pixels upright, as
+# ImageOps.exif_transpose does (a view: a 12 MP photo is never copied to be turned).
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+# A JPEG is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain (libjpeg's scaled
+# IDCT) only where the declared resize low-pass filters over at least this many of the
+# drafted pixels a side per output pixel: the draft's own smoothing then vanishes under the
+# kernel's. Measured on photo-like JPEGs against the full decode, per pixel of 0..255
+# (tests/service/contract/test_resize.py): at 8, at most 0.73; at 6, up to 1.38.
+DRAFT_MARGIN = 8
+
+
+def orientation(image: Image.Image) -> int:
+    """The picture's EXIF orientation, 1 (as stored) when it has none or an invalid one."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # a malformed EXIF block: Pillow's parser raises various errors
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _averaging(spec: ImageSpec) -> bool:
+    """Whether the declared resize low-pass filters when it shrinks (so a draft may)."""
+    return spec.interpolation == "area" or (spec.antialias and spec.interpolation != "nearest")
+
+
+def _draft(image: Image.Image, spec: ImageSpec, turned: bool) -> None:
+    """Ask libjpeg for the smallest DCT scale that keeps DRAFT_MARGIN source pixels per
+    output pixel on both axes (and for luma alone, when the model is grayscale)."""
+    if image.format not in ("JPEG", "MPO") or image.mode not in ("L", "RGB", "YCbCr"):
+        return
+    mode = "L" if spec.channels == 1 else "RGB"
+    width, height = (spec.height, spec.width) if turned else (spec.width, spec.height)
+    if not _averaging(spec):
+        if mode == "L":
+            image.draft(mode, image.size)  # luma straight from the decoder, full size
+        return
+    image.draft(mode, (width * DRAFT_MARGIN, height * DRAFT_MARGIN))
+
+
+def keras_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """An opened picture's pixels as ``tf.image.decode_image(channels=...)`` has them:
+    uint8 (H, W) or (H, W, 3), upright (EXIF), alpha dropped, 16 bits cut to 8."""
+    turn = orientation(image)
+    _draft(image, spec, turn in (5, 6, 7, 8))
+    image.load()
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        array = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
+        if spec.channels == 3:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+    elif mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        array = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+        if spec.channels == 3:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+    else:
+        target = "L" if spec.channels == 1 else "RGB"
+        if mode != target:
+            if mode == "P" and target == "L":
+                image = image.convert("RGB")
+            image = image.convert(target)
+        array = np.asarray(image)
+    return _UPRIGHT[turn](array) if turn != 1 else array
+
+
+def model_pixels(
+    image: Image.Image, spec: ImageSpec, max_pixels: int, what: str = "image"
+) -> np.ndarray:
+    """An opened picture -> (H, W) or (H, W, C) pixels in the model's raw units: by its
+    declared resize (``service.contract.resize``) or, without one, the service's own."""
+    if spec.interpolation is None:
+        array, full_scale = image_array(image, max_pixels, what)
+        return image_to_pixels(array, spec, full_scale)
+    with _reading(what, max_pixels):
+        array = keras_array(image, spec)
+    pixels = keras_resize(
+        array, spec.height, spec.width, spec.interpolation, spec.antialias, spec.resize
+    )
+    if spec.pixel_max != 255.0:
+        pixels *= np.float32(spec.pixel_max / 255.0)
+    if spec.invert_light_background and spec.background != "none":
+        gray = pixels if pixels.ndim == 2 else pixels.mean(axis=2)
+        light = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+        if (light > spec.pixel_max / 2) == (spec.background == "dark"):
+            pixels = np.float32(spec.pixel_max) - pixels
+    return pixels
 
 
 def input_png(row: np.ndarray, height: int, width: int, channels: int, layout: str) -> str:

@@ -72,6 +72,8 @@ def _check_consistency(m: dict[str, Any]) -> None:
         expected = {"flat": [h * w * c], "nchw": [c, h, w]}.get(pre["layout"], [h, w, c])
         if pre.get("framing") == "object" and c != 1:
             raise MetadataError("framing 'object' is for grayscale models (1 channel)")
+        if pre.get("framing") == "object" and "interpolation" in pre:
+            raise MetadataError("framing 'object' has its own resize: no interpolation with it")
     if shape != expected:
         raise MetadataError(f"input shape {shape} does not match preprocessing {expected}")
     for key in ("mean", "std"):

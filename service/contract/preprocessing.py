@@ -81,6 +81,13 @@ class ImageSpec:
     inverted. ``framing="object"`` finds the object on a photo and frames it as the dataset
     frames its items (its longer side spanning ``fill`` of the frame); otherwise ``resize``
     says how a picture of another aspect ratio is fitted: ``stretch``, ``pad`` or ``crop``.
+
+    ``interpolation`` (with ``antialias``) declares a resize as TensorFlow and Keras' image
+    loaders do it (``service.contract.resize``): ``crop`` is then Keras'
+    ``crop_to_aspect_ratio``, ``pad`` its ``pad_to_aspect_ratio`` (black bars), and colours
+    are converted as ``tf.image.decode_image`` converts them (alpha dropped). Without it
+    (models trained here before it existed) pictures are area-averaged, padded with their
+    border's colour and composited over white, as they were.
     """
 
     height: int
@@ -97,6 +104,8 @@ class ImageSpec:
     resize: str = "stretch"
     framing: str = "none"  # "object": photos of one object are cropped to it
     fill: float = 1.0
+    interpolation: str | None = None  # as tf.image.resize names it; None: the area resize
+    antialias: bool = False
 
     kind = "image"
 
@@ -131,6 +140,8 @@ class ImageSpec:
         }
         if self.framing == "object":
             block["fill"] = self.fill
+        if self.interpolation is not None:
+            block.update(interpolation=self.interpolation, antialias=self.antialias)
         if self.mean is not None and self.std is not None:
             block.update(mean=list(self.mean), std=list(self.std))
         return block
@@ -164,6 +175,8 @@ def spec_from_dict(block: Mapping[str, Any]) -> Spec:
             resize=str(block.get("resize", "stretch")),
             framing=str(block.get("framing", "none")),
             fill=float(block.get("fill", 1.0)),
+            interpolation=block.get("interpolation"),
+            antialias=bool(block.get("antialias", False)),
         )
     raise PreprocessingError(f"unknown preprocessing kind {block['kind']!r}")
 
@@ -219,7 +232,17 @@ def pixels_to_tensor(values: Any, spec: ImageSpec) -> np.ndarray:
         raise PreprocessingError(
             f"pixel values must lie in [0, {spec.pixel_max:g}], got [{low:g}, {high:g}]"
         )
-    array = array.reshape((array.shape[0], h, w, c)) * spec.scale
+    return scale_pixels(array, spec)
+
+
+def scale_pixels(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """A batch of pixels in raw units (n, H, W[, C]) or flat -> the model's tensor:
+    ``raw * scale + offset``, standardised per channel, in the model's layout (float32).
+
+    A declared resize's kernels may ring a little beyond 0..pixel_max, as TensorFlow's do;
+    the values are kept as they are, as Keras kept them in training."""
+    h, w, c = spec.height, spec.width, spec.channels
+    array = np.asarray(pixels, np.float64).reshape((-1, h, w, c)) * spec.scale
     if spec.offset:
         array += spec.offset
     if spec.mean is not None and spec.std is not None:

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from service.contract.images import decode_base64, image_array, open_image
+from service.contract.images import decode_base64, model_pixels, open_image
 from service.contract.preprocessing import (
     FeatureSpec,
     ImageSpec,
     PreprocessingError,
     Spec,
     features_to_tensor,
-    image_to_pixels,
     pixels_to_tensor,
+    scale_pixels,
 )
 from service.errors import DecodeTimeout, ImageTooLarge, InvalidJSON, ValidationFailed
 
@@ -152,7 +152,7 @@ def _images(
     rows = []
     for (what, _), image in zip(blobs, opened, strict=True):
         _within_budget(started, limits, len(blobs))
-        rows.append(_pixels(*image_array(image, per_image, what), spec, what))
+        rows.append(_pixels(image, spec, per_image, what))
     return rows
 
 
@@ -269,12 +269,12 @@ class ModelTensor:
 Inputs = JsonInstances | EncodedImages | ModelTensor
 
 
-def _pixels(image: np.ndarray, full_scale: float, spec: ImageSpec, where: str) -> np.ndarray:
+def _pixels(image, spec: ImageSpec, max_pixels: int, where: str) -> np.ndarray:
     try:
-        pixels = image_to_pixels(image, spec, full_scale)
+        pixels = model_pixels(image, spec, max_pixels, where)
     except PreprocessingError as exc:
         raise ValidationFailed(f"{where}: {exc}") from None
-    return pixels_to_tensor(pixels, spec)
+    return scale_pixels(pixels, spec)
 
 
 def _preprocess(function, values, spec, where: str = "instances") -> np.ndarray:

@@ -176,8 +176,11 @@ class DynamicBatcher:
                     request.result = logits[start:end]
         except Exception:
             if len(requests) > 1:  # find the culprit: every request on its own
-                log.warning("combined batch for %s v%d failed; retrying each request alone",
-                            self.name, self.version)
+                log.warning(
+                    "combined batch for %s v%d failed; retrying each request alone",
+                    self.name,
+                    self.version,
+                )
                 for request in requests:
                     self._answer([request])
                 return

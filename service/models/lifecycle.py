@@ -18,32 +18,22 @@ one check of each other, and a restarted worker comes up in the current state.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Collection
-from dataclasses import fields
 from pathlib import Path
 
-from service.contract import metadata as contract
 from service import metrics
-from service.models import repository
-from service.models.batching import BatchingConfig, DynamicBatcher, config_for
-from service.models.control import ControlStore, State
 from service.errors import Conflict, ModelNotFound
-from service.contract.postprocessing import OutputSpec
-from service.models.predictor import OnnxPredictor, usable_providers
-from service.contract.preprocessing import spec_from_dict
-from service.models import policy
+from service.models import policy, repository
+from service.models.control import ControlStore, State
 from service.models.loader import Loader, trim_heap
 from service.models.policy import NOT_LOADED_EXPLICIT
 from service.models.registry import ModelEntry, ModelView, Registry
 from service.models.serving_config import ServingConfig, ServingConfigError, WeightedChoice
-from service.settings import Settings, model_overrides
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +51,7 @@ class Lifecycle:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._control_seen: dict = {}
+        self._default_said: tuple[str | None, str] | None = None
 
     # --- start, watch, stop -------------------------------------------------------------------
 
@@ -73,8 +64,10 @@ class Lifecycle:
             def first_start(state: State) -> None:
                 if not state.get("initialized"):
                     found = repository.scan(root) if root.is_dir() else {}
-                    state["models"] = {n: {"action": "load", "versions": list(f.versions)}
-                                       for n, f in found.items()}
+                    state["models"] = {
+                        n: {"action": "load", "versions": list(f.versions)}
+                        for n, f in found.items()
+                    }
                     state["initialized"] = True
 
             self.control.update(first_start)
@@ -85,7 +78,9 @@ class Lifecycle:
             # The thread holds the lifecycle weakly: an app that is dropped (tests build
             # many) takes its watcher with it.
             self._thread = threading.Thread(
-                target=_watch, name="model-watcher", daemon=True,
+                target=_watch,
+                name="model-watcher",
+                daemon=True,
                 args=(weakref.ref(self), self._stop, interval),
             )
             self._thread.start()
@@ -120,8 +115,11 @@ class Lifecycle:
 
     def _control_changes(self) -> set[str]:
         models = self.control.read()["models"]
-        return {n for n in set(models) | set(self._control_seen)
-                if models.get(n) != self._control_seen.get(n)}
+        return {
+            n
+            for n in set(models) | set(self._control_seen)
+            if models.get(n) != self._control_seen.get(n)
+        }
 
     # --- the model-control API ----------------------------------------------------------------
 
@@ -134,8 +132,11 @@ class Lifecycle:
             # versions are the same, and re-read the folder (retrying failed versions).
             generation = state["models"].get(name, {}).get("generation", 0) + 1
             versions = list(files.versions) if self.explicit else None
-            state["models"][name] = {"action": "load", "versions": versions,
-                                     "generation": generation}
+            state["models"][name] = {
+                "action": "load",
+                "versions": versions,
+                "generation": generation,
+            }
 
         self.control.update(change)
         self.refresh(only={name}, retry={name})
@@ -157,14 +158,16 @@ class Lifecycle:
         """Stop serving every version of a model; every worker follows. Not the default
         model: without it an instance is not ready, and leaves its load balancer."""
         self._model_files(name)
-        if name == self.settings.default_model:
-            raise Conflict(f"model {name!r} is the default model (SERVING_DEFAULT_MODEL): "
-                           "unloading it would make this instance unready")
+        default, why = self.registry.default_model()
+        if name == default:
+            raise Conflict(
+                f"model {name!r} is the default model ({why}): "
+                "unloading it would make this instance unready"
+            )
 
         def change(state: State) -> None:
             generation = state["models"].get(name, {}).get("generation", 0) + 1
-            state["models"][name] = {"action": "unload", "versions": [],
-                                     "generation": generation}
+            state["models"][name] = {"action": "unload", "versions": [], "generation": generation}
 
         self.control.update(change)
         self.refresh(only={name})
@@ -173,8 +176,10 @@ class Lifecycle:
     def _model_files(self, name: str) -> repository.ModelFiles:
         root = Path(self.settings.model_repository)
         if not repository.NAME.fullmatch(name) or not (root / name).is_dir():
-            raise ModelNotFound(f"model {name!r} not found in the repository",
-                                details={"available": self.registry.names()})
+            raise ModelNotFound(
+                f"model {name!r} not found in the repository",
+                details={"available": self.registry.names()},
+            )
         return repository.scan_model(root / name)
 
     # --- one pass -------------------------------------------------------------------------------
@@ -188,8 +193,11 @@ class Lifecycle:
             try:
                 found = repository.scan(root)
             except OSError as exc:
-                why = ("does not exist" if isinstance(exc, FileNotFoundError)
-                       else f"cannot be read ({exc.strerror or type(exc).__name__})")
+                why = (
+                    "does not exist"
+                    if isinstance(exc, FileNotFoundError)
+                    else f"cannot be read ({exc.strerror or type(exc).__name__})"
+                )
                 # Clients read this (readiness): the path goes to the log only.
                 self.registry.repository_error = (
                     f"the model repository {why}; the versions loaded stay served"
@@ -206,8 +214,7 @@ class Lifecycle:
             for name in sorted(names):
                 old = old_models.get(name)
                 try:
-                    view = self._model(name, found.get(name), control.get(name), old,
-                                       name in retry)
+                    view = self._model(name, found.get(name), control.get(name), old, name in retry)
                 except Exception:  # a bug in one model's pass: keep what it served
                     log.exception("model %s: check failed; what it served stays", name)
                     continue
@@ -224,6 +231,19 @@ class Lifecycle:
                 self.registry.models = models
                 self._retire(old_models, models)
             self.registry.loaded_once = True
+            self._log_default_model()
+
+    def _log_default_model(self) -> None:
+        """Say which model answers requests that name none, at start and when it changes."""
+        default = self.registry.default_model()
+        if default == self._default_said:
+            return
+        self._default_said = default
+        name, why = default
+        if name is None:
+            log.warning("no default model (%s): requests must name a model", why)
+        else:
+            log.info("default model: %s (%s)", name, why, extra={"model": name})
 
     def _model(self, name, files, control, old: ModelView | None, retry: bool) -> ModelView | None:
         if files is None:
@@ -241,22 +261,34 @@ class Lifecycle:
             wanted_now = policy.wanted(config, number, by_policy)
             if not (wanted_now or number in pinned):
                 why = f"version policy {config.describe_policy()}"
-                entries[number] = self.loader.unloaded(name, number, path, old_entries.get(number), why)
+                entries[number] = self.loader.unloaded(
+                    name, number, path, old_entries.get(number), why
+                )
                 continue
-            entry = self.loader.ensure(name, number, path, candidates[number], old_entries.get(number), retry)
+            entry = self.loader.ensure(
+                name, number, path, candidates[number], old_entries.get(number), retry
+            )
             entries[number] = entry
             if entry.loaded and wanted_now:
                 by_policy += 1
         for number in files.versions:
             if number not in candidates:
                 path = files.path / str(number)
-                entries[number] = self.loader.unloaded(name, number, path, old_entries.get(number), why_not)
+                entries[number] = self.loader.unloaded(
+                    name, number, path, old_entries.get(number), why_not
+                )
         entries = dict(sorted(entries.items()))
         served = {v for v, e in entries.items() if e.loaded}
         found, weights = policy.problems(config, served, files.ignored, bool(candidates))
         problems += found
-        view = ModelView(name, entries, config, files.config, tuple(problems),
-                         WeightedChoice(weights) if weights else None)
+        view = ModelView(
+            name,
+            entries,
+            config,
+            files.config,
+            tuple(problems),
+            WeightedChoice(weights) if weights else None,
+        )
         if old is not None and _same(old, view):
             return old
         _zero_weights(old, keep=set(weights))
@@ -295,9 +327,13 @@ class Lifecycle:
                     retired += 1
                     if (entry.name, entry.version) not in serving:
                         metrics.record_model(entry.name, entry.version, False, 0.0, None)
-                    log.info("unloading model %s v%d: no new requests; its session is freed "
-                             "when the requests in flight finish", entry.name, entry.version,
-                             extra={"model": entry.name, "version": entry.version})
+                    log.info(
+                        "unloading model %s v%d: no new requests; its session is freed "
+                        "when the requests in flight finish",
+                        entry.name,
+                        entry.version,
+                        extra={"model": entry.name, "version": entry.version},
+                    )
         if retired:
             gc.collect()
 
@@ -318,13 +354,17 @@ def _zero_weights(old: ModelView | None, keep: set[int] = frozenset()) -> None:
 
 
 def _keys(models: dict[str, ModelView]) -> set[tuple[str, int]]:
-    return {(e.name, e.version) for view in models.values() for e in view.entries.values()
-            if e.loaded}
+    return {
+        (e.name, e.version) for view in models.values() for e in view.entries.values() if e.loaded
+    }
 
 
 def _same(old: ModelView, new: ModelView) -> bool:
     """Nothing to swap: the same entry objects, rules and problems."""
-    return (list(old.entries) == list(new.entries)
-            and all(old.entries[v] is new.entries[v] for v in new.entries)
-            and old.config is new.config and old.problems == new.problems
-            and old.config_fingerprint == new.config_fingerprint)
+    return (
+        list(old.entries) == list(new.entries)
+        and all(old.entries[v] is new.entries[v] for v in new.entries)
+        and old.config is new.config
+        and old.problems == new.problems
+        and old.config_fingerprint == new.config_fingerprint
+    )

@@ -55,8 +55,9 @@ class Loader:
             timeout_s=settings.batch_timeout_s,
         )
 
-    def ensure(self, name, number, path, fingerprint, old: ModelEntry | None,
-                retry: bool = False) -> ModelEntry:
+    def ensure(
+        self, name, number, path, fingerprint, old: ModelEntry | None, retry: bool = False
+    ) -> ModelEntry:
         """The loaded (or failed) entry for a version's current files."""
         if (
             old is not None
@@ -97,9 +98,14 @@ class Loader:
             entry.digest = repository.content_digest(path)
             meta = contract.read(path, verify_checksum=self.settings.verify_checksums)
             batching = config_for(self.batching, self.batching_overrides, name)
-            predictor = OnnxPredictor(path, meta, self.providers, self.settings.intra_op_threads,
-                                      self.settings.inter_op_threads,
-                                      max_rows=batching.max_batch_size)
+            predictor = OnnxPredictor(
+                path,
+                meta,
+                self.providers,
+                self.settings.intra_op_threads,
+                self.settings.inter_op_threads,
+                max_rows=batching.max_batch_size,
+            )
             predictor.load()
             self.providers = [p for p in self.providers if p in predictor.providers]
             entry.metadata, entry.predictor = meta, predictor
@@ -121,13 +127,20 @@ class Loader:
         except Exception as exc:  # any failure: report it, serve the other versions
             # Paths inside the repository, never the machine's: clients read this.
             message = f"{type(exc).__name__}: {exc}"
-            for root in {str(Path(self.settings.model_repository)),
-                         str(Path(self.settings.model_repository).resolve())}:
+            for root in {
+                str(Path(self.settings.model_repository)),
+                str(Path(self.settings.model_repository).resolve()),
+            }:
                 message = message.replace(root + "/", "").replace(root, "(repository)")
             entry.status, entry.error = "failed", message
             metrics.MODEL_LOAD_FAILURES.labels(name, str(number)).inc()
-            log.error("model %s v%d failed to load: %s", name, number, entry.error,
-                      extra={"model": name, "version": number})
+            log.error(
+                "model %s v%d failed to load: %s",
+                name,
+                number,
+                entry.error,
+                extra={"model": name, "version": number},
+            )
         entry.load_seconds = time.perf_counter() - started
         metrics.record_model(name, number, entry.loaded, entry.load_seconds, entry.provider)
         return entry

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.contract import metadata as contract
 from service import metrics
+from service.contract import metadata as contract
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,9 @@ def share_cpu_arena(options: ort.SessionOptions) -> None:
     global _arena_registered
     with _shared_arena:
         if not _arena_registered:
-            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                     ort.OrtMemType.DEFAULT)
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
             ort.create_and_register_allocator(info, None)
             _arena_registered = True
     options.add_session_config_entry("session.use_env_allocators", "1")
@@ -149,8 +150,12 @@ class OnnxPredictor:
             raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
         if batch.shape[0] <= self.max_rows:
             return self._run(batch)
-        return np.concatenate([self._run(batch[start : start + self.max_rows])
-                               for start in range(0, batch.shape[0], self.max_rows)])
+        return np.concatenate(
+            [
+                self._run(batch[start : start + self.max_rows])
+                for start in range(0, batch.shape[0], self.max_rows)
+            ]
+        )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         started = time.perf_counter()

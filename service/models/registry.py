@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from service import metrics
-from service.models.batching import DynamicBatcher
-from service.errors import ModelNotFound, ModelUnavailable, ValidationFailed, VersionNotFound
 from service.contract.metadata import version_number
 from service.contract.postprocessing import OutputSpec
-from service.models.predictor import OnnxPredictor
 from service.contract.preprocessing import Spec
+from service.errors import ModelNotFound, ModelUnavailable, ValidationFailed, VersionNotFound
+from service.models.batching import DynamicBatcher
+from service.models.predictor import OnnxPredictor
 from service.models.serving_config import ServingConfig, WeightedChoice
 from service.settings import Settings
 
@@ -165,17 +165,32 @@ class Registry:
             raise ModelNotFound(f"model {name!r} not found", details={"available": self.names()})
         return view
 
+    def default_model(self) -> tuple[str | None, str]:
+        """(the model a request that names none means, why): the configured one
+        (``SERVING_DEFAULT_MODEL``) where the repository has it, else the only model, else
+        none."""
+        models, configured = self.models, self.settings.default_model
+        if configured and configured in models:
+            return configured, "SERVING_DEFAULT_MODEL"
+        if len(models) == 1:
+            missing = f"; {configured!r} is not in the repository" if configured else ""
+            return next(iter(models)), f"the repository's only model{missing}"
+        if configured:
+            return None, f"SERVING_DEFAULT_MODEL {configured!r} is not in the repository"
+        return None, "SERVING_DEFAULT_MODEL is not set and the repository has several models"
+
     def version(
         self, name: str | None, version: int | str | None = None, *, servable: bool = True
     ) -> ModelEntry:
         """The version a request means (:meth:`ModelView.version`) of a model, the default
         model when ``name`` is None."""
-        name = name or self.settings.default_model
         if not name:
-            raise ValidationFailed(
-                "name a model: no default model is configured",
-                details={"available": self.names()},
-            )
+            name, why = self.default_model()
+            if name is None:
+                raise ValidationFailed(
+                    f"name a model: there is no default model ({why})",
+                    details={"available": self.names()},
+                )
         return self.model(name).version(version, servable=servable)
 
     def readiness(self) -> tuple[bool, str]:
@@ -187,7 +202,7 @@ class Registry:
         entries = self.entries
         if not any(e.loaded for e in entries):
             return False, "no model loaded"
-        default = self.settings.default_model
+        default, why = self.default_model()
         if default:
             try:
                 self.version(default)
@@ -197,6 +212,8 @@ class Registry:
         trouble = [f"failed to load: {', '.join(failed)}"] if failed else []
         trouble += [f"{e.name} v{e.version}: {e.notice}" for e in entries if e.notice]
         trouble += [f"{v.name}: {p}" for v in self.models.values() for p in v.problems]
+        if self.settings.default_model and default != self.settings.default_model:
+            trouble.append(f"default model: {why}")
         if self.repository_error:
             trouble.insert(0, self.repository_error)
         if trouble:

@@ -66,16 +66,21 @@ def scan_model(model_dir: Path) -> ModelFiles:
     try:
         children = list(os.scandir(model_dir))
     except OSError as exc:
-        return ModelFiles(Path(model_dir), {}, None,
-                          error=f"its folder cannot be read: {exc.strerror or exc}")
+        return ModelFiles(
+            Path(model_dir), {}, None, error=f"its folder cannot be read: {exc.strerror or exc}"
+        )
     for child in children:
         number = version_number(child.name)
         if number is not None and child.is_dir():
             versions[number] = fingerprint(Path(child.path))
         elif child.name.isdigit():
             ignored.append(child.name)
-    return ModelFiles(Path(model_dir), dict(sorted(versions.items())),
-                      _content(Path(model_dir) / SERVING_FILE), tuple(sorted(ignored)))
+    return ModelFiles(
+        Path(model_dir),
+        dict(sorted(versions.items())),
+        _content(Path(model_dir) / SERVING_FILE),
+        tuple(sorted(ignored)),
+    )
 
 
 def names(root: Path) -> list[str]:

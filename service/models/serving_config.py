@@ -60,8 +60,10 @@ class ServingConfig:
             number = version_number(key)
             if number is None:
                 if key not in labels:
-                    raise ServingConfigError(f"serving.json weights name {key!r}, which is "
-                                             "neither a version number nor a label")
+                    raise ServingConfigError(
+                        f"serving.json weights name {key!r}, which is "
+                        "neither a version number nor a label"
+                    )
                 number = labels[key]
             if number in weights:
                 raise ServingConfigError(f"serving.json weights name version {number} twice")
@@ -76,7 +78,8 @@ class ServingConfig:
             policy="all" if policy == "all" else next(iter(policy)),
             latest=int(policy.get("latest", 0)) if isinstance(policy, dict) else 0,
             specific=tuple(sorted(int(v) for v in policy.get("specific", ())))
-            if isinstance(policy, dict) else (),
+            if isinstance(policy, dict)
+            else (),
             labels=labels,
             weights={v: share for v, share in shares.items() if share > 0},
         )
@@ -106,8 +109,11 @@ class ServingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved rules, for ``/models``."""
-        return {"version_policy": self.describe_policy(), "labels": dict(self.labels),
-                "weights": {str(v): round(w, 6) for v, w in self.weights.items()}}
+        return {
+            "version_policy": self.describe_policy(),
+            "labels": dict(self.labels),
+            "weights": {str(v): round(w, 6) for v, w in self.weights.items()},
+        }
 
 
 class WeightedChoice:

@@ -271,6 +271,14 @@ def test_upload_a_png_shows_what_the_api_returns(page, server, tmp_path):
         "rows => rows.map(r => [...r.querySelectorAll('td')].map(td => +td.textContent))",
     )
     assert cells == test["confusion_matrix"]
+    # Ten classes fit the card at 1280 px: nothing to scroll sideways.
+    fits = page.eval_on_selector(
+        "#confusion-block", "b => [b.scrollWidth, b.clientWidth, b.firstElementChild.offsetWidth]"
+    )
+    assert fits[0] <= fits[1], fits
+    assert fits[2] <= fits[1], fits
+    headers = page.eval_on_selector_all("#confusion thead th", "ths => ths.map(t => t.title)")
+    assert headers == [f"predicted {name}" for name in meta["classes"]]
     plots = page.eval_on_selector_all(
         "#plots img", "imgs => imgs.map(i => [i.dataset.file, i.naturalWidth > 0, i.alt])"
     )
@@ -535,7 +543,7 @@ def _three_features(meta: dict, folder: Path) -> None:
     )
     meta["export"]["onnx_bytes"] = (folder / "model.onnx").stat().st_size
     meta["output"].pop("temperature", None)
-    meta["metrics"].pop("calibration", None)
+    meta["metrics"] = {"test": None}  # as an import without labelled data records them
 
 
 def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
@@ -560,7 +568,12 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     page.wait_for_selector("#error:not([hidden])")
     assert "circles version 2 is not served (unloaded" in page.text_content("#error")
     assert page.text_content("#model-title") == "circles version 1"
+    # Unrecorded metrics read as such, not as 0%.
+    row = "tr[data-model='sensors'][data-version='1'] td"
+    assert page.eval_on_selector_all(row, "tds => tds.map(t => t.textContent)")[4:6] == ["—", "—"]
     choose(page, "sensors", 1)
+    assert page.text_content("#card-metrics") == "Metricsnone recorded"
+    assert page.is_hidden("#confusion-block")
     assert page.is_hidden("#plane-input")
     assert page.is_hidden("#image-input")
     labels = page.eval_on_selector_all(

@@ -381,7 +381,7 @@ def test_thousands_of_tiny_images_are_refused_at_once_in_every_protocol(target, 
         eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath showpage\n"
         status, _, body = call("POST", server.url + "/predict", eps, "image/png")
         assert status == 400, status  # invalid_image
-        assert "PNG, JPEG, GIF, BMP, TIFF or WebP" in body["error"]["message"]
+        assert "PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or HEIC" in body["error"]["message"]
 
 
 def _fashion_repo(tmp_path):

@@ -125,7 +125,7 @@ def model_view(serving: Serving, model: ModelView, full: bool = False) -> dict[s
     return {
         "name": name,
         "latest_version": loaded[-1] if loaded else None,
-        "default": name == serving.settings.default_model,
+        "default": name == serving.registry.default_model()[0],
         "serving": {**model.config.to_dict(), "problems": list(model.problems)},
         "versions": [version_view(e, full, model) for e in model.entries.values()],
     }
@@ -136,7 +136,7 @@ def list_models(serving: Serving, request: Request) -> Response:
     models = serving.registry.models  # one snapshot
     return json_response(
         {
-            "default_model": serving.settings.default_model or None,
+            "default_model": serving.registry.default_model()[0],
             "models": [model_view(serving, models[name]) for name in sorted(models)],
         }
     )

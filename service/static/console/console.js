@@ -129,8 +129,8 @@ async function loadModels() {
       cell(row, version.status, `status-${version.status}`).title = version.error || "";
       cell(row, version.provider || "—");
       cell(row, version.task || "—");
-      const accuracy = version.metrics && version.metrics.accuracy;
-      cell(row, accuracy === undefined ? "—" : percent(accuracy), "number");
+      const accuracy = version.metrics ? version.metrics.accuracy : null;
+      cell(row, typeof accuracy === "number" ? percent(accuracy) : "—", "number");
       cell(row, calibrationText(version.metrics));
       const action = cell(row, "");
       if (version.status === "loaded") {
@@ -694,7 +694,7 @@ function renderCard(view) {
       ["NLL", `${c.test.before.nll.toFixed(4)} → ${c.test.after.nll.toFixed(4)}`],
       ["Brier", `${c.test.before.brier.toFixed(4)} → ${c.test.after.brier.toFixed(4)}`]]
     : [];
-  facts($("card-metrics"), m.accuracy === undefined ? [["Metrics", "none recorded"]] : [
+  facts($("card-metrics"), typeof m.accuracy !== "number" ? [["Metrics", "none recorded"]] : [
     ["Accuracy", `${percent(m.accuracy)} of ${m.n_samples} test samples (${m.runtime})`],
     ["Macro F1", m.macro_avg ? m.macro_avg.f1.toFixed(4) : ""],
     ["Loss", m.loss !== undefined ? m.loss.toFixed(4) : ""],
@@ -723,7 +723,8 @@ function renderConfusion(classes, matrix) {
   for (const name of classes) {
     const th = document.createElement("th");
     th.scope = "col";
-    th.textContent = `predicted ${name}`;
+    th.textContent = name;
+    th.title = `predicted ${name}`;
     head.append(th);
   }
   const body = table.createTBody();
@@ -731,7 +732,8 @@ function renderConfusion(classes, matrix) {
     const row = body.insertRow();
     const th = document.createElement("th");
     th.scope = "row";
-    th.textContent = `true ${classes[i]}`;
+    th.textContent = classes[i];
+    th.title = `true ${classes[i]}`;
     row.append(th);
     counts.forEach((n, j) => cell(row, String(n), i === j ? "diagonal" : ""));
   });

@@ -81,7 +81,6 @@ def test_base64_strict_and_data_urls():
 # --- the formats Pillow may open -----------------------------------------------------------
 
 REFUSED = [
-    "AVIF",
     "BLP",
     "DDS",
     "DIB",
@@ -130,7 +129,7 @@ def test_formats_outside_the_allow_list_are_never_handed_to_their_plugin(fmt, mo
     with pytest.raises(InvalidImage) as refused:
         decode_image(data, 10_000, "upload")
     assert str(refused.value) == (
-        "upload is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF or WebP)"
+        "upload is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or HEIC)"
     )
     assert touched == []
 
@@ -154,7 +153,7 @@ def test_an_eps_upload_never_reaches_ghostscript(monkeypatch):
 
 
 def test_a_pdf_is_not_an_image():
-    with pytest.raises(InvalidImage, match=r"\(PNG, JPEG, GIF, BMP, TIFF or WebP\)"):
+    with pytest.raises(InvalidImage, match=r"\(PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or HEIC\)"):
         decode_image(_saved("PDF"), 10_000)
 
 

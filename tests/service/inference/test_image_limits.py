@@ -35,7 +35,7 @@ def calls(monkeypatch) -> dict[str, int]:
 
     monkeypatch.setattr(inputs, "decode_base64", counted("base64", inputs.decode_base64))
     monkeypatch.setattr(inputs, "open_image", counted("open", inputs.open_image))
-    monkeypatch.setattr(inputs, "image_array", counted("decode", inputs.image_array))
+    monkeypatch.setattr(inputs, "model_pixels", counted("decode", inputs.model_pixels))
     return counts
 
 

@@ -143,8 +143,8 @@ def test_the_request_pixel_budget_is_checked_from_headers_before_decoding(settin
     from tests.helpers import png_header_only
 
     decoded = []
-    real = inputs.image_array
-    monkeypatch.setattr(inputs, "image_array", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    real = inputs.model_pixels
+    monkeypatch.setattr(inputs, "model_pixels", lambda *a, **k: decoded.append(1) or real(*a, **k))
     client = _limited(settings, max_request_pixels=25_000_000)
     big = base64.b64encode(png_header_only(3000, 3000)).decode()  # 9,000,000 pixels each
     r = client.post("/predict?model=fashion-mnist", json={"images": [big] * 3})

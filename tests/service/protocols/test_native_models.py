@@ -1,6 +1,8 @@
 """GET /models*, /health/*, /openapi.json, /docs, and how failing models are reported."""
 
+import contextlib
 import json
+import logging
 import shutil
 
 import pytest
@@ -227,6 +229,62 @@ def test_not_ready_when_the_default_model_failed(scratch_repo):
     assert ready.status_code == 503
     assert ready.get_json()["status"] == "not_ready"
     assert "default model" in ready.get_json()["reason"]
+
+
+@contextlib.contextmanager
+def lifecycle_log(caplog):
+    """The lifecycle's records (the service's loggers do not propagate to caplog's)."""
+    logger = logging.getLogger("service.models.lifecycle")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="service.models.lifecycle"):
+            yield
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def test_without_the_configured_default_the_only_model_is_the_default(scratch_repo, caplog):
+    """The repository lacks fashion-mnist (the setting's default): with one model, that
+    model answers requests that name none, and the instance is ready."""
+    import shutil
+
+    shutil.rmtree(scratch_repo / "blobs")
+    settings = Settings.from_env({}, model_repository=scratch_repo)
+    assert settings.default_model == "fashion-mnist"
+    with lifecycle_log(caplog):
+        client = create_app(settings).test_client()
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert "'fashion-mnist' is not in the repository" in ready.get_json()["reason"]
+    said = {r.getMessage() for r in caplog.records if "default model" in r.getMessage()}
+    assert said == {
+        "default model: circles (the repository's only model; "
+        "'fashion-mnist' is not in the repository)"
+    }
+    body = client.post("/predict", json={"instance": [0.0, 0.9]}).get_json()
+    assert (body["model"]["name"], body["model"]["version"]) == ("circles", 1)
+    listing = client.get("/models").get_json()
+    assert listing["default_model"] == "circles"
+    assert [m["default"] for m in listing["models"]] == [True]
+
+
+def test_without_a_default_several_models_are_ready_and_requests_name_one(scratch_repo, caplog):
+    settings = Settings.from_env({}, model_repository=scratch_repo)
+    with lifecycle_log(caplog):
+        client = create_app(settings).test_client()
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200, ready.get_json()
+    assert ready.get_json()["models"] == {"blobs/1": "loaded", "circles/1": "loaded"}
+    assert any("no default model" in r.getMessage() for r in caplog.records)
+    r = client.post("/predict", json={"instance": [0.0, 0.9]})
+    assert r.status_code == 422
+    error = r.get_json()["error"]
+    assert "name a model" in error["message"]
+    assert "'fashion-mnist' is not in the repository" in error["message"]
+    assert error["details"]["available"] == ["blobs", "circles"]
+    assert client.get("/models").get_json()["default_model"] is None
+    ok = client.post("/predict?model=blobs", json={"instance": [5, -2]})
+    assert ok.status_code == 200
 
 
 def test_not_ready_without_a_repository(tmp_path):

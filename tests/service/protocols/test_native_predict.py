@@ -338,7 +338,7 @@ def test_no_model_named_and_no_default(settings):
 
     client = create_app(settings, default_model="").test_client()
     r = client.post("/predict", json={"instance": [0, 0]})
-    assert "no default model is configured" in _error(r, 422, "validation_error")
+    assert "SERVING_DEFAULT_MODEL is not set" in _error(r, 422, "validation_error")
     assert client.post("/predict?model=circles", json={"instance": [0, 0]}).status_code == 200
 
 

@@ -459,7 +459,10 @@ def test_bad_image_bytes(client, fashion):
     r = client.post("/v2/models/fashion-mnist/infer", data=body, headers=headers)
     assert (r.status_code, r.get_json()) == (
         400,
-        {"error": "image[0] is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF or WebP)"},
+        {
+            "error": "image[0] is not an image Pillow can read "
+            "(PNG, JPEG, GIF, BMP, TIFF, WebP, AVIF or HEIC)"
+        },
     )
     cut = bytes_tensor([image_bytes(fashion["images"][0])])[:-5]
     body, headers = _binary_request(
