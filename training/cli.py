@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         help="1 (grayscale) or 3 (RGB); default: 3 if any image has colour",
     )
     _add_picture_flags(images, "the images' background, for inverting uploads of the other kind")
+    _add_resize_flags(images, None)
     images.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
     _add_hyper_flags(images)
     _add_fit_flags(images)
@@ -144,6 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("models", nargs="*", help="model names (default: every built-in one)")
     cal.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     cal.add_argument("--data-dir", help="Fashion-MNIST IDX folder")
+
+    rs = sub.add_parser(
+        "resize",
+        help="re-publish an image model's version with a declared resize, as the next version",
+    )
+    rs.add_argument("model", help="the model's name in the repository")
+    rs.add_argument("--version", type=int, help="the version to re-publish (default: latest)")
+    rs.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    rs.add_argument(
+        "--resize", choices=["stretch", "pad", "crop"], help="aspect (default: as it was)"
+    )
+    _add_resize_flags(rs, "bilinear")
 
     sub.add_parser("datasets", help="list datasets and their default training config")
     _import_parser(sub)
@@ -178,6 +191,29 @@ def _add_picture_flags(p: argparse.ArgumentParser, background_help: str) -> None
         choices=["stretch", "pad", "crop"],
         default="stretch",
         help="how a picture of another aspect ratio is fitted",
+    )
+
+
+def _add_resize_flags(p: argparse.ArgumentParser, default: str | None) -> None:
+    """--interpolation and --antialias: the resize as tf.image.resize names it."""
+    from service.contract.resize import INTERPOLATIONS
+
+    p.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        default=default,
+        help="how pictures are resized, as tf.image.resize names it"
+        + (
+            f" (default {default}: what Keras' image_dataset_from_directory and load_img do)"
+            if default
+            else " (default: the area resize models trained here have always used)"
+        ),
+    )
+    p.add_argument(
+        "--antialias",
+        action="store_true",
+        help="tf.image.resize's antialias: the kernel widens when it shrinks (with "
+        "area, the fastest for photos: JPEGs are then decoded at a reduced size)",
     )
 
 
@@ -216,11 +252,11 @@ def _import_parser(sub) -> None:
     p.add_argument(
         "--scale",
         type=_fraction,
-        default=1 / 255,
-        help="multiplier on raw 0-255 pixels (default 1/255; 1 when the model "
-        "rescales inside, e.g. with a Rescaling layer)",
+        help="multiplier on raw 0-255 pixels applied by the service, for scaling done "
+        "outside the model (default: read from the model: raw pixels when it has its own "
+        "Rescaling/Normalization/preprocess_input, else 1/255)",
     )
-    p.add_argument("--offset", type=float, default=0.0, help="added after --scale")
+    p.add_argument("--offset", type=float, help="added after --scale (default 0)")
     p.add_argument("--mean", type=_floats, help="per-channel mean subtracted after scale/offset")
     p.add_argument("--std", type=_floats, help="per-channel std divided by after the mean")
     _add_picture_flags(
@@ -228,6 +264,7 @@ def _import_parser(sub) -> None:
         "what the model was trained on: light objects on dark (dark), dark "
         "on light (light), or whole scenes (none, never inverted)",
     )
+    _add_resize_flags(p, "bilinear")
     p.add_argument(
         "--sample",
         type=Path,

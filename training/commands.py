@@ -52,6 +52,8 @@ def own_data(args: argparse.Namespace, command: str) -> int:
         dataset = userdata.csv_dataset(path, args.target, args.features, args.test_fraction)
         config = _config(args, "csv")
     else:
+        if args.antialias and args.interpolation is None:
+            raise userdata.DataError("--antialias goes with --interpolation (e.g. bilinear)")
         channels = args.channels or userdata.colour_channels(path)
         spec = ImageSpec(
             args.size[0],
@@ -62,6 +64,8 @@ def own_data(args: argparse.Namespace, command: str) -> int:
             args.background,
             args.background != "none",
             resize=args.resize,
+            interpolation=args.interpolation,
+            antialias=args.antialias,
         )
         dataset = userdata.image_dataset(path, spec, args.test_fraction)
         config = _config(args, "images")
@@ -133,6 +137,8 @@ def import_command(args: argparse.Namespace, command: str) -> int:
         "std",
         "background",
         "resize",
+        "interpolation",
+        "antialias",
         "features",
         "sample",
         "target",
@@ -162,6 +168,49 @@ def calibrate(args: argparse.Namespace, command: str) -> int:
             f"{before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
             f"{after['nll']:.4f}"
         )
+    return 0
+
+
+def resize_command(args: argparse.Namespace, command: str) -> int:
+    """Re-publish a version of an image model with a declared resize, as the next version
+    (the same ONNX file): for models trained or imported before resizes were declared."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from service.contract import metadata as contract
+    from training import repository
+    from training.userdata import DataError
+
+    numbers = contract.versions(args.repository, args.model)
+    if not numbers:
+        raise DataError(f"{args.repository} has no model {args.model!r}")
+    number = args.version or numbers[-1]
+    if number not in numbers:
+        raise DataError(f"{args.model} has no version {number} (it has {numbers})")
+    source = Path(args.repository) / args.model / str(number)
+    meta = contract.read(source)
+    pre = meta["preprocessing"]
+    if pre["kind"] != "image" or pre.get("framing") == "object":
+        raise DataError(
+            f"{args.model} v{number} takes "
+            + ("feature vectors" if pre["kind"] != "image" else "photos framed to their object")
+            + ": it has no resize to declare"
+        )
+    with repository.staged_version(args.repository, args.model) as (staging, version):
+        shutil.copy2(source / contract.MODEL_FILE, staging / contract.MODEL_FILE)
+        if (source / "report").is_dir():
+            shutil.copytree(source / "report", staging / "report")
+        pre.update(interpolation=args.interpolation, antialias=args.antialias)
+        if args.resize:
+            pre["resize"] = args.resize
+        meta["version"] = version
+        meta["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        meta["description"] = (
+            f"{meta['description']}; v{number} re-published with the resize "
+            f"{args.interpolation}{' antialiased' if args.antialias else ''} ({command})"
+        )
+        contract.write(staging, meta)
+    _out(str(Path(args.repository) / args.model / str(version)))
     return 0
 
 
@@ -198,6 +247,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], int]] = {
     "evaluate": evaluate,
     "import": import_command,
     "calibrate": calibrate,
+    "resize": resize_command,
     "train-csv": own_data,
     "train-images": own_data,
     "lr-find": lr_find,

@@ -19,7 +19,7 @@ import numpy as np
 from service.contract import metadata as contract
 from service.contract.postprocessing import OutputSpec
 from service.contract.preprocessing import FeatureSpec, ImageSpec, Spec
-from training import export, heads, repository
+from training import export, heads, pixel_scale, repository
 from training.model_files import load_source
 from training.sources import Loaded, one_line
 
@@ -41,18 +41,20 @@ class ImportOptions:
     name: str | None = None
     classes: list[str] | None = None
     output: str | None = None  # "logits" / "probabilities"; required for .onnx files
-    scale: float = 1 / 255
-    offset: float = 0.0
+    scale: float | None = None  # None: from the model's own preprocessing (pixel_scale)
+    offset: float | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
     background: str = "none"
     resize: str = "stretch"
+    interpolation: str = "bilinear"  # as Keras' image loaders resize
+    antialias: bool = False
     features: list[str] | None = None
     sample: Path | None = None
     target: str | None = None
 
 
-def input_spec(shape: tuple, options: ImportOptions) -> Spec:
+def input_spec(shape: tuple, options: ImportOptions, loaded: Loaded | None = None) -> Spec:
     """Feature vectors for rank 2, images for rank 4 (NHWC when the last axis is 1 or 3)."""
     dims = list(shape[1:])
     if any(d is None or d <= 0 for d in dims):
@@ -83,6 +85,14 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
         raise ImportRefused("--mean and --std go together")
     if options.std is not None and min(options.std) <= 0:
         raise ImportRefused("--std values must be positive")
+    in_model = loaded.pixel_preprocessing(layout) if loaded is not None else None
+    try:
+        chosen = pixel_scale.decide(
+            in_model, options.scale, options.offset, options.mean is not None
+        )
+    except pixel_scale.ScaleRefused as exc:
+        raise ImportRefused(str(exc)) from None
+    log.info("%s", chosen.note)
     return ImageSpec(
         height,
         width,
@@ -91,11 +101,13 @@ def input_spec(shape: tuple, options: ImportOptions) -> Spec:
         layout,
         options.background,
         options.background != "none",
-        scale=options.scale,
-        offset=options.offset,
+        scale=chosen.scale,
+        offset=chosen.offset,
         mean=per_channel["mean"],
         std=per_channel["std"],
         resize=options.resize,
+        interpolation=options.interpolation,
+        antialias=options.antialias,
     )
 
 
@@ -106,14 +118,17 @@ def _feature_spec(n: int, options: ImportOptions) -> FeatureSpec:
     if len(names) != n:
         raise ImportRefused(f"--features names {len(names)} features; the model takes {n}")
     image_only = (
-        options.offset != 0
+        options.offset is not None
+        or options.scale is not None
         or options.background != "none"
-        or (options.resize != "stretch" or abs(options.scale - 1 / 255) > 1e-12)
+        or options.resize != "stretch"
+        or options.interpolation != "bilinear"
+        or options.antialias
     )
     if image_only:
         raise ImportRefused(
-            "--scale, --offset, --background and --resize are for image "
-            "models; this one takes feature vectors"
+            "--scale, --offset, --background, --resize, --interpolation and --antialias are "
+            "for image models; this one takes feature vectors"
         )
     if (options.mean is None) != (options.std is None):
         raise ImportRefused("--mean and --std go together")
@@ -145,7 +160,7 @@ def import_model(options: ImportOptions, command: str) -> Path:
 
     loaded = load_source(options.path, options.output)
     shape_in, width = loaded.input_shape, loaded.output_width
-    spec = input_spec(shape_in, options)
+    spec = input_spec(shape_in, options, loaded)
     task, classes = classes_for(width, options)
     if width == 1 and loaded.activation == "softmax":
         raise ImportRefused("a softmax over one output is always 1: not a classifier")
@@ -176,6 +191,8 @@ def import_model(options: ImportOptions, command: str) -> Path:
                 "probabilities, not logits (pass --output probabilities)"
             )
         parity = {**_parity(loaded, outputs, x, spec), "inputs": data.description}
+        if data.files is not None and isinstance(spec, ImageSpec):
+            parity["end_to_end"] = _end_to_end(loaded, spec, data, outputs)
         out_spec = OutputSpec(loaded.kind)
         meta = build_metadata(
             options, loaded, spec, (task, classes), parity, onnx_path, (name, version), command
@@ -188,6 +205,27 @@ def import_model(options: ImportOptions, command: str) -> Path:
     published = Path(options.repository) / name / str(version)
     log.info("published %s (%s)", published, loaded.describe())
     return published
+
+
+def _end_to_end(loaded: Loaded, spec: ImageSpec, data, outputs: np.ndarray) -> dict[str, Any]:
+    """Raw files through the service against raw files through Keras' loader (Keras models
+    with a declared resize; an ONNX file has no Keras to compare with)."""
+    from training import end_to_end
+
+    if not hasattr(loaded, "original") or spec.interpolation is None:
+        return {"files": 0, "note": "no Keras model to compare with (an ONNX file)"}
+    served = OutputSpec(loaded.kind).probabilities(outputs)
+    try:
+        record = end_to_end.check(loaded, spec, data.files, data.pixels, served)
+    except end_to_end.EndToEndMismatch as exc:
+        raise ImportRefused(str(exc)) from None
+    log.info(
+        "end to end on %d sample files: classes agree on %.1f%%, probabilities within %.3g",
+        record["files"],
+        100 * record.get("class_agreement", 1.0),
+        record.get("max_abs_prob_diff", 0.0),
+    )
+    return record
 
 
 def _parity(loaded: Loaded, outputs: np.ndarray, x: np.ndarray, spec: Spec) -> dict[str, Any]:

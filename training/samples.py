@@ -20,6 +20,7 @@ from service.contract.preprocessing import (
     Spec,
     features_to_tensor,
     pixels_to_tensor,
+    scale_pixels,
 )
 from training import calibration, userdata
 
@@ -30,11 +31,14 @@ GENERATED = 256
 
 @dataclass(frozen=True)
 class Data:
-    """The model tensor for the checks, labels when known, and what it was."""
+    """The model tensor for the checks, labels when known, and what it was; for an image
+    folder, its files and their pixels (for the end-to-end check)."""
 
     tensor: np.ndarray
     labels: np.ndarray | None
     description: str
+    files: list[Path] | None = None
+    pixels: np.ndarray | None = None
 
 
 def _to_tensor(raw: np.ndarray, spec: Spec) -> np.ndarray:
@@ -70,7 +74,14 @@ def for_parity(
             raise userdata.DataError("an image folder is a sample for image models only")
         subfolders = any(p.is_dir() for p in path.iterdir())
         folder = userdata.read_image_folder(path, spec, labelled=subfolders)
-        raw, labels = folder.pixels, folder.labels
+        indices = None if folder.labels is None else _label_indices(folder.labels, classes)
+        return Data(
+            scale_pixels(folder.pixels, spec),  # as served: a kernel's ringing kept
+            indices,
+            f"{len(folder.files)} image files from {path.name}",
+            folder.files,
+            folder.pixels,
+        )
     elif path.suffix == ".csv":
         names = list(spec.feature_names) if isinstance(spec, FeatureSpec) else None
         table = userdata.read_csv(path, target, names if names and _named(names) else None)

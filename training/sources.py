@@ -66,6 +66,10 @@ class Loaded(ABC):
         """The architecture block, where the layers are known."""
         return None
 
+    def pixel_preprocessing(self, layout: str):
+        """The model's own pixel preprocessing (``training.pixel_scale``), where readable."""
+        return None
+
 
 @contextmanager
 def quiet_tf2onnx() -> Iterator[None]:
@@ -154,6 +158,12 @@ class KerasSource(Loaded):
                 f"{node.op_type!r}, which tf2onnx cannot convert to ONNX"
             )
         onnx.checker.check_model(proto)
+
+    def pixel_preprocessing(self, layout: str):
+        """What the layers before the first learning one do to pixels, measured."""
+        from training.pixel_scale import measure
+
+        return measure(self.model, layout)
 
     def architecture(self) -> dict[str, Any]:
         """The layers as Keras lists them."""

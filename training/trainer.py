@@ -10,7 +10,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from service.contract.preprocessing import FeatureSpec, features_to_tensor, pixels_to_tensor
+from service.contract.preprocessing import (
+    FeatureSpec,
+    features_to_tensor,
+    pixels_to_tensor,
+    scale_pixels,
+)
 from training import architectures
 from training.config import TrainConfig
 from training.datasets import Dataset
@@ -22,6 +27,8 @@ def to_tensor(dataset: Dataset, x: np.ndarray) -> np.ndarray:
     """Raw dataset arrays -> network input, through the service's preprocessing."""
     if isinstance(dataset.spec, FeatureSpec):
         return features_to_tensor(x, dataset.spec)
+    if dataset.spec.interpolation is not None:  # decoded and resized here: kernels may ring
+        return scale_pixels(x, dataset.spec)
     return pixels_to_tensor(x, dataset.spec)
 
 

@@ -187,6 +187,11 @@ _UPRIGHT = {
 DRAFT_MARGIN = 8
 
 
+def upright(array: np.ndarray, how: int) -> np.ndarray:
+    """Pixels stored with EXIF orientation ``how``, turned upright (a view)."""
+    return _UPRIGHT[how](array) if how in _UPRIGHT else array
+
+
 def orientation(image: Image.Image) -> int:
     """The picture's EXIF orientation, 1 (as stored) when it has none or an invalid one."""
     try:
@@ -239,7 +244,7 @@ def keras_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
                 image = image.convert("RGB")
             image = image.convert(target)
         array = np.asarray(image)
-    return _UPRIGHT[turn](array) if turn != 1 else array
+    return upright(array, turn)
 
 
 def model_pixels(

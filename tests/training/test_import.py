@@ -114,8 +114,6 @@ def test_rgb_model_with_rescaling_inside(tmp_path):
     args = [
         "import",
         str(tmp_path / "rgb.keras"),
-        "--scale",
-        "1",
         "--classes",
         "cat,dog,bird",
         "--repository",
@@ -132,6 +130,88 @@ def test_rgb_model_with_rescaling_inside(tmp_path):
     )
     assert meta["classes"] == ["cat", "dog", "bird"]
     assert meta["source"]["final_activation"].startswith("softmax (layer")
+
+
+def _scaled_model(front) -> keras.Model:
+    """A small image classifier whose input goes through ``front`` (its own preprocessing)."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = front(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def _normalisation_on_raw_pixels():
+    layer = keras.layers.Normalization(axis=-1)
+    layer.adapt(np.random.default_rng(0).uniform(0, 255, (64, 16, 16, 3)).astype("float32"))
+    return layer
+
+
+FRONTS = {
+    "rescaling": (lambda: keras.layers.Rescaling(1 / 127.5, offset=-1), "rescaling"),
+    "normalization": (_normalisation_on_raw_pixels, "normalization"),
+    "preprocess_input": (lambda: keras.applications.mobilenet_v2.preprocess_input, "true_divide"),
+}
+
+
+@pytest.mark.parametrize("front", list(FRONTS))
+def test_a_model_that_scales_pixels_itself_is_sent_raw_pixels(tmp_path, front, caplog):
+    """Rescaling(1/127.5, offset=-1) inside, the default import: the service sends raw
+    0..255 pixels (scale 1), and the model sees what it was built for."""
+    make, layer = FRONTS[front]
+    _scaled_model(make()).save(tmp_path / "m.keras")
+    repo = tmp_path / "repo"
+    with caplog.at_level("INFO", logger="training.importer"):
+        assert main(["import", str(tmp_path / "m.keras"), "--repository", str(repo)]) == 0
+    pre = contract.read(repo / "m" / "1")["preprocessing"]
+    assert (pre["scale"], pre["offset"]) == (1.0, 0.0)
+    assert (pre["interpolation"], pre["antialias"]) == ("bilinear", False)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"pixel scale from the model: {layer}" in said  # its name, maybe with _N
+    # The contradiction: the same model with an outside 1/255 is refused, naming the layer.
+    caplog.clear()
+    args = ["import", str(tmp_path / "m.keras"), "--scale", "1/255", "--repository", str(repo)]
+    assert main(args) == 1
+    refusal = caplog.records[-1].getMessage()
+    assert f"layer '{layer}" in refusal
+    assert ("drop --scale" if front == "rescaling" else "pass --scale 1") in refusal
+    assert sorted(p.name for p in (repo / "m").iterdir()) == ["1"]  # nothing written
+
+
+def test_a_model_without_its_own_scaling_gets_1_over_255_and_says_so(tmp_path, caplog):
+    _scaled_model(lambda x: x).save(tmp_path / "plain.keras")
+    repo = tmp_path / "repo"
+    with caplog.at_level("INFO", logger="training.importer"):
+        assert main(["import", str(tmp_path / "plain.keras"), "--repository", str(repo)]) == 0
+    assert contract.read(repo / "plain" / "1")["preprocessing"]["scale"] == pytest.approx(1 / 255)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "pixel scale assumed (the model has no Rescaling or Normalization)" in said
+    assert "--scale 1 if the model was trained on raw pixels" in said
+
+
+def test_normalisation_adapted_on_unit_pixels_takes_1_over_255():
+    from training.pixel_scale import decide, measure
+
+    layer = keras.layers.Normalization(axis=-1)
+    layer.adapt(np.random.default_rng(0).uniform(0, 1, (64, 16, 16, 3)).astype("float32"))
+    measured = measure(_scaled_model(layer), "nhwc")
+    assert measured.kinds == ("Normalization",)
+    assert decide(measured, None, None, False).scale == pytest.approx(1 / 255)
+    low, high = measured.reach(1 / 255, 0.0)
+    assert -2.0 < low.min() < -1.5
+    assert 1.5 < high.max() < 2.0
+
+
+def test_keras_applications_preprocessing_layers_are_read():
+    from training.pixel_scale import decide, measure
+
+    base = keras.applications.EfficientNetV2B0(
+        include_top=False, weights=None, input_shape=(32, 32, 3), include_preprocessing=True
+    )
+    measured = measure(base, "nhwc")
+    assert measured.kinds[:2] == ("Rescaling", "Normalization")
+    assert decide(measured, None, None, False).scale == 1.0
 
 
 def test_onnx_from_elsewhere_loses_its_softmax_node(tmp_path, features_x):
@@ -507,3 +587,33 @@ def test_an_input_named_like_v2s_image_input_is_renamed(tmp_path, features_x):
     np.testing.assert_allclose(
         served_probabilities(repo / "img" / "1", features_x), expected, atol=1e-5
     )
+
+
+def test_a_version_is_re_published_with_a_declared_resize(tmp_path, capsys):
+    """``python -m training resize``: the same ONNX file, the resize declared, the next
+    version; a model framed to its object (Fashion-MNIST's) has no resize to declare."""
+    import shutil
+
+    from tests.helpers import MODELS
+
+    rgb_model().save(tmp_path / "rgb.keras")
+    repo = tmp_path / "repo"
+    assert main(["import", str(tmp_path / "rgb.keras"), "--repository", str(repo)]) == 0
+    capsys.readouterr()
+    args = ["resize", "rgb", "--interpolation", "area", "--antialias", "--resize", "crop"]
+    assert main([*args, "--repository", str(repo)]) == 0
+    assert capsys.readouterr().out.strip().endswith("rgb/2")
+    old_meta = contract.read(repo / "rgb" / "1")
+    meta = contract.read(repo / "rgb" / "2")
+    assert meta["export"]["onnx_sha256"] == old_meta["export"]["onnx_sha256"]
+    assert meta["preprocessing"] == {
+        **old_meta["preprocessing"],
+        "interpolation": "area",
+        "antialias": True,
+        "resize": "crop",
+    }
+    assert "v1 re-published with the resize area antialiased" in meta["description"]
+    shutil.copytree(MODELS / "fashion-mnist", repo / "fashion-mnist")
+    assert main(["resize", "fashion-mnist", "--repository", str(repo)]) == 1
+    assert main(["resize", "nothing", "--repository", str(repo)]) == 1
+    assert contract.versions(repo, "fashion-mnist") == [1, 2]

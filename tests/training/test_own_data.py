@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from service.contract import metadata as contract
+from service.contract.images import model_pixels, open_image
 from service.contract.postprocessing import OutputSpec
 from service.contract.preprocessing import features_to_tensor, spec_from_dict
 from service.models.predictor import OnnxPredictor
@@ -75,7 +76,8 @@ def _draw(shape: str, rng, size=20) -> np.ndarray:
     return image
 
 
-def test_train_images_from_class_folders(tmp_path):
+@pytest.mark.parametrize("declared", [[], ["--interpolation", "lanczos3", "--antialias"]])
+def test_train_images_from_class_folders(tmp_path, declared):
     rng = np.random.default_rng(1)
     folder = tmp_path / "shapes"
     for shape in ("disc", "bar"):
@@ -101,11 +103,24 @@ def test_train_images_from_class_folders(tmp_path):
         "--quiet",
         "--repository",
         str(repo),
+        *declared,
     ]
     assert main(args) == 0
     meta = contract.read(repo / "shapes" / "1")
     pre = meta["preprocessing"]
     assert (pre["height"], pre["width"], pre["channels"], pre["layout"]) == (16, 16, 3, "nhwc")
+    if declared:  # the declared resize is in the contract, and training read through it
+        assert (pre["interpolation"], pre["antialias"]) == ("lanczos3", True)
+        from service.contract.preprocessing import spec_from_dict
+        from training.userdata import read_image_folder
+
+        spec = spec_from_dict(pre)
+        read = read_image_folder(folder, spec).pixels
+        one = folder / "bar" / "0.png"
+        served = model_pixels(open_image(one.read_bytes(), 10**6), spec, 10**6)
+        assert np.array_equal(read[sorted(folder.rglob("*.png")).index(one)], served)
+    else:
+        assert "interpolation" not in pre
     assert meta["classes"] == ["bar", "disc"]
     assert meta["training"]["config"]["augment_shift"] == 2
     assert meta["metrics"]["test"]["n_samples"] == 24
