@@ -11,10 +11,15 @@ poller, so a client that reads slowly holds only its own connection.
 
 What every client can cost is capped: a request must arrive within
 ``SERVING_READ_TIMEOUT_S`` (408) and its answer be read within ``SERVING_WRITE_TIMEOUT_S``
-(the connection is closed); the bytes being received by one worker are capped, and past the
-cap the largest incomplete uploads are refused first (503), so small requests always get in.
+(the connection is closed); the bytes the connections hold are counted (each connection's
+in one place, uncounted once when it closes) and capped, and past the cap the largest
+incomplete uploads are refused first (503), so small requests always get in. A connection is
+not read while whole requests of its own wait (pipelining: a few are parsed ahead, the rest
+waits in the kernel), and connections with requests waiting take turns, one request each.
+Whole requests are answered before whatever follows them: a refusal, a half-close.
 Refusals from here are JSON with a request id, counted in the metrics, and close the
-connection.
+connection. An answer HTTP/1.1 cannot carry (a control character in a header, a status that
+is not a final one) is a 500, never a crash.
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ from service.http.access import new_request_id
 from service.http.parser import Message, Refused, RequestReader
 from service.settings import Settings
 
-BUFFERED_PER_WORKER = 128 * 1024 * 1024  # bytes of incomplete requests: past it, refuse
+BUFFERED_PER_WORKER = 128 * 1024 * 1024  # bytes the connections hold: past it, refuse
 BUFFER_HEADROOM = 0.75  # refusing the largest uploads stops once below this share of it
 LINGER_S = 2.0  # how long a closing connection may keep sending before it is cut
 READ_SIZE = 1 << 16
 ACCEPT_BATCH = 64  # connections accepted a turn, at most (4 or 16: a worse tail at c=256)
+ACCEPT_BACKOFF_S = 0.5  # accept() out of descriptors or memory: how long to stop accepting
+GRACE_SHARE = 0.9  # a graceful stop ends within this share of graceful_timeout (then SIGKILL)
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -62,14 +70,19 @@ def json_error(status: int, reason: str, message: str) -> bytes:
 
 
 class Conn:
-    """One client connection and where it stands: reading, answering, sending, closing."""
+    """One client connection and where it stands: reading, waiting its turn, answering,
+    sending, closing."""
 
     __slots__ = (
         "client",
         "continued",
         "deadline",
+        "events",
+        "held",
         "outgoing",
+        "queued",
         "reader",
+        "refusal",
         "server",
         "sock",
         "state",
@@ -79,11 +92,15 @@ class Conn:
     def __init__(self, sock: socket.socket, client: Any, server: Any, max_body: int) -> None:
         self.sock, self.client, self.server = sock, client, server
         self.reader = RequestReader(max_body)
-        self.state = "reading"  # reading | answering | sending | lingering
+        self.state = "reading"  # reading | waiting | answering | sending | lingering
         self.deadline = 0.0
         self.outgoing = memoryview(b"")
         self.then_close = False
         self.continued = False
+        self.events = 0  # what the poller watches for: 0, READ or WRITE
+        self.held = 0  # the bytes of the reader's counted in the worker's budget
+        self.queued = False  # in the worker's pipelined queue
+        self.refusal: tuple[int, str, str] | None = None  # sent once the whole ones are
 
 
 class ServingWorker(Worker):
@@ -97,12 +114,13 @@ class ServingWorker(Worker):
         self.keepalive = float(self.cfg.keepalive)
         self.threads = self.cfg.threads
         self.conns: dict[int, Conn] = {}
-        self.buffered = 0  # bytes of requests still arriving, over every connection
+        self.buffered = 0  # bytes the connections hold (the sum of their Conn.held)
         self.poller = selectors.DefaultSelector()
         self.pool: ThreadPoolExecutor | None = None
         self.answered: deque[tuple[Conn, Message, Future]] = deque()
-        self.pipelined: deque[Conn] = deque()  # connections with a whole request waiting
+        self.pipelined: deque[Conn] = deque()  # connections with whole requests waiting
         self.accepting = False
+        self.accept_after = 0.0  # accept() failed for want of descriptors: not before then
         if self.threads == 1 and settings.batching:
             self.log.warning(
                 "SERVING_BATCHING is on but SERVING_THREADS is 1: a worker answers "
@@ -120,14 +138,21 @@ class ServingWorker(Worker):
     def run(self) -> None:
         if self.threads > 1:
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="request")
-        self.poller.register(self.PIPE[0], selectors.EVENT_READ, self._wake)
+        self.poller.register(self.PIPE[0], READ, self._wake)
         for listener in self.sockets:
             listener.setblocking(False)
         self._accept_enabled(True)
         while self.alive:
             self.notify()
-            self._accept_enabled(len(self.conns) < self.cfg.worker_connections)
-            self._turn(1.0)
+            timeout = 1.0
+            if self.accept_after:
+                timeout = min(max(self.accept_after - time.monotonic(), 0.0), timeout)
+                if not timeout:
+                    self.accept_after = 0.0
+            self._accept_enabled(
+                not self.accept_after and len(self.conns) < self.cfg.worker_connections
+            )
+            self._turn(timeout)
             if self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
                 break
@@ -149,28 +174,32 @@ class ServingWorker(Worker):
             self._finish(*self.answered.popleft())
         for _ in range(len(self.pipelined)):  # one request each a turn: fair, no recursion
             conn = self.pipelined.popleft()
-            if conn.state == "reading" and conn.reader.done and conn.sock.fileno() in self.conns:
-                self._next(conn)
+            conn.queued = False
+            if conn.state == "waiting" and self.conns.get(conn.sock.fileno()) is conn:
+                self._resume(conn)
         self._expire(time.monotonic())
 
     def _stop(self) -> None:
-        """Graceful: no new connections; idle ones close; in-flight ones are answered."""
+        """Graceful: the listeners close (new clients are refused, and go elsewhere); what
+        has arrived is answered; idle connections close; all within GRACE_SHARE of
+        graceful_timeout, so that the arbiter never has to kill the worker."""
         self._accept_enabled(False)
-        deadline = time.monotonic() + self.cfg.graceful_timeout
+        for listener in self.sockets:
+            with contextlib.suppress(OSError):
+                listener.close()
+        deadline = time.monotonic() + GRACE_SHARE * self.cfg.graceful_timeout
         while self.conns and time.monotonic() < deadline:
             for conn in list(self.conns.values()):
-                if conn.state == "reading" and not conn.reader.started:
-                    self._close(conn)  # idle: nothing to lose
+                if conn.state == "reading" and not conn.reader.started and not _waiting(conn):
+                    self._close(conn)  # idle, nothing sent: nothing to lose
             if self.conns:
                 self.notify()
-                self._turn(0.2)
+                self._turn(0.1)
         for conn in list(self.conns.values()):
             self._close(conn)
         if self.pool is not None:
             self.pool.shutdown(wait=False)
         self.poller.close()
-        for listener in self.sockets:
-            listener.close()
 
     def _wake(self, fileobj, mask) -> None:
         with contextlib.suppress(OSError):
@@ -181,7 +210,7 @@ class ServingWorker(Worker):
             return
         for listener in self.sockets:
             if enabled:
-                self.poller.register(listener, selectors.EVENT_READ, self._accept)
+                self.poller.register(listener, READ, self._accept)
             else:
                 self.poller.unregister(listener)
         self.accepting = enabled
@@ -198,17 +227,42 @@ class ServingWorker(Worker):
         try:
             sock, client = listener.accept()
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK, errno.EINTR):
                 return False  # none left (another worker took it, or the client gave up)
-            raise
+            # Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or worse: the
+            # connections open go on being served; accepting resumes in a moment.
+            self.log.error("accepting a connection failed (%s): pausing accept", exc)
+            self.accept_after = time.monotonic() + ACCEPT_BACKOFF_S
+            self._accept_enabled(False)
+            return False
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Conn(sock, client, listener.getsockname(), self.max_body)
         self.conns[sock.fileno()] = conn
         self._await_request(conn, self.read_timeout)
-        self.poller.register(sock, selectors.EVENT_READ, self._readable)
         return True
+
+    def _watch(self, conn: Conn, events: int) -> None:
+        """What the poller watches the connection for (nothing while it waits its turn or
+        is answered in a thread: it is not read then)."""
+        if events == conn.events:
+            return
+        handler = self._readable if events == READ else self._writable
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            if not conn.events:
+                self.poller.register(conn.sock, events, handler)
+            elif not events:
+                self.poller.unregister(conn.sock)
+            else:
+                self.poller.modify(conn.sock, events, handler)
+        conn.events = events
+
+    def _account(self, conn: Conn) -> None:
+        """The one place the budget changes: by what the connection holds now."""
+        held = conn.reader.held
+        self.buffered += held - conn.held
+        conn.held = held
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -216,6 +270,13 @@ class ServingWorker(Worker):
         conn.state = "reading"
         conn.continued = False
         conn.deadline = time.monotonic() + max(idle, 0.0)
+        self._watch(conn, READ)
+        self._continue(conn)
+
+    def _continue(self, conn: Conn) -> None:
+        if conn.reader.continue_wanted and not conn.continued:
+            conn.continued = True
+            self._send_now(conn, _CONTINUE)
 
     def _readable(self, sock, mask) -> None:
         conn = self.conns.get(sock.fileno())
@@ -224,66 +285,94 @@ class ServingWorker(Worker):
         if conn.state == "lingering":
             self._drain(conn)
             return
+        if conn.state != "reading":
+            return
         try:
             data = sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        if not data:  # the client went away (or half-closed: nothing more will come)
-            self._close(conn)
+        if not data:  # the client went away, or half-closed: what it sent is answered
+            self._close(conn)  # (nothing is queued while a connection is read)
             return
         reader = conn.reader
         fresh = not reader.started
-        before = reader.buffered
-        try:
-            reader.feed(data)
-        except Refused as refusal:
-            self.buffered -= before
-            self._refuse(conn, refusal.status, refusal.reason, refusal.message)
-            return
-        except Exception:  # a bug here must cost this request, never the worker
-            self.log.exception("reading a request failed")
-            self.buffered -= before
-            self._refuse(conn, 400, "Bad Request", "the request could not be read")
-            return
-        self.buffered += reader.buffered - before
-        if fresh and reader.started:  # its first byte: the whole request is due by then
-            conn.deadline = time.monotonic() + self.read_timeout
-        if reader.done:
+        self._parse(conn, reader.feed, data)
+        if reader.done or reader.pending:
             self._next(conn)
             return
-        if reader.continue_wanted and not conn.continued:
-            conn.continued = True
-            self._send_now(conn, _CONTINUE)
+        if conn.refusal:
+            self._refuse(conn, *conn.refusal)
+            return
+        if reader.closed:  # after a request that closed the connection: nothing to answer
+            self._close(conn)
+            return
+        if fresh and reader.started:  # its first byte: the whole request is due by then
+            conn.deadline = time.monotonic() + self.read_timeout
+        self._continue(conn)
         if self.buffered > BUFFERED_PER_WORKER:
             self._shed()
+
+    def _parse(self, conn: Conn, parse, *data: bytes) -> None:
+        """Feed (or resume) the reader; a refusal waits for the whole requests before it."""
+        try:
+            parse(*data)
+        except Refused as refusal:
+            conn.refusal = (refusal.status, refusal.reason, refusal.message)
+        except Exception:  # a bug here must cost this request, never the worker
+            self.log.exception("reading a request failed")
+            conn.reader.close(keep_done=True)
+            conn.refusal = (400, "Bad Request", "the request could not be read")
+        self._account(conn)
 
     def _shed(self) -> None:
         """Too much arriving at once: refuse the largest incomplete uploads until the total
         is back under the headroom mark; small requests are never the ones refused."""
         receiving = sorted(
-            (c for c in self.conns.values() if c.state == "reading" and c.reader.buffered),
-            key=lambda c: c.reader.buffered,
+            (c for c in self.conns.values() if c.state == "reading" and c.held),
+            key=lambda c: c.held,
             reverse=True,
         )
         for conn in receiving:
             if self.buffered <= BUFFERED_PER_WORKER * BUFFER_HEADROOM:
                 break
-            self.buffered -= conn.reader.buffered
             self._refuse(
                 conn, 503, "Service Unavailable", "the server is receiving too much at once; retry"
             )
 
     # --- answering ----------------------------------------------------------------------------
 
+    def _resume(self, conn: Conn) -> None:
+        """The connection's turn: its next whole request, or a refusal, or reading again."""
+        reader = conn.reader
+        if not reader.done and reader.pending:
+            self._parse(conn, reader.resume)
+        if reader.done:
+            self._next(conn)
+        elif conn.refusal:
+            self._refuse(conn, *conn.refusal)
+        elif reader.closed:
+            self._close(conn)
+        else:
+            self._await_request(conn, self.read_timeout if reader.started else self.keepalive)
+
     def _next(self, conn: Conn) -> None:
-        """Answer the connection's next whole request (pipelined ones wait their turn: the
-        connection is not read while one is being answered)."""
-        message = conn.reader.done.popleft()
+        """Answer the connection's next whole request (it is not read meanwhile: what else
+        arrived waits in the kernel, or unparsed, or as at most a few whole requests)."""
+        if not conn.reader.done:  # what is pending parses in the connection's next turn
+            self._wait(conn)
+            return
+        message = conn.reader.pop()
+        self._account(conn)
         conn.state = "answering"
         self.nr += 1
-        env = wsgi.environ(message, conn.server, conn.client, self.pool is not None)
+        try:
+            env = wsgi.environ(message, conn.server, conn.client, self.pool is not None)
+        except Exception:
+            self.log.exception("the request could not be handed to the application")
+            self._refuse(conn, 400, "Bad Request", "the request could not be read")
+            return
         if self.pool is None:
             done: Future = Future()
             try:
@@ -292,7 +381,7 @@ class ServingWorker(Worker):
                 done.set_exception(exc)
             self._finish(conn, message, done)
             return
-        self.poller.unregister(conn.sock)
+        self._watch(conn, 0)
         future = self.pool.submit(wsgi.call, self.wsgi, env)
         future.add_done_callback(lambda f: self._answered(conn, message, f))
 
@@ -303,22 +392,39 @@ class ServingWorker(Worker):
             os.write(self.PIPE[1], b".")
 
     def _finish(self, conn: Conn, message: Message, future: Future) -> None:
-        if conn.sock.fileno() not in self.conns:
+        if self.conns.get(conn.sock.fileno()) is not conn:
             return
-        if self.pool is not None:
-            self.poller.register(conn.sock, selectors.EVENT_READ, self._readable)
         try:
             answer = future.result()
         except Exception:
             self.log.exception("the application failed outside its own error handling")
             self._refuse(conn, 500, "Internal Server Error", "internal error")
             return
-        keep_alive = (
-            message.keep_alive and not message.upgrade and self.alive and self.keepalive > 0
+        reader = conn.reader
+        keep_alive = (  # stopping: kept only for the requests that have already arrived
+            message.keep_alive
+            and not message.upgrade
+            and self.keepalive > 0
+            and (self.alive or bool(reader.done or reader.pending))
         )
-        data = wsgi.response_bytes(answer, message, keep_alive)
+        try:
+            data = wsgi.response_bytes(answer, message, keep_alive)
+        except Exception as exc:  # the app's status or headers cannot go on the wire
+            self.log.error("the application's answer cannot be sent: %s", exc)
+            self._refuse(conn, 500, "Internal Server Error", "internal error")
+            return
         conn.then_close = answer.close
         self._send(conn, data)
+
+    def _wait(self, conn: Conn) -> None:
+        """Whole requests (or unparsed bytes) wait: the connection's turn comes once a
+        turn, among the others', and it is not read until they are answered."""
+        conn.state = "waiting"
+        conn.deadline = float("inf")
+        self._watch(conn, 0)
+        if not conn.queued:
+            conn.queued = True
+            self.pipelined.append(conn)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -334,7 +440,7 @@ class ServingWorker(Worker):
             conn.outgoing = memoryview(data)[sent:]
             conn.state = "sending"
             conn.deadline = time.monotonic() + self.write_timeout
-            self.poller.modify(conn.sock, selectors.EVENT_WRITE, self._writable)
+            self._watch(conn, WRITE)
             return
         self._sent(conn)
 
@@ -351,7 +457,6 @@ class ServingWorker(Worker):
             return
         conn.outgoing = conn.outgoing[sent:]
         if not conn.outgoing:
-            self.poller.modify(sock, selectors.EVENT_READ, self._readable)
             self._sent(conn)
 
     def _sent(self, conn: Conn) -> None:
@@ -359,9 +464,13 @@ class ServingWorker(Worker):
         if conn.then_close:
             self._linger(conn)
             return
-        self._await_request(conn, self.keepalive)
-        if conn.reader.done:  # a pipelined request arrived with the last one
-            self.pipelined.append(conn)
+        reader = conn.reader
+        if reader.done or reader.pending or conn.refusal:
+            self._wait(conn)  # pipelined requests (or a refusal) arrived with the last one
+        elif reader.closed:
+            self._linger(conn)
+        else:
+            self._await_request(conn, self.read_timeout if reader.started else self.keepalive)
 
     def _send_now(self, conn: Conn, data: bytes) -> None:
         """Best effort, small, from the main loop: never blocks, never raises."""
@@ -372,22 +481,25 @@ class ServingWorker(Worker):
 
     def _refuse(self, conn: Conn, status: int, reason: str, message: str) -> None:
         """Answer from the main loop and close (the client may still be sending)."""
-        conn.reader.done.clear()
-        self._send_now(conn, json_error(status, reason, message))
-        self._linger(conn)
+        conn.refusal = None
+        conn.reader.close()
+        self._account(conn)
+        conn.then_close = True
+        self._send(conn, json_error(status, reason, message))
 
     def _linger(self, conn: Conn) -> None:
         """Close after the client stops sending (or LINGER_S), without blocking anyone:
         closing with unread data would reset the connection and lose the answer."""
+        conn.reader.close()
+        self._account(conn)
+        conn.state = "lingering"
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
             return
-        conn.state = "lingering"
         conn.deadline = time.monotonic() + LINGER_S
-        with contextlib.suppress(KeyError, ValueError):
-            self.poller.modify(conn.sock, selectors.EVENT_READ, self._readable)
+        self._watch(conn, READ)
 
     def _drain(self, conn: Conn) -> None:
         try:
@@ -400,13 +512,13 @@ class ServingWorker(Worker):
         self._close(conn)
 
     def _close(self, conn: Conn) -> None:
-        fd = conn.sock.fileno()
-        if self.conns.pop(fd, None) is None:
+        if self.conns.get(conn.sock.fileno()) is not conn:
             return
-        if conn.state == "reading":
-            self.buffered -= conn.reader.buffered
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self.poller.unregister(conn.sock)
+        del self.conns[conn.sock.fileno()]
+        self.buffered -= conn.held
+        conn.held = 0
+        conn.reader.close()
+        self._watch(conn, 0)
         with contextlib.suppress(OSError):
             conn.sock.close()
 
@@ -415,12 +527,21 @@ class ServingWorker(Worker):
         connections are closed."""
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
             if conn.state == "reading" and conn.reader.started:
-                self.buffered -= conn.reader.buffered
                 self._refuse(
                     conn,
                     408,
                     "Request Timeout",
                     f"the request did not arrive within {self.read_timeout:g} s",
                 )
-            elif conn.state != "answering":
+            elif conn.state in ("reading", "sending", "lingering"):
                 self._close(conn)
+
+
+def _waiting(conn: Conn) -> bool:
+    """Whether the client has sent something the worker has not read yet (or closed)."""
+    try:
+        return bool(conn.sock.recv(1, socket.MSG_PEEK))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False

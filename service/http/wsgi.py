@@ -47,9 +47,16 @@ def environ(
     message: Message, server: tuple[str, int], client: tuple[str, int] | Any, threaded: bool
 ) -> dict[str, Any]:
     """The WSGI environ of one request."""
-    path, _, query = message.target.partition(b"?")
-    if path.startswith(b"http://") or path.startswith(b"https://"):  # absolute-form
-        path = b"/" + path.split(b"/", 3)[3] if path.count(b"/") >= 3 else b"/"
+    target = message.target
+    if b"#" in target:  # a fragment is the client's own business (RFC 9110 section 4.2.4)
+        target = target.partition(b"#")[0]
+    path, _, query = target.partition(b"?")
+    authority = b""
+    if path[:1] != b"/":  # absolute-form (the scheme in any case), "*", or CONNECT's
+        scheme, sep, rest = path.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            authority, _, path = rest.partition(b"/")
+            path = b"/" + path
     env: dict[str, Any] = {
         "REQUEST_METHOD": message.method,
         "SCRIPT_NAME": "",
@@ -83,6 +90,8 @@ def environ(
             continue
         key = "HTTP_" + name.replace("-", "_")
         env[key] = f"{env[key]},{value}" if key in env else value
+    if authority:  # the target's authority, not the Host field (RFC 9112 section 3.2.2)
+        env["HTTP_HOST"] = authority.decode("latin-1")
     if "CONTENT_LENGTH" not in env and message.body:  # chunked: the length it came to
         env["CONTENT_LENGTH"] = str(len(message.body))
     return env
@@ -125,14 +134,22 @@ def _no_write(data: bytes) -> None:
 
 
 def response_bytes(answer: Answer, message: Message, keep_alive: bool) -> bytes:
-    """The whole response: status line, headers, framing, body (none for HEAD)."""
-    status_code = int(answer.status[:3])
+    """The whole response: status line, headers, framing, body (none for HEAD).
+
+    ValueError (or TypeError, UnicodeEncodeError) for what HTTP/1.1 cannot carry: a status
+    that is not ``ddd reason`` of 200 to 599, a header name that is not a token, a control
+    character (CR, LF, NUL, ...) in a value, text beyond latin-1: never on the wire."""
+    status_code = _STATUSES.get(answer.status) or _status_code(answer.status)
     lines = [b"HTTP/1.1 ", answer.status.encode("latin-1"), b"\r\n"]
     length: str | None = None
     for name, value in answer.headers:
+        if name not in _NAMES:
+            _check_name(name)
+        if not value.isprintable() and _controls(value):
+            raise ValueError(f"the response header {name!r} has a control character")
         lower = name.lower()
         if lower == "content-length":
-            length = value
+            length = value.strip()
             continue
         if lower == "connection" and value.strip().lower() == "close":
             keep_alive = False
@@ -140,10 +157,13 @@ def response_bytes(answer: Answer, message: Message, keep_alive: bool) -> bytes:
             continue
         lines += [name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n"]
     head_request = message.method == "HEAD"
-    if status_code >= 200 and status_code not in _NO_BODY:
-        if length is None or not head_request:
+    if status_code not in _NO_BODY:
+        if not head_request:
             length = str(len(answer.body))
-        lines += [b"Content-Length: ", length.encode("ascii"), b"\r\n"]
+        elif length is not None and not (length.isascii() and length.isdigit()):
+            length = None  # HEAD: the app's length, when it said one that is a length
+        if length is not None:
+            lines += [b"Content-Length: ", length.encode("ascii"), b"\r\n"]
     lines += [b"Date: ", _DATE.now(), b"\r\n"]
     if not keep_alive:
         lines.append(b"Connection: close\r\n")
@@ -154,3 +174,37 @@ def response_bytes(answer: Answer, message: Message, keep_alive: bool) -> bytes:
         lines.append(answer.body)
     answer.close = not keep_alive
     return b"".join(lines)
+
+
+# Names and statuses already checked: an app sends the same few, a check each is once.
+_NAMES: set[str] = set()
+_STATUSES: dict[str, int] = {}
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_KNOWN = 1024  # at most this many of each remembered
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or not _TCHAR.issuperset(name):
+        raise ValueError(f"the response header name {name!r} is not a token")
+    if len(_NAMES) < _KNOWN:
+        _NAMES.add(name)
+
+
+def _controls(text: str) -> bool:
+    """Whether the text has a control character a field may not carry (HTAB it may)."""
+    return any((c < " " and c != "\t") or c == "\x7f" for c in text)
+
+
+def _status_code(status: str) -> int:
+    code = status[:3] if isinstance(status, str) else ""
+    if not (
+        code.isascii()
+        and code.isdigit()
+        and status[3:4] in ("", " ")
+        and not _controls(status)
+        and 200 <= int(code) <= 599  # 1xx: the server never switches protocols
+    ):
+        raise ValueError(f"the response status {status!r} is not a final HTTP/1.1 status")
+    if len(_STATUSES) < _KNOWN:
+        _STATUSES[status] = int(code)
+    return int(code)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, suppress
+from datetime import datetime
 
 import httptools
 import pytest
@@ -389,3 +390,121 @@ def _fashion_repo(tmp_path):
     repo.mkdir()
     publish(repo, "fashion", 1, source="fashion-mnist")
     return repo
+
+
+# --- the second review: pipelining, half-closes, upgrades, graceful stops, descriptors -----------
+
+LIVE = b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def test_pipelined_requests_then_a_half_close_are_all_answered(target):
+    responses = exchange(target.url, LIVE * 5)  # (exchange half-closes after sending)
+    assert responses.statuses == [200] * 5
+    assert all(json.loads(body) == {"status": "alive"} for body in responses.bodies)
+
+
+def test_whole_requests_are_answered_before_the_garbage_after_them(target):
+    assert exchange(target.url, LIVE * 2 + b"BLAH\r\n\r\n").statuses == [200, 200, 400]
+    closing = b"GET /health/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    assert exchange(target.url, closing + LIVE).statuses == [200]  # the rest is not read
+    assert exchange(target.url, b"GET /health/live HTTP/1.0\r\n\r\n" + LIVE).statuses == [200]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: %d\r\n\r\n%s" % (len(POINT), POINT),
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(POINT), POINT),
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_post_asking_for_h2c_is_served_over_http_1_1_with_its_body(target, framing):
+    """What `curl --http2` sends on http://: the upgrade is ignored, the body read."""
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n" + framing
+    )
+    responses = exchange(target.url, request)
+    assert responses.statuses == [200]
+    assert json.loads(responses.bodies[0])["predictions"][0]["label"]
+
+
+def test_a_graceful_stop_answers_what_arrived_refuses_new_clients_and_beats_the_kill(tmp_path):
+    repo, workdir = tmp_path / "repo", tmp_path / "server"
+    repo.mkdir()
+    workdir.mkdir()
+    publish(repo, "circles", 1)
+    with running_server(
+        workdir,
+        model_repository=str(repo),
+        default_model="circles",
+        workers="1",
+        graceful_timeout="3",
+        read_timeout_s="30",
+    ) as server:
+        kept_alive = socket.create_connection(address(server.url), timeout=10)
+        kept_alive.sendall(LIVE)
+        assert kept_alive.recv(65536).startswith(b"HTTP/1.1 200 ")
+        stalled = socket.create_connection(address(server.url), timeout=10)
+        stalled.sendall(HEAD + b"Content-Length: 100\r\n\r\n{")  # never finished
+        time.sleep(0.3)
+        started = time.monotonic()
+        kept_alive.sendall(LIVE * 2)  # arrives as the stop begins
+        server.process.terminate()
+        answer = b""
+        while chunk := kept_alive.recv(65536):
+            answer += chunk
+        assert _Responses(answer).statuses == [200, 200]
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address(server.url), timeout=2)
+        assert server.process.wait(timeout=10) == 0
+        # The stalled upload held the worker until 90% of graceful_timeout, then it left on
+        # its own: the arbiter never had to kill it, so worker_exit ran.
+        assert time.monotonic() - started < 3.0 + 2.0  # (and the master's own exit)
+        times = {
+            line["message"].split(" (")[0]: datetime.fromisoformat(line["time"])
+            for line in server.log_lines()
+        }
+        took = (times["Worker exiting"] - times["Handling signal: term"]).total_seconds()
+        assert 2.0 < took < 3.0
+        assert "SIGKILL" not in server.log_path.read_text()
+        kept_alive.close()
+        stalled.close()
+
+
+def test_running_out_of_descriptors_pauses_accepting_and_keeps_the_worker(tmp_path):
+    import resource
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    repo, workdir = tmp_path / "repo", tmp_path / "server"
+    repo.mkdir()
+    workdir.mkdir()
+    publish(repo, "circles", 1)
+    with running_server(
+        workdir,
+        preexec=few_descriptors,
+        model_repository=str(repo),
+        default_model="circles",
+        workers="1",
+    ) as server:
+        (worker,) = worker_pids(server)
+        clients = []
+        try:
+            for _ in range(120):  # more than the worker has descriptors for
+                clients.append(socket.create_connection(address(server.url), timeout=5))
+            time.sleep(1.0)
+            for sock in clients[:20]:
+                sock.close()
+            del clients[:20]
+            time.sleep(1.0)  # the pause is over: accepting again
+            assert worker_pids(server) == [worker]  # the same worker, never crashed
+        finally:
+            for sock in clients:
+                sock.close()
+        assert live(server.url) == 200
+        assert worker_pids(server) == [worker]
+        assert "pausing accept" in server.log_path.read_text()

@@ -3,6 +3,8 @@ leaves whole, framed by the server (never by the application)."""
 
 from __future__ import annotations
 
+import pytest
+
 from service.http.parser import RequestReader
 from service.http.wsgi import Answer, call, environ, response_bytes
 
@@ -94,3 +96,62 @@ def test_call_collects_the_whole_body_and_closes_the_iterable():
         b"ab",
         [True],
     )
+
+
+def test_a_fragment_is_dropped_and_absolute_form_names_the_host():
+    env = environ(message(b"GET /health/live#x HTTP/1.1\r\nHost: t\r\n\r\n"), ("h", 1), ("c", 2), 0)
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == ("/health/live", "")
+    env = environ(message(b"GET /a?b=1#frag HTTP/1.1\r\n\r\n"), ("h", 1), ("c", 2), False)
+    assert (env["PATH_INFO"], env["QUERY_STRING"], env["RAW_URI"]) == ("/a", "b=1", "/a?b=1#frag")
+    for target, path in ((b"HTTP://other:8/p/q?x=1", "/p/q"), (b"https://other:8", "/")):
+        request = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        env = environ(message(request), ("h", 1), ("c", 2), False)
+        assert (env["PATH_INFO"], env["HTTP_HOST"]) == (path, "other:8")  # RFC 9112 3.2.2
+
+
+GET_REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        ("200 OK", [("X-A", "a\r\nX-Injected: yes")]),
+        ("200 OK", [("X-A", "a\nb")]),
+        ("200 OK", [("X-A", "a\x00b")]),
+        ("200 OK", [("X-A", "a\x7fb")]),
+        ("200 OK", [("X-A\r\nX-Injected", "yes")]),
+        ("200 OK", [("X A", "1")]),
+        ("200 OK", [("", "1")]),
+        ("200 OK", [("X-A", 5)]),
+        ("200 OK", [(5, "1")]),
+        ("200 OK", [("X-A", "\u20ac")]),
+        ("200 OK", [("Content-Length", "1\r\nX-Injected: yes")]),
+        ("200 OK\r\nX-Injected: yes", []),
+        ("OK", []),
+        ("20 OK", []),
+        ("2000 OK", []),
+        ("600 Odd", []),
+        ("101 Switching Protocols", []),
+        ("100 Continue", []),
+        ("200 \u20ac", []),
+        (200, []),
+    ],
+)
+def test_what_http_1_1_cannot_carry_never_reaches_the_wire(status, headers):
+    with pytest.raises((ValueError, TypeError, AttributeError)):
+        response_bytes(Answer(status, headers, b"x"), message(GET_REQUEST), True)
+
+
+def test_tabs_and_latin_1_text_in_values_are_sent_as_they_are():
+    answer = Answer("299 Fine \u00e9", [("X-A", "a\tb \u00e9\u00a0")], b"x")
+    data = response_bytes(answer, message(GET_REQUEST), True)
+    assert data.startswith(b"HTTP/1.1 299 Fine \xe9\r\nX-A: a\tb \xe9\xa0\r\n")
+
+
+def test_head_says_the_apps_length_only_when_it_gave_one():
+    head_request = message(b"HEAD / HTTP/1.1\r\n\r\n")
+    for headers in ([], [("Content-Length", "\u0661")], [("Content-Length", "x")]):
+        data = response_bytes(Answer("200 OK", headers, b""), head_request, True)
+        assert b"Content-Length" not in data
+    data = response_bytes(Answer("200 OK", [("Content-Length", " 42 ")], b""), head_request, True)
+    assert b"\r\nContent-Length: 42\r\n" in data
