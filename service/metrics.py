@@ -162,6 +162,20 @@ PREPROCESSING_DURATION = Histogram(
     ["model", "version"],
     buckets=LATENCY_BUCKETS,
 )
+IMAGE_DECODE_DURATION = Histogram(
+    "image_decode_duration_seconds",
+    "A request's images, bytes to pixels: decoding (a JPEG's draft included), orientation, "
+    "colours; part of preprocessing_duration_seconds.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
+IMAGE_RESIZE_DURATION = Histogram(
+    "image_resize_duration_seconds",
+    "A request's images, pixels to the model's size: the resize (and framing); part of "
+    "preprocessing_duration_seconds.",
+    ["model", "version"],
+    buckets=LATENCY_BUCKETS,
+)
 POSTPROCESSING_DURATION = Histogram(
     "postprocessing_duration_seconds",
     "Logits to probabilities, labels and the class distribution metrics.",
@@ -304,6 +318,7 @@ class ModelMeters:
     look-ups would cost more than the updates."""
 
     __slots__ = (
+        "_images",
         "_labels",
         "_predictions",
         "batch_size",
@@ -327,6 +342,18 @@ class ModelMeters:
         self.fail = MODEL_REQUESTS.labels(*labels, "fail")
         self.last_inference = LAST_INFERENCE.labels(*labels)
         self._predictions: dict[str, Any] = {}
+        self._images: tuple[Any, Any] | None = None  # made on a model's first image
+
+    def images(self, decode_s: float, resize_s: float) -> None:
+        """One request's image decoding and resizing times."""
+        if self._images is None:
+            labels = self._labels
+            self._images = (
+                IMAGE_DECODE_DURATION.labels(*labels),
+                IMAGE_RESIZE_DURATION.labels(*labels),
+            )
+        self._images[0].observe(decode_s)
+        self._images[1].observe(resize_s)
 
     def predicted(self, labels: list[str], confidences: list[float]) -> None:
         """Class distribution and confidence of one request's instances."""

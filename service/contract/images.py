@@ -14,6 +14,7 @@ import binascii
 import io
 import math
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,15 +249,32 @@ def keras_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 
 def model_pixels(
-    image: Image.Image, spec: ImageSpec, max_pixels: int, what: str = "image"
+    image: Image.Image,
+    spec: ImageSpec,
+    max_pixels: int,
+    what: str = "image",
+    timings: list[float] | None = None,
 ) -> np.ndarray:
     """An opened picture -> (H, W) or (H, W, C) pixels in the model's raw units: by its
-    declared resize (``service.contract.resize``) or, without one, the service's own."""
+    declared resize (``service.contract.resize``) or, without one, the service's own.
+    ``timings``, where given, accumulates [decoding s, resizing s]."""
+    started = time.perf_counter()
     if spec.interpolation is None:
         array, full_scale = image_array(image, max_pixels, what)
-        return image_to_pixels(array, spec, full_scale)
-    with _reading(what, max_pixels):
-        array = keras_array(image, spec)
+        decoded = time.perf_counter()
+        pixels = image_to_pixels(array, spec, full_scale)
+    else:
+        with _reading(what, max_pixels):
+            array = keras_array(image, spec)
+        decoded = time.perf_counter()
+        pixels = _declared(array, spec)
+    if timings is not None:
+        timings[0] += decoded - started
+        timings[1] += time.perf_counter() - decoded
+    return pixels
+
+
+def _declared(array: np.ndarray, spec: ImageSpec) -> np.ndarray:
     pixels = keras_resize(
         array, spec.height, spec.width, spec.interpolation, spec.antialias, spec.resize
     )

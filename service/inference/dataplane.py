@@ -84,6 +84,9 @@ class DataPlane:
                 )
             ran = time.perf_counter()
             meters.preprocessing.observe(ran - started)
+            timings = getattr(request.inputs, "timings", None)
+            if timings is not None and timings[0]:
+                meters.images(*timings)
             logits = self._run(entry, batch)
             finished = time.perf_counter()
             if not np.isfinite(logits).all():

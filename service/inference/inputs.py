@@ -119,7 +119,11 @@ def _is_image_ref(item: Any) -> bool:
 
 
 def _images(
-    blobs: Sequence[tuple[str, bytes | str]], spec: ImageSpec, limits: Limits, base64: bool = False
+    blobs: Sequence[tuple[str, bytes | str]],
+    spec: ImageSpec,
+    limits: Limits,
+    base64: bool = False,
+    timings: list[float] | None = None,
 ) -> list:
     """Each image as the model's tensor rows, under the images cap (counted before anything
     is opened), the per-image and per-request pixel limits (every header is read before any
@@ -152,7 +156,7 @@ def _images(
     rows = []
     for (what, _), image in zip(blobs, opened, strict=True):
         _within_budget(started, limits, len(blobs))
-        rows.append(_pixels(image, spec, per_image, what))
+        rows.append(_pixels(image, spec, per_image, what, timings))
     return rows
 
 
@@ -169,10 +173,11 @@ def _within_budget(started: float, limits: Limits, images: int) -> None:
 class JsonInstances:
     """The native JSON body's ``instances`` / ``instance`` / ``images`` / ``image`` value."""
 
-    __slots__ = ("key", "value")
+    __slots__ = ("key", "timings", "value")
 
     def __init__(self, key: str, value: Any) -> None:
         self.key, self.value = key, value
+        self.timings = [0.0, 0.0]  # seconds decoding and resizing its images
 
     def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
         """The model's input batch; raw units are scaled, images decoded and preprocessed."""
@@ -218,7 +223,8 @@ class JsonInstances:
                     f'{where} must be a base64 image, a {{"b64": ...}} object or a pixel array '
                     f"of shape [{spec.height}, {spec.width}]"
                 )
-        for index, rows in zip(at, _images(blobs, spec, limits, base64=True), strict=True):
+        decoded = _images(blobs, spec, limits, base64=True, timings=self.timings)
+        for index, rows in zip(at, decoded, strict=True):
             tensors[index] = rows
         return np.concatenate(tensors)
 
@@ -227,17 +233,18 @@ class EncodedImages:
     """Image files, each with a description for error messages (``file 'a.png'``); with
     ``base64``, each is base64 text (V2 JSON's BYTES), decoded only once the count fits."""
 
-    __slots__ = ("base64", "blobs")
+    __slots__ = ("base64", "blobs", "timings")
 
     def __init__(self, blobs: Sequence[tuple[str, bytes | str]], base64: bool = False) -> None:
         self.blobs, self.base64 = blobs, base64
+        self.timings = [0.0, 0.0]  # seconds decoding and resizing
 
     def tensor(self, spec: Spec, limits: Limits) -> np.ndarray:
         """Decoded, grayscale, resized, scaled: the model's input batch."""
         if not isinstance(spec, ImageSpec):
             raise ValidationFailed("this model takes feature vectors, not images; send JSON")
         limits.check(len(self.blobs), prod(spec.tensor_shape))
-        return np.concatenate(_images(self.blobs, spec, limits, self.base64))
+        return np.concatenate(_images(self.blobs, spec, limits, self.base64, self.timings))
 
 
 class ModelTensor:
@@ -269,9 +276,9 @@ class ModelTensor:
 Inputs = JsonInstances | EncodedImages | ModelTensor
 
 
-def _pixels(image, spec: ImageSpec, max_pixels: int, where: str) -> np.ndarray:
+def _pixels(image, spec: ImageSpec, max_pixels: int, where: str, timings=None) -> np.ndarray:
     try:
-        pixels = model_pixels(image, spec, max_pixels, where)
+        pixels = model_pixels(image, spec, max_pixels, where, timings)
     except PreprocessingError as exc:
         raise ValidationFailed(f"{where}: {exc}") from None
     return scale_pixels(pixels, spec)

@@ -1,9 +1,11 @@
 """service.metrics: what requests record, error kinds, and multiprocess summation."""
 
+import base64
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,6 +62,31 @@ def test_a_prediction_request_records_everything(client):
         "preprocessing": 1,
         "confidence": 3,
     }
+
+
+def test_an_image_request_records_its_decode_and_resize_times(client):
+    """Two images in one request: one observation each of decode and resize, whose sums
+    lie within the request's preprocessing time; a feature model records neither."""
+    from tests.helpers import image_bytes
+
+    labels = {"model": "fashion-mnist", "version": "2"}
+    names = ("image_decode_duration_seconds", "image_resize_duration_seconds")
+    before = {n: (_value(n + "_count", **labels), _value(n + "_sum", **labels)) for n in names}
+    pre_before = _value("preprocessing_duration_seconds_sum", **labels)
+    picture = np.random.default_rng(0).integers(0, 256, (300, 200)).astype(np.uint8)
+    b64 = base64.b64encode(image_bytes(picture)).decode()
+    r = client.post("/predict", json={"model": "fashion-mnist", "images": [b64, b64]})
+    assert r.status_code == 200
+    spent = _value("preprocessing_duration_seconds_sum", **labels) - pre_before
+    parts = 0.0
+    for name in names:
+        count, total = _value(name + "_count", **labels), _value(name + "_sum", **labels)
+        assert count - before[name][0] == 1
+        assert total - before[name][1] > 0
+        parts += total - before[name][1]
+    assert parts <= spent
+    client.post("/predict", json={"model": "blobs", "instance": [5, -2]})
+    assert _value("image_decode_duration_seconds_count", model="blobs", version="1") == 0
 
 
 def test_errors_are_counted_by_kind_and_route_template(client):
