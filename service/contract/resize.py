@@ -192,6 +192,8 @@ def resize(
     """``tf.image.resize(image, (height, width), method=interpolation, antialias=...)`` for
     (H, W) or (H, W, C) of any dtype: float32 (``nearest`` keeps the picture's values)."""
     h, w = image.shape[:2]
+    if (h, w) == (height, width) and interpolation != "mitchellcubic":
+        return np.asarray(image, _F32)  # every other kernel is 1 at 0 and 0 at whole steps
     rows = axis_weights(h, height, interpolation, antialias)
     cols = axis_weights(w, width, interpolation, antialias)
     if interpolation == "nearest":
@@ -205,19 +207,32 @@ def resize(
 
 
 def _gathered(image: np.ndarray, rows, cols) -> np.ndarray:
-    """Short kernels on both axes: only the pixels they touch are read (a 12 MP photo to
-    224x224 bilinear reads 4 pixels an output pixel) and combined in float32."""
+    """Short kernels on both axes, from the picture's own (uint8) pixels: a 12 MP photo to
+    224x224 bilinear reads 4 pixels an output pixel; a picture near the output's size is
+    summed rows first, then columns."""
     (r_index, r_weight), (c_index, c_weight) = rows, cols
     (height, r_span), (width, c_span) = r_weight.shape, c_weight.shape
+    r_weight, c_weight = r_weight.astype(_F32), c_weight.astype(_F32)
+    extra = (None,) * (image.ndim - 2)
+    if image.shape[0] * image.shape[1] <= 16 * height * width:
+        across = sum(
+            r_weight[(slice(None), k, None, *extra)] * image[r_index[:, k]] for k in range(r_span)
+        )
+        return sum(
+            c_weight[(None, slice(None), k, *extra)] * across[:, c_index[:, k]]
+            for k in range(c_span)
+        )
     if abs(image.strides[0]) >= abs(image.strides[1]):
         patch = image[r_index.reshape(-1)][:, c_index.reshape(-1)]
     else:  # a turned view of the picture (EXIF orientation): its rows lie along memory
         patch = image[:, c_index.reshape(-1)][r_index.reshape(-1)]
-    patch = patch.reshape(height, r_span, width, c_span, -1).astype(_F32)
-    out = np.einsum(
-        "hawbc,ha,wb->hwc", patch, r_weight.astype(_F32), c_weight.astype(_F32), optimize=True
-    )
-    return out.reshape(height, width, *image.shape[2:])
+    patch = patch.reshape(height, r_span, width, c_span, *image.shape[2:])
+    out = np.zeros((height, width, *image.shape[2:]), _F32)
+    for a in range(r_span):
+        for b in range(c_span):
+            weight = r_weight[:, a, None] * c_weight[None, :, b]
+            out += weight[(slice(None), slice(None), *extra)] * patch[:, a, :, b]
+    return out
 
 
 def crop_box(h: int, w: int, height: int, width: int) -> tuple[int, int, int, int]:

@@ -49,6 +49,10 @@ BUFFER_HEADROOM = 0.75  # refusing the largest uploads stops once below this sha
 LINGER_S = 2.0  # how long a closing connection may keep sending before it is cut
 READ_SIZE = 1 << 16
 ACCEPT_BATCH = 64  # connections accepted a turn, at most (4 or 16: a worse tail at c=256)
+# ... and at most 1 + half the connections a worker has: an idle worker taking every
+# waiting connection at once would leave the other worker idle for as long as those
+# keep-alive connections last (half the throughput: bench/results/photos).
+ACCEPT_SHARE = 2
 ACCEPT_BACKOFF_S = 0.5  # accept() out of descriptors or memory: how long to stop accepting
 GRACE_SHARE = 0.9  # a graceful stop ends within this share of graceful_timeout (then SIGKILL)
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -218,8 +222,10 @@ class ServingWorker(Worker):
     def _accept(self, listener, mask) -> None:
         """Take what is waiting, up to ACCEPT_BATCH: one a turn would leave the 100th of
         100 clients connecting at once waiting 100 turns (each answering every ready
-        request) for its first answer: the tail of every load test's start."""
-        for _ in range(ACCEPT_BATCH):
+        request) for its first answer: the tail of every load test's start. The batch grows
+        with the connections the worker has, so that workers share a burst of new ones."""
+        batch = min(ACCEPT_BATCH, 1 + len(self.conns) // ACCEPT_SHARE)
+        for _ in range(batch):
             if len(self.conns) >= self.cfg.worker_connections or not self._accept_one(listener):
                 return
 

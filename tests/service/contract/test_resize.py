@@ -187,3 +187,16 @@ def test_heic_and_avif_photos_are_read_upright(fmt):
         got = model_pixels(open_image(data, 10**6), wanted, 10**6)
         assert got.shape == (64, 96, 3)
         assert float(np.abs(got - upright).mean()) < 2.0  # lossy, but upright
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_heic_upload_is_answered_as_the_same_pixels_in_a_png(client, fmt):
+    """Through the API: a HEIC (or AVIF) photo gets the answer its decoded pixels get."""
+    yy, xx = np.mgrid[0:120, 0:90]
+    picture = np.stack([xx * 2, yy * 2, 255 - xx * 2], 2).astype(np.uint8)
+    data = _encoded(picture, fmt, orientation=6)
+    decoded = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    served = client.post("/predict?model=fashion-mnist", data=data, content_type="image/heic")
+    assert served.status_code == 200, served.get_json()
+    same = client.post("/predict?model=fashion-mnist", data=png(decoded), content_type="image/png")
+    assert served.get_json()["predictions"] == same.get_json()["predictions"]
