@@ -89,7 +89,7 @@ class Loop:
         """Run turns, checking the budget after each: exact, never negative."""
         w, deadline = self.worker, time.monotonic() + timeout
         for _ in range(count) if until is None else iter(int, 1):
-            w._turn(0.01)
+            w._turn(min(w._accept_gate(), 0.01))  # as run() turns
             held = sum(c.held for c in w.conns.values())
             assert w.buffered == held >= 0, (w.buffered, held)
             for conn in w.conns.values():
@@ -406,6 +406,32 @@ def test_accept_out_of_descriptors_pauses_accepting_and_never_raises(loop):
 
 
 # --- M4: a graceful stop answers what arrived, closes the listener, ends in time ------------------
+
+
+def test_a_burst_of_connections_is_taken_one_at_a_time_with_a_pause_between(loop):
+    """Eight clients connecting at once: a worker with few connections takes one, then
+    pauses ACCEPT_PAUSE_S (in which other workers take theirs), then the next; all are
+    answered."""
+    w = loop.worker
+    socks = [socket.create_connection(loop.address) for _ in range(8)]
+    taken = []
+    deadline = time.monotonic() + 5
+    while len(w.conns) < 8 and time.monotonic() < deadline:
+        before = len(w.conns)
+        w._turn(min(w._accept_gate(), 0.01))
+        if len(w.conns) > before:
+            taken.append((time.monotonic(), len(w.conns) - before))
+    assert len(w.conns) == 8
+    assert [n for _, n in taken] == [1] * 8  # one a turn
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(taken)]
+    assert min(gaps) >= worker_module.ACCEPT_PAUSE_S * 0.9
+    for sock in socks:
+        sock.sendall(GET)
+    loop.turns(10)
+    for sock in socks:
+        sock.settimeout(2)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sock.close()
 
 
 def test_a_graceful_stop_answers_what_arrived_and_ends_in_time(loop):
