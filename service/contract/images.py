@@ -23,6 +23,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from service.contract.pixels import border
 from service.contract.preprocessing import ImageSpec, image_to_pixels
 from service.contract.resize import keras_resize
 from service.errors import ImageTooLarge, InvalidImage
@@ -282,7 +283,7 @@ def _declared(array: np.ndarray, spec: ImageSpec) -> np.ndarray:
         pixels *= np.float32(spec.pixel_max / 255.0)
     if spec.invert_light_background and spec.background != "none":
         gray = pixels if pixels.ndim == 2 else pixels.mean(axis=2)
-        light = float(np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])))
+        light = float(np.median(border(gray)))
         if (light > spec.pixel_max / 2) == (spec.background == "dark"):
             pixels = np.float32(spec.pixel_max) - pixels
     return pixels
