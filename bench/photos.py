@@ -47,7 +47,8 @@ WORKLOADS = {
     "photo-12mp": "a 12 MP phone JPEG (4.0 MB, EXIF orientation 6), the exact Keras resize "
     "(bilinear, no antialias: the import's default)",
     "photo-12mp-aa": "the same photo to the version declared --antialias (bilinear): a JPEG "
-    "draft where the kernel averages 8 drafted pixels (the naive systems have one handler)",
+    "draft where the kernel averages 5 drafted pixels a side (1/2 here: the naive systems "
+    "have one handler)",
 }
 
 

@@ -55,7 +55,7 @@ def photos() -> dict[str, bytes]:
 
 def _both_ways(data: bytes, wanted: ImageSpec, monkeypatch) -> tuple[np.ndarray, np.ndarray, int]:
     """(drafted, full decode, the draft's scale): the same picture with and without it;
-    where drafted, it keeps DRAFT_MARGIN pixels a side per output pixel."""
+    where drafted, it keeps the mode's margin of pixels a side per output pixel."""
     opened = open_image(data, 10**8)
     full_size = opened.size
     drafted = model_pixels(opened, wanted, 10**8)
@@ -63,9 +63,11 @@ def _both_ways(data: bytes, wanted: ImageSpec, monkeypatch) -> tuple[np.ndarray,
     if scale > 1:
         turned = images.orientation(open_image(data, 10**8)) in (5, 6, 7, 8)
         target = (wanted.height, wanted.width) if turned else (wanted.width, wanted.height)
-        assert all(s >= images.DRAFT_MARGIN * t for s, t in zip(opened.size, target, strict=True))
+        margin = images.draft_margin(wanted)
+        assert all(s >= margin * t for s, t in zip(opened.size, target, strict=True))
+        assert all(s * scale == f for s, f in zip(opened.size, full_size, strict=True))
     with monkeypatch.context() as m:
-        m.setattr(images, "DRAFT_MARGIN", 10**6)
+        m.setattr(images, "DRAFT_SCALES", ())
         full = model_pixels(open_image(data, 10**8), wanted, 10**8)
     return drafted, full, scale
 
@@ -87,12 +89,23 @@ def test_the_jpeg_draft_gives_the_declared_resize_within_1_of_255(
 ):
     channels = 1 if photo == "gray" else 3
     used = set()
-    for size in [(96, 96), (64, 80), (28, 28), (160, 160)]:
+    for size in [(96, 96), (64, 80), (28, 28), (160, 160), (56, 56)]:
         wanted = spec(size, channels, interpolation, antialias)
         drafted, full, scale = _both_ways(photos[photo], wanted, monkeypatch)
         used.add(scale)
         assert float(np.max(np.abs(drafted - full))) <= 1.0, (size, scale)
     assert used & {2, 4, 8}, "the draft was never used"
+
+
+def test_the_draft_scale_divides_both_sides_and_keeps_the_margin():
+    assert images.draft_scale((4000, 3000), (224, 224), 5) == 2  # 1500 = 6.7 x 224
+    assert images.draft_scale((4000, 3000), (224, 224), 8) == 1
+    assert images.draft_scale((4032, 3024), (28, 28), 5) == 8
+    assert images.draft_scale((2000, 1500), (28, 28), 5) == 4  # 1500 / 8 is not whole
+    assert images.draft_scale((2001, 1500), (28, 28), 5) == 1
+    assert images.draft_margin(spec(interpolation="area")) > images.draft_margin(
+        spec(antialias=True)
+    )
 
 
 @pytest.mark.parametrize(
