@@ -79,15 +79,17 @@ def test_nothing_names_the_old_examples_script():
 
 def test_every_recorded_command_is_run_by_a_test():
     """`$ command` lines with output live in console blocks (tests/e2e/test_docs_examples.py)
-    or in the own-models walkthrough (tests/e2e/test_walkthrough.py), nowhere else."""
+    or in the own-models walkthroughs (tests/e2e/test_walkthrough.py, test_tabular.py), nowhere
+    else."""
     for page in [ROOT / "README.md", *DOCS.rglob("*.md")]:
         text = page.read_text()
         if page.name == "own-models.md":
-            start, end = (
-                text.index("<!-- walkthrough:start -->"),
-                text.index("<!-- walkthrough:end -->"),
-            )
-            text = text[:start] + text[end:]
+            for name in ("walkthrough", "tabular-walkthrough"):
+                start, end = (
+                    text.index(f"<!-- {name}:start -->"),
+                    text.index(f"<!-- {name}:end -->"),
+                )
+                text = text[:start] + text[end:]
         fence = None
         for number, line in enumerate(text.splitlines(), 1):
             if line.startswith("```"):

@@ -102,6 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     csv.add_argument("file", type=Path, help="CSV with a header row")
     csv.add_argument("--target", required=True, help="the column holding the class labels")
     csv.add_argument("--features", type=_names, help="feature columns (default: all others)")
+    csv.add_argument(
+        "--categorical", type=_names, help="columns to treat as categories (e.g. codes 1,2,3)"
+    )
+    csv.add_argument("--numeric", type=_names, help="columns that must be numbers")
+    csv.add_argument("--drop", type=_names, help="columns to leave out")
+    csv.add_argument(
+        "--missing",
+        choices=["impute", "refuse"],
+        default="impute",
+        help="empty/NA cells: imputed from the training split (median, most frequent; with "
+        "a missing-indicator feature), or refused in training and serving",
+    )
+    csv.add_argument(
+        "--encode",
+        choices=["one_hot", "ordinal"],
+        default="one_hot",
+        help="categories as one-hot slots (plus one for unknown values) or their index",
+    )
+    csv.add_argument(
+        "--min-count",
+        type=int,
+        default=2,
+        help="a category needs this many training rows for a slot of its own; rarer ones "
+        "share the unknown slot (default 2)",
+    )
     csv.add_argument("--test-fraction", type=float, default=0.2, help="held out for the test")
     _add_hyper_flags(csv)
     _add_fit_flags(csv)
@@ -285,23 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from service.contract.metadata import MetadataError
     from training import commands
-    from training.datasets import DatasetError
-    from training.export import ExportError
-    from training.importer import ImportRefused
-    from training.repository import RepositoryError
-    from training.sources import SourceError
-    from training.userdata import DataError
+    from training.errors import Refused
 
     try:
         return commands.run(args, shlex.join(["python", "-m", "training", *argv]))
-    except (
-        DatasetError,
-        ExportError,
-        ImportRefused,
-        SourceError,
-        DataError,
-        MetadataError,
-        RepositoryError,
-    ) as exc:
+    except (Refused, MetadataError) as exc:
         log.error("%s", exc)
         return 1

@@ -45,11 +45,21 @@ def own_data(args: argparse.Namespace, command: str) -> int:
 
     from service.contract.preprocessing import ImageSpec
     from training import repository, userdata
-    from training.pipeline import train_and_export
 
     path = args.file if args.command == "train-csv" else args.folder
     if args.command == "train-csv":
-        dataset = userdata.csv_dataset(path, args.target, args.features, args.test_fraction)
+        dataset = userdata.csv_dataset(
+            path,
+            args.target,
+            args.features,
+            args.test_fraction,
+            categorical=args.categorical,
+            numeric=args.numeric,
+            drop=args.drop,
+            missing=args.missing,
+            encode=args.encode,
+            min_count=args.min_count,
+        )
         config = _config(args, "csv")
     else:
         if args.antialias and args.interpolation is None:
@@ -76,6 +86,8 @@ def own_data(args: argparse.Namespace, command: str) -> int:
                 config, augment_shift=0, augment_flip=False, augment_erase=0.0, mirror_average=False
             )
     config = replace(config, name=repository.model_name(args.name, dataset.name))
+    from training.pipeline import train_and_export  # TensorFlow: only once the data is read
+
     published = train_and_export(
         config,
         args.repository,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from service.contract.preprocessing import FeatureSpec, ImageSpec, Spec
+from training.errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ FASHION_MNIST_CLASSES = (
 )
 
 
-class DatasetError(RuntimeError):
+class DatasetError(Refused, RuntimeError):
     """A dataset cannot be loaded; the message says how to get it."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from training.architectures import INPUT_NAME
+from training.errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ PARITY_TOLERANCE = 1e-4
 OUTPUT_NAME = "logits"
 
 
-class ExportError(RuntimeError):
+class ExportError(Refused, RuntimeError):
     """The exported model does not reproduce the Keras model."""
 
 

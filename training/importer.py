@@ -20,6 +20,7 @@ from service.contract import metadata as contract
 from service.contract.postprocessing import OutputSpec
 from service.contract.preprocessing import FeatureSpec, ImageSpec, Spec
 from training import export, heads, pixel_scale, repository
+from training.errors import Refused
 from training.model_files import load_source
 from training.sources import Loaded, one_line
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 PROB_TOLERANCE = {"features": 1e-5, "image": 1e-4}
 
 
-class ImportRefused(ValueError):
+class ImportRefused(Refused, ValueError):
     """The model cannot be served as it is; the message says why (nothing was written)."""
 
 
@@ -267,7 +268,7 @@ def build_metadata(
     (task, classes), (name, version) = labels, where
     activation = "sigmoid" if loaded.output_width == 1 else "softmax"
     return {
-        "schema_version": 1,
+        "schema_version": contract.schema_version(spec.to_dict()),
         "name": name,
         "version": version,
         "description": f"{task} classifier imported from {options.path.name} "

@@ -128,7 +128,7 @@ def build_metadata(
     n_classes = len(dataset.class_names)
     binary = dataset.task == "binary"
     return {
-        "schema_version": 1,
+        "schema_version": contract.schema_version(dataset.spec.to_dict()),
         "name": config.model_name,
         "version": version,
         "description": _describe(dataset),

@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.contract import metadata as contract
+from training.errors import Refused
 
 
-class RepositoryError(RuntimeError):
+class RepositoryError(Refused, RuntimeError):
     """A version could not be written."""
 
 

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from training import export, heads
+from training.errors import Refused
 
 log = logging.getLogger(__name__)
 
 
-class SourceError(ValueError):
+class SourceError(Refused, ValueError):
     """The file is not a model this importer can take; the message says why."""
 
 

@@ -19,6 +19,7 @@ from service.contract.preprocessing import (
 from training import architectures
 from training.config import TrainConfig
 from training.datasets import Dataset
+from training.userdata import hold_out
 
 log = logging.getLogger(__name__)
 
@@ -164,17 +165,6 @@ def _erase(image, chance: float, area=(0.02, 0.25), aspect=(0.3, 3.3)):
     inside = inside & (tf.random.uniform([]) < chance)
     noise = tf.random.uniform(tf.shape(image), dtype=image.dtype)
     return tf.where(inside[:, :, None], noise, image)
-
-
-def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """(x_kept, x_held, y_kept, y_held): stratified where every class has two examples and
-    the held-out part has room for each class, else a plain shuffled split (small data)."""
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(y)
-    held = math.ceil(len(y) * fraction) if fraction < 1 else int(fraction)
-    stratify = y if counts[counts > 0].min() >= 2 and held >= np.count_nonzero(counts) else None
-    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
 
 
 def split_validation(dataset: Dataset, fraction: float, seed: int):

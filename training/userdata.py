@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from service.contract import tabular
 from service.contract.images import model_pixels, open_image
 from service.contract.preprocessing import FeatureSpec, ImageSpec, PreprocessingError
 from service.errors import ApiError
+from training.errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ IMAGE_SUFFIXES = {
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-class DataError(ValueError):
+class DataError(Refused, ValueError):
     """The user's data cannot be read as asked; the message says what to fix."""
 
 
@@ -133,9 +137,18 @@ def encode_labels(labels: list[str], classes: list[str] | None = None):
     return np.array([index[v] for v in labels], dtype=np.int64), names
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
-    from training.trainer import hold_out
+def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """(x_kept, x_held, y_kept, y_held): stratified where every class has two examples and
+    the held-out part has room for each class, else a plain shuffled split (small data)."""
+    from sklearn.model_selection import train_test_split
 
+    counts = np.bincount(y)
+    held = math.ceil(len(y) * fraction) if fraction < 1 else int(fraction)
+    stratify = y if counts[counts > 0].min() >= 2 and held >= np.count_nonzero(counts) else None
+    return train_test_split(x, y, test_size=fraction, random_state=seed, stratify=stratify)
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     if not 0 < test_fraction < 1 or round(len(y) * test_fraction) < 1:
         raise DataError(f"--test-fraction {test_fraction} leaves no test set of {len(y)} rows")
     return hold_out(x, y, test_fraction, seed)
@@ -147,30 +160,45 @@ def csv_dataset(
     features: list[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 42,
+    *,
+    categorical: list[str] | None = None,
+    numeric: list[str] | None = None,
+    drop: list[str] | None = None,
+    missing: str = "impute",
+    encode: str = "one_hot",
+    min_count: int = 2,
 ):
-    """A CSV as a Dataset: features standardised with the training split's mean and std
-    (recorded in the preprocessing contract, so clients send raw values)."""
+    """A CSV as it comes as a Dataset (``training.tables``): categories encoded, missing
+    values imputed, features standardised, all with the training split's statistics and
+    recorded in the contract's columns, so clients send the raw values by name."""
+    from training import tables
     from training.datasets import Dataset
 
-    table = read_csv(path, target, features)
-    if any(not label for label in table.labels or []):
-        raise DataError(f"{path}: the target {target!r} is empty in some rows")
+    table = tables.read_table(path, target, features, categorical, numeric, drop, missing)
+    for note in table.notes:
+        log.info("%s", note)
     y, classes = encode_labels(table.labels or [])
     if len(classes) < 2:
         raise DataError(f"{path}: the target {target!r} needs at least two classes")
-    x_tr, x_te, y_tr, y_te = _split(table.x, y, test_fraction, seed)
-    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
-    # A constant column's std is rounding noise (1e-16): it would blow up any other value.
-    constant = std <= 1e-8 * np.maximum(1.0, np.abs(mean))
-    std = np.where(constant, 1.0, std)
+    rows = np.arange(len(y))
+    train, test, y_tr, y_te = _split(rows, y, test_fraction, seed)
+    columns = tables.fit_columns(table, train, encode, min_count, missing)
+    x = tabular.encode_rows(table.cells, columns, "rows")
+    mean, std = tables.standardisation(x[train], columns)
+    names = tabular.feature_names(columns)
     spec = FeatureSpec(
-        len(table.feature_names),
-        table.feature_names,
+        len(names),
+        names,
         tuple(float(v) for v in mean),
         tuple(float(v) for v in std),
+        None if all(c.kind == "numeric" and not c.indicator for c in columns) else columns,
     )
-    source = f"{Path(path).name}: target {target!r}, {len(y)} rows, {test_fraction:.0%} test"
-    return Dataset(Path(path).stem, x_tr, y_tr, x_te, y_te, tuple(classes), spec, source)
+    kinds = Counter(table.kinds)
+    source = (
+        f"{Path(path).name}: target {target!r}, {len(y)} rows, {test_fraction:.0%} test; "
+        + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    )
+    return Dataset(Path(path).stem, x[train], y_tr, x[test], y_te, tuple(classes), spec, source)
 
 
 def image_dataset(folder: Path, spec: ImageSpec, test_fraction: float = 0.2, seed: int = 42):

@@ -33,6 +33,11 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def schema_version(preprocessing: dict[str, Any]) -> int:
+    """The schema version a model's metadata needs: 2 for a table's raw columns."""
+    return 2 if "columns" in preprocessing else 1
+
+
 def validate(metadata: dict[str, Any]) -> None:
     """Raise MetadataError unless metadata satisfies the schema and is self-consistent."""
     validator = jsonschema.Draft202012Validator(
@@ -66,6 +71,8 @@ def _check_consistency(m: dict[str, Any]) -> None:
         expected, per = [pre["n_features"]], pre["n_features"]
         if len(pre["feature_names"]) != pre["n_features"]:
             raise MetadataError("feature_names must name every feature")
+        if "columns" in pre:
+            _check_columns(pre["columns"], pre["feature_names"], m["schema_version"])
     else:
         per = pre["channels"]
         h, w, c = pre["height"], pre["width"], pre["channels"]
@@ -79,6 +86,27 @@ def _check_consistency(m: dict[str, Any]) -> None:
     for key in ("mean", "std"):
         if key in pre and len(pre[key]) != per:
             raise MetadataError(f"preprocessing {key} needs {per} values, got {len(pre[key])}")
+
+
+def _check_columns(columns: list, names: list, schema_version: int) -> None:
+    from service.contract.tabular import Column, feature_names
+
+    if schema_version < 2:
+        raise MetadataError("preprocessing.columns needs schema_version 2")
+    if len({c["name"] for c in columns}) != len(columns):
+        raise MetadataError("preprocessing.columns names a feature twice")
+    encoded = feature_names([Column.from_dict(c) for c in columns])
+    if list(encoded) != list(names):
+        raise MetadataError(
+            f"feature_names must be the columns' encodings, in order: {list(encoded)[:6]}..."
+        )
+    for c in columns:
+        impute = c["impute"]
+        if impute is None:
+            continue
+        wanted = str if c["kind"] == "categorical" else (int, float)
+        if not isinstance(impute, wanted) or isinstance(impute, bool):
+            raise MetadataError(f"column {c['name']!r}: impute must suit its kind {c['kind']}")
 
 
 def sha256_file(path: Path) -> str:

@@ -27,6 +27,7 @@ from service.contract.pixels import (
     to_grayscale,
     to_rgb,
 )
+from service.contract.tabular import Column, TabularError, encode_rows
 
 
 class PreprocessingError(ValueError):
@@ -39,14 +40,42 @@ def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A model that takes a flat vector of named numeric features."""
+    """A model that takes a flat vector of named numeric features; with ``columns``
+    (``service.contract.tabular``), made from a table's raw values (categories, booleans,
+    missing values) as training encoded them."""
 
     n_features: int
     feature_names: tuple[str, ...]
     mean: tuple[float, ...] | None = None  # standardisation, when the model was fitted on it
     std: tuple[float, ...] | None = None
+    columns: tuple[Column, ...] | None = None
 
     kind = "features"
+
+    @property
+    def raw_columns(self) -> tuple[Column, ...]:
+        """The raw features clients name: the columns, or one number per feature."""
+        if self.columns is not None:
+            return self.columns
+        return tuple(Column(name, "numeric") for name in self.feature_names)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the raw features are the model's features (numbers, nothing encoded)."""
+        return self.columns is None or all(
+            c.kind == "numeric" and not c.indicator for c in self.columns
+        )
+
+    def rows_to_tensor(self, rows: Sequence[Any], what: str) -> np.ndarray:
+        """Rows of raw values (objects by feature name, or lists in order) -> the tensor."""
+        if len(rows) == 0:
+            raise PreprocessingError("the batch is empty")
+        try:
+            encoded = encode_rows(rows, self.raw_columns, what)
+        except TabularError as exc:
+            raise PreprocessingError(str(exc)) from None
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused before inference
+            return self.standardise(encoded).astype(np.float32)
 
     @property
     def tensor_shape(self) -> tuple[int, ...]:
@@ -68,6 +97,8 @@ class FeatureSpec:
         }
         if self.mean is not None and self.std is not None:
             block.update(mean=list(self.mean), std=list(self.std))
+        if self.columns is not None:
+            block["columns"] = [c.to_dict() for c in self.columns]
         return block
 
 
@@ -158,6 +189,7 @@ def spec_from_dict(block: Mapping[str, Any]) -> Spec:
             tuple(block["feature_names"]),
             _floats(block.get("mean")),
             _floats(block.get("std")),
+            None if "columns" not in block else tuple(map(Column.from_dict, block["columns"])),
         )
     if block["kind"] == "image":
         return ImageSpec(

@@ -192,18 +192,7 @@ class JsonInstances:
             items = value
         limits.check(len(items), prod(spec.tensor_shape))
         if isinstance(spec, FeatureSpec):
-            for i, item in enumerate(items):
-                if not isinstance(item, list) or any(type(v) is list for v in item):
-                    raise ValidationFailed(
-                        f"{key}[{i}] must be a flat list of {spec.n_features} numbers"
-                    )
-                check_numbers(item, f"{key}[{i}]")
-                if len(item) != spec.n_features:
-                    raise ValidationFailed(
-                        f"{key}[{i}] has {len(item)} features; the model expects "
-                        f"{spec.n_features} ({', '.join(spec.feature_names)})"
-                    )
-            return _preprocess(features_to_tensor, items, spec)
+            return _feature_rows(items, spec, key)
         tensors: list[np.ndarray | None] = []
         blobs, at = [], []  # images are decoded together, under the request's image limits
         for i, item in enumerate(items):
@@ -227,6 +216,47 @@ class JsonInstances:
         for index, rows in zip(at, decoded, strict=True):
             tensors[index] = rows
         return np.concatenate(tensors)
+
+
+def _feature_rows(items: list, spec: FeatureSpec, key: str) -> np.ndarray:
+    """Feature vectors: lists of numbers in the model's order (numpy at C speed), or rows
+    of raw values, objects by feature name or lists in order (``service.contract.tabular``:
+    categories, booleans, missing values, as training encoded them)."""
+    width = spec.n_features
+    if (
+        spec.plain
+        and all(type(item) is list and len(item) == width for item in items)
+        and all(set(map(type, item)) <= _NUMBER_TYPES for item in items)
+    ):
+        return _preprocess(features_to_tensor, items, spec, key)
+    for i, item in enumerate(items):
+        if type(item) is list and any(type(v) in (list, dict) for v in item):
+            raise ValidationFailed(
+                f"{key}[{i}] must be an object of features by name or a flat list of "
+                f"{len(spec.raw_columns)} values"
+            )
+    return NamedRows(items, key).tensor(spec, None)
+
+
+class NamedRows:
+    """Rows of a table's raw values: objects keyed by feature name (an absent feature is
+    missing) or lists of the values in the model's order; numbers, text, booleans, null."""
+
+    __slots__ = ("rows", "where")
+
+    def __init__(self, rows: Sequence[Any], where: str) -> None:
+        self.rows, self.where = rows, where
+
+    def tensor(self, spec: Spec, limits: Limits | None) -> np.ndarray:
+        """The model's batch, each row encoded as training encoded the table."""
+        if not isinstance(spec, FeatureSpec):
+            raise ValidationFailed("this model takes images, not features by name")
+        if limits is not None:
+            limits.check(len(self.rows), prod(spec.tensor_shape))
+        try:
+            return spec.rows_to_tensor(self.rows, self.where)
+        except PreprocessingError as exc:
+            raise ValidationFailed(str(exc)) from None
 
 
 class EncodedImages:
@@ -269,11 +299,19 @@ class ModelTensor:
         if not np.isfinite(array).all():
             raise ValidationFailed(f"{self.where} must be finite numbers (no NaN or Infinity)")
         if isinstance(spec, FeatureSpec):
+            if not spec.plain:
+                raise ValidationFailed(
+                    f"{self.where}: this model's features include categories or missing "
+                    "values; send them by name ("
+                    + ", ".join(c.name for c in spec.raw_columns[:8])
+                    + (", ..." if len(spec.raw_columns) > 8 else "")
+                    + ")"
+                )
             array = spec.standardise(array)
         return np.ascontiguousarray(array, dtype=np.float32)
 
 
-Inputs = JsonInstances | EncodedImages | ModelTensor
+Inputs = JsonInstances | EncodedImages | ModelTensor | NamedRows
 
 
 def _pixels(image, spec: ImageSpec, max_pixels: int, where: str, timings=None) -> np.ndarray:

@@ -25,6 +25,7 @@ from service.inference.dataplane import InferRequest, InferResult
 from service.inference.inputs import (
     JsonInstances,
     ModelTensor,
+    NamedRows,
     check_numbers,
     is_b64_object,
     parse_json,
@@ -151,9 +152,15 @@ def _batch(entry: ModelEntry, name: str | None, items: Any, where: str):
     if isinstance(entry.spec, ImageSpec):
         accepted.append(IMAGE_INPUT)
     if name is not None and name not in accepted:
+        features = (
+            f", or its features by name ({', '.join(c.name for c in entry.spec.raw_columns)})"
+            if isinstance(entry.spec, FeatureSpec)
+            else ""
+        )
         raise BadRequest(
             f"unknown input {name!r}; model {entry.name!r} takes "
             + " or ".join(map(repr, accepted))
+            + features
         )
     if not isinstance(items, list) or not items:
         raise BadRequest(f"{where} must be a non-empty list (the batch)")
@@ -183,6 +190,8 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
             and instances
             and all(isinstance(v, dict) and not is_b64_object(v) for v in instances)
         ):  # named inputs: [{"input": ...}, ...]
+            if _by_feature(entry, set().union(*instances)):
+                return NamedRows([_unwrapped(v) for v in instances], "instances")
             names = {tuple(v) for v in instances}
             if len(names) != 1 or len(next(iter(names))) != 1:
                 raise BadRequest("every instance must name the same one input")
@@ -191,11 +200,22 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
         return _batch(entry, None, instances, "instances")
     columns = document["inputs"]
     if isinstance(columns, dict) and not is_b64_object(columns):
+        if _by_feature(entry, columns):
+            return NamedRows(_rows(columns), "inputs")
         if len(columns) != 1:
             raise BadRequest(f"model {entry.name!r} takes one input; got {sorted(columns)}")
         ((name, batch),) = columns.items()
         return _batch(entry, name, batch, f"inputs.{name}")
     return _batch(entry, None, columns, "inputs")
+
+
+def _rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """The columnar format's features (a list of values each) as rows."""
+    sizes = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
+    if len(sizes) != 1 or -1 in sizes or 0 in sizes:
+        raise BadRequest("every feature in 'inputs' must be a non-empty list of the same length")
+    (n,) = sizes
+    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
 
 
 def _resolve(serving: Serving, request: Request) -> ModelEntry:
@@ -237,25 +257,22 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
             images.append(values[0])
         return _images(entry, images, "examples")
     assert isinstance(spec, FeatureSpec)
-    names, rows = spec.feature_names, []
-    for i, example in enumerate(merged):
-        unknown, missing = set(example) - set(names), [n for n in names if n not in example]
-        if unknown or missing:
-            raise BadRequest(
-                f"examples[{i}]: the model's features are {', '.join(names)}"
-                + (f"; unknown {sorted(unknown)}" if unknown else "")
-                + (f"; missing {missing}" if missing else "")
-            )
-        row = []
-        for name in names:
-            value = example[name]
-            if isinstance(value, list) and len(value) == 1:  # tf.Example features are lists
-                value = value[0]
-            if type(value) not in (int, float):
-                raise BadRequest(f"examples[{i}].{name} must be a number")
-            row.append(value)
-        rows.append(row)
-    return _batch(entry, None, rows, "examples")
+    return NamedRows([_unwrapped(example) for example in merged], "examples")
+
+
+def _unwrapped(row: dict[str, Any]) -> dict[str, Any]:
+    """tf.Example features are lists: a one-element list is its value."""
+    return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in row.items()}
+
+
+def _by_feature(entry: ModelEntry, names) -> bool:
+    """Whether inputs named ``names`` are a table model's features (not its tensor): one
+    of them names a feature (the others are then told apart by the encoding's message)."""
+    spec = entry.spec
+    if not isinstance(spec, FeatureSpec) or entry.metadata["input"]["name"] in names:
+        return False
+    features = {c.name for c in spec.raw_columns}
+    return any(name in features for name in names)
 
 
 def classify(serving: Serving, request: Request) -> Response:

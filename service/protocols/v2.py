@@ -17,13 +17,13 @@ import numpy as np
 import orjson
 
 from service.contract.postprocessing import top_k
-from service.contract.preprocessing import ImageSpec
+from service.contract.preprocessing import FeatureSpec, ImageSpec
 from service.errors import BadRequest
 from service.http.messages import Request, Response, json_response
 from service.http.routing import Protocol, Route, versioned
 from service.inference import statistics
 from service.inference.dataplane import InferRequest, InferResult
-from service.inference.inputs import EncodedImages, ModelTensor
+from service.inference.inputs import EncodedImages, ModelTensor, NamedRows
 from service.keys import DETAILS_NEED_READ
 from service.models.registry import ModelEntry
 from service.protocols import v2_tensors as tensors
@@ -95,6 +95,8 @@ def _entry(serving: Serving, request: Request) -> ModelEntry:
 def _inputs(entry: ModelEntry) -> list[dict[str, Any]]:
     meta = entry.metadata
     shape = [-1, *meta["input"]["shape"][1:]]
+    if isinstance(entry.spec, FeatureSpec) and not entry.spec.plain:
+        return _feature_inputs(entry.spec)
     described = [{"name": meta["input"]["name"], "datatype": "FP32", "shape": shape}]
     if meta["preprocessing"]["kind"] == "image":
         described.append({"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [-1]})
@@ -271,9 +273,67 @@ def stats(serving: Serving, request: Request) -> Response:
 # --- infer -----------------------------------------------------------------------------------
 
 
-def _model_input(entry: ModelEntry, given: list[tensors.Tensor]) -> ModelTensor | EncodedImages:
-    """The one input the request gives, as the dataplane's input kind."""
+_FEATURE_DATATYPE = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
+
+
+def _feature_inputs(spec: FeatureSpec) -> list[dict[str, Any]]:
+    """One ``[batch]`` input per raw feature, as Triton and KServe clients send a table."""
+    return [
+        {"name": c.name, "datatype": _FEATURE_DATATYPE[c.kind], "shape": [-1]}
+        for c in spec.raw_columns
+    ]
+
+
+def _named_features(entry: ModelEntry, given: list[tensors.Tensor]) -> NamedRows:
+    """One input per feature (any of them may be left out: missing), each [N] or [N, 1]:
+    numbers, BOOL, or BYTES text (UTF-8; an empty or ``NA`` element is missing)."""
+    spec = entry.spec
+    assert isinstance(spec, FeatureSpec)
+    known = {c.name for c in spec.raw_columns}
+    columns: dict[str, list[Any]] = {}
+    for tensor in given:
+        if tensor.name not in known:
+            raise BadRequest(
+                f"unknown input {tensor.name!r}; model {entry.name!r} takes one input per "
+                "feature: " + ", ".join(sorted(known))
+            )
+        if tensor.name in columns:
+            raise BadRequest(f"input {tensor.name!r} is given twice")
+        if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
+            raise BadRequest(
+                f"input {tensor.name!r} must have shape [N] (or [N, 1]), got {list(tensor.shape)}"
+            )
+        if tensor.datatype == "BYTES":
+            try:
+                values: list[Any] = [v.decode() for v in tensor.data]
+            except UnicodeDecodeError:
+                raise BadRequest(f"input {tensor.name!r}: BYTES must be UTF-8 text") from None
+        elif tensor.datatype == "BOOL":
+            values = [bool(v) for v in np.asarray(tensor.data).reshape(-1)]
+        else:
+            values = np.asarray(tensor.data, dtype=np.float64).reshape(-1).tolist()
+        columns[tensor.name] = values
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1:
+        raise BadRequest(f"every feature input must have the same batch size; got {sorted(sizes)}")
+    (n,) = sizes
+    rows = [{name: values[i] for name, values in columns.items()} for i in range(n)]
+    return NamedRows(rows, "inputs")
+
+
+def _model_input(
+    entry: ModelEntry, given: list[tensors.Tensor]
+) -> ModelTensor | EncodedImages | NamedRows:
+    """The one input the request gives (or, for a table, one per feature), as the
+    dataplane's input kind."""
     input_name = entry.metadata["input"]["name"]
+    spec, given_names = entry.spec, {t.name for t in given}
+    if (
+        isinstance(spec, FeatureSpec)
+        and input_name not in given_names
+        and given_names & {c.name for c in spec.raw_columns}
+    ):
+        return _named_features(entry, given)
     accepted = [input_name]
     if isinstance(entry.spec, ImageSpec):
         accepted.append(IMAGE_INPUT)
@@ -306,6 +366,8 @@ def _model_input(entry: ModelEntry, given: list[tensors.Tensor]) -> ModelTensor 
             [(f"{IMAGE_INPUT}[{i}]", data.decode()) for i, data in enumerate(tensor.data)],
             base64=True,
         )
+    if isinstance(entry.spec, FeatureSpec):
+        names += ", or one input per feature: " + ", ".join(c.name for c in entry.spec.raw_columns)
     raise BadRequest(f"unknown input {tensor.name!r}; model {entry.name!r} takes {names}")
 
 

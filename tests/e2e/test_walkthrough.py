@@ -23,10 +23,11 @@ pytestmark = pytest.mark.slow
 PAGE = ROOT / "docs" / "own-models.md"
 
 
-def walkthrough() -> list[tuple[str, list[str]]]:
-    """(command, recorded output lines) in order, from between the page's markers."""
+def walkthrough(name: str = "walkthrough") -> list[tuple[str, list[str]]]:
+    """(command, recorded output lines) in order, from between the page's markers
+    (``<!-- walkthrough:start -->``, or another ``name``'s)."""
     text = PAGE.read_text()
-    block = text.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
+    block = text.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
         if line.startswith("$ "):

@@ -201,7 +201,7 @@ async function select(name, version, focus = false) {
   $("result").hidden = true;
   $("error").hidden = true;
   const kind = view.preprocessing.kind;
-  const nFeatures = view.preprocessing.n_features;
+  const nFeatures = view.preprocessing.columns ? 0 : view.preprocessing.n_features;
   $("image-input").hidden = kind !== "image";
   $("plane-input").hidden = !(kind === "features" && nFeatures === 2);
   $("feature-form").hidden = kind !== "features";
@@ -469,10 +469,12 @@ function featureRange(view) {
 }
 
 function buildForm(view) {
+  if (view.preprocessing.columns) return buildColumnForm(view.preprocessing.columns);
   const names = view.preprocessing.feature_names;
   const range = featureRange(view);
   const fields = $("feature-fields");
   fields.replaceChildren();
+  state.columns = null;
   names.forEach((name, i) => {
     const wrap = document.createElement("div");
     const label = document.createElement("label");
@@ -490,8 +492,61 @@ function buildForm(view) {
   });
 }
 
+// A table's raw features (metadata preprocessing.columns): numbers, yes/no and categories
+// from the training vocabulary, each with a "missing" choice where the model imputes one.
+const MISSING_CHOICE = "(missing)";
+
+function option(value, text) {
+  const item = document.createElement("option");
+  item.value = value;
+  item.textContent = text;
+  return item;
+}
+
+function buildColumnForm(columns) {
+  const fields = $("feature-fields");
+  fields.replaceChildren();
+  state.columns = columns;
+  columns.forEach((column, i) => {
+    const wrap = document.createElement("div");
+    const label = document.createElement("label");
+    label.htmlFor = `feature-${i}`;
+    label.textContent = column.name;
+    const imputes = column.impute !== null;
+    let input;
+    if (column.kind === "numeric") {
+      input = document.createElement("input");
+      input.type = "number";
+      input.step = "any";
+      input.required = !imputes;
+      input.value = imputes ? String(Number(Number(column.impute).toFixed(4))) : "0";
+      if (imputes) input.placeholder = "empty: missing";
+    } else {
+      input = document.createElement("select");
+      const values = column.kind === "boolean" ? ["true", "false"] : column.vocabulary;
+      values.forEach((value) => input.append(option(value, value)));
+      if (imputes) input.append(option(MISSING_CHOICE, MISSING_CHOICE));
+      const usual = column.kind === "boolean" ? (column.impute ? "true" : "false") : column.impute;
+      if (usual !== null) input.value = String(usual);
+    }
+    input.id = `feature-${i}`;
+    wrap.append(label, input);
+    fields.append(wrap);
+  });
+}
+
 function formValues() {
-  return [...$("feature-fields").querySelectorAll("input")].map((input) => Number(input.value));
+  const inputs = [...$("feature-fields").querySelectorAll("input, select")];
+  if (!state.columns) return inputs.map((input) => Number(input.value));
+  const row = {};
+  state.columns.forEach((column, i) => {
+    const value = inputs[i].value;
+    if (value === "" || value === MISSING_CHOICE) row[column.name] = null;
+    else if (column.kind === "numeric") row[column.name] = Number(value);
+    else if (column.kind === "boolean") row[column.name] = value === "true";
+    else row[column.name] = value;
+  });
+  return row;
 }
 
 function sendFeatures(values) {
@@ -807,17 +862,35 @@ function showSnippets(request) {
       `with open(${JSON.stringify(request.fileName)}, "rb") as f:`,
       '    tensor = httpclient.InferInput("image", [1], "BYTES")',
       "    tensor.set_data_from_numpy(np.array([f.read()], dtype=object))",
+      "tensors = [tensor]",
     );
+  } else if (!Array.isArray(request.values)) {
+    // one input per feature, as GET /v2/models/{model} lists them; missing: NaN or ""
+    python.push("tensors = []");
+    for (const column of view.preprocessing.columns) {
+      const value = request.values[column.name];
+      const [type, data] =
+        column.kind === "numeric"
+          ? ["FP32", `np.array([${value === null ? "np.nan" : value}], dtype=np.float32)`]
+          : column.kind === "boolean" && value !== null
+            ? ["BOOL", `np.array([${value ? "True" : "False"}])`]
+            : ["BYTES", `np.array([${JSON.stringify(value === null ? "" : String(value))}.encode()], dtype=object)`];
+      python.push(
+        `tensors.append(httpclient.InferInput(${JSON.stringify(column.name)}, [1], "${type}"))`,
+        `tensors[-1].set_data_from_numpy(${data})`,
+      );
+    }
   } else {
     python.push(
       `x = np.array(${JSON.stringify([request.values])}, dtype=np.float32)`,
       `tensor = httpclient.InferInput(${JSON.stringify(view.input.name)}, list(x.shape), "FP32")`,
       "tensor.set_data_from_numpy(x)",
+      "tensors = [tensor]",
     );
   }
   const extra = keyed ? ', headers={"X-API-Key": os.environ["SERVING_API_KEY"]}' : "";
   python.push(
-    `result = client.infer(${JSON.stringify(view.name)}, [tensor], model_version=` +
+    `result = client.infer(${JSON.stringify(view.name)}, tensors, model_version=` +
       `${JSON.stringify(String(view.version))}${extra})`,
     'print(result.as_numpy("label"), result.as_numpy("probabilities"))',
   );

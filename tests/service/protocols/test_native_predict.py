@@ -211,22 +211,23 @@ def _error(r, status, code):
         (b'{"model": "circles"}', 422, "validation_error", "exactly one of"),
         (b'{"instances": [[1, 2]], "image": "x"}', 422, "validation_error", "exactly one of"),
         (b'{"instances": [[1, 2]], "colour": 1}', 422, "validation_error", "Unknown field"),
-        (b'{"instances": [[1, 2, 3]]}', 422, "validation_error", "has 3 features"),
-        (b'{"instances": [[1], [2, 3]]}', 422, "validation_error", "instances[0] has 1"),
-        (b'{"instances": [[[1, 2]]]}', 422, "validation_error", "flat list of 2 numbers"),
+        (b'{"instances": [[1, 2, 3]]}', 422, "validation_error", "has 3 values; the model takes 2"),
+        (b'{"instances": [[1], [2, 3]]}', 422, "validation_error", "instances[0] has 1 value;"),
+        (b'{"instances": [[[1, 2]]]}', 422, "validation_error", "flat list of 2 values"),
         (
-            b'{"instances": [[1, "2"]]}',
+            b'{"instances": [[1, "two"]]}',
             422,
             "validation_error",
-            'instances[0][1] must be a number, got "2"',
+            "instances[0]: feature 'x2' must be a number, got \"two\"",
         ),
         (
             b'{"instances": [[true, 2]]}',
             422,
             "validation_error",
-            "instances[0][0] must be a number, got true",
+            "instances[0]: feature 'x1' must be a number, got true",
         ),
-        (b'{"instances": [[null, 2]]}', 422, "validation_error", "got null"),
+        (b'{"instances": [[null, 2]]}', 422, "validation_error", "'x1' is missing"),
+        (b'{"instances": [{"x1": 1, "y": 2}]}', 422, "validation_error", "unknown feature 'y'"),
         (b'{"instances": [1e400, 2]}', 422, "validation_error", "finite"),
         (b'{"instances": []}', 422, "validation_error", "the batch is empty"),
         (b'{"instances": "abc"}', 422, "validation_error", "Not a valid list"),
@@ -476,3 +477,16 @@ def test_input_png_stretches_standardised_values_and_reads_every_layout():
     gray = shown(input_png(standardised, 3, 4, 1, "flat"))
     assert gray.shape == (3, 4)
     assert (gray.min(), gray.max()) == (0, 255)
+
+
+def test_features_by_name_or_as_numeric_text_are_the_same_vector(client):
+    """A numeric model takes its features by name (any order), or numbers written as text,
+    and answers exactly as for the positional vector."""
+    positional = client.post("/predict?model=circles", json={"instances": [[0.3, -0.7]]})
+    by_name = client.post("/predict?model=circles", json={"instances": [{"x2": -0.7, "x1": 0.3}]})
+    as_text = client.post("/predict?model=circles", json={"instance": ["0.3", " -0.7 "]})
+    one = client.post("/predict?model=circles", json={"instance": {"x1": 0.3, "x2": -0.7}})
+    expected = positional.get_json()["predictions"]
+    for response in (by_name, as_text, one):
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["predictions"] == expected

@@ -138,9 +138,9 @@ def test_classify_images(client, fashion):
             {"instances": [{"input": [0, 0]}, {"other": [0, 0]}]},
             "every instance must name the same one input",
         ),
-        (":classify", {"examples": [{"x1": 0}]}, "missing ['x2']"),
-        (":classify", {"examples": [{"x1": 0, "x2": 0, "x3": 1}]}, "unknown ['x3']"),
-        (":classify", {"examples": [{"x1": "a", "x2": 0}]}, "examples[0].x1 must be a number"),
+        (":classify", {"examples": [{"x1": 0}]}, "examples[0]: feature 'x2' is missing"),
+        (":classify", {"examples": [{"x1": 0, "x2": 0, "x3": 1}]}, "unknown feature 'x3'"),
+        (":classify", {"examples": [{"x1": "a", "x2": 0}]}, "examples[0]: feature 'x1' must be a"),
         (":classify", {"examples": []}, "'examples' must be a non-empty list"),
         (":regress", {"examples": [{"x1": 0, "x2": 0}]}, "is a classifier"),
     ],
@@ -169,7 +169,10 @@ def test_an_image_input_only_for_image_models_and_deep_json_is_a_400(client):
     r = client.post("/v1/models/circles:predict", json={"inputs": {"image": [[0, 0]]}})
     assert (r.status_code, r.get_json()) == (
         400,
-        {"error": "unknown input 'image'; model 'circles' takes 'input'"},
+        {
+            "error": "unknown input 'image'; model 'circles' takes 'input', or its features "
+            "by name (x1, x2)"
+        },
     )
     for path in ("/v1/models/circles:predict", "/v1/models/circles:classify"):
         r = client.post(path, data=b"[" * 200_000, content_type="application/json")
