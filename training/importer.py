@@ -64,7 +64,7 @@ def input_spec(shape: tuple, options: ImportOptions, loaded: Loaded | None = Non
             "the batch; export it with a fixed input size"
         )
     if len(dims) == 1:
-        return _feature_spec(dims[0], options)
+        return _feature_spec(dims[0], options, loaded.feature_names if loaded else None)
     if len(dims) != 3:
         raise ImportRefused(
             f"the model's input has rank {len(dims) + 1} ({list(shape)}); "
@@ -112,10 +112,16 @@ def input_spec(shape: tuple, options: ImportOptions, loaded: Loaded | None = Non
     )
 
 
-def _feature_spec(n: int, options: ImportOptions) -> FeatureSpec:
-    """Named features; --mean/--std (1 or n values) are the standardisation the model
-    expects, applied by the service to the raw values clients send."""
-    names = options.features or [f"x{i + 1}" for i in range(n)]
+def _feature_spec(n: int, options: ImportOptions, inputs: tuple[str, ...] | None) -> FeatureSpec:
+    """Named features (a model of one input per feature names them itself); --mean/--std
+    (1 or n values) are the standardisation the model expects, applied by the service to
+    the raw values clients send."""
+    if inputs is not None and options.features and list(options.features) != list(inputs):
+        raise ImportRefused(
+            f"the model's inputs name its features {', '.join(inputs)}: leave out --features "
+            "or give those, in that order"
+        )
+    names = options.features or list(inputs or ()) or [f"x{i + 1}" for i in range(n)]
     if len(names) != n:
         raise ImportRefused(f"--features names {len(names)} features; the model takes {n}")
     image_only = (

@@ -42,6 +42,7 @@ class Loaded(ABC):
     activation: str | None = None  # the final activation found: "softmax" / "sigmoid"
     removed: str | None = None  # where it was taken off
     kind = "logits"
+    feature_names: tuple[str, ...] | None = None  # a model of one named input per feature
 
     def describe(self) -> str:
         """One line: what happened to the final activation."""
@@ -97,17 +98,45 @@ def probabilities_from(outputs: np.ndarray, kind: str) -> np.ndarray:
     return OutputSpec(kind).probabilities(outputs)
 
 
+def one_input_per_feature(model):
+    """A functional model with one named numeric input per feature (keras-io's structured
+    data examples), as a model of one ``[batch, features]`` input in the inputs' order:
+    (the model, the feature names). Anything else with several inputs is refused."""
+    import keras
+
+    keyed = model.input if isinstance(model.input, dict) else None
+    tensors = list(keyed.values()) if keyed is not None else list(model.inputs)
+    names = list(keyed) if keyed is not None else [t.name for t in tensors]
+    for name, tensor in zip(names, tensors, strict=True):
+        shape, dtype = tuple(tensor.shape), str(tensor.dtype)
+        if shape not in ((None,), (None, 1)) or not dtype.startswith(("float", "int", "uint")):
+            raise SourceError(
+                f"the model has {len(tensors)} inputs; input {name!r} is {dtype} of shape "
+                f"{list(shape)}: several inputs must each be one number (one per feature), "
+                "or give the model one input"
+            )
+    vector = keras.Input((len(names),), name="features")
+    parts = []
+    for i, tensor in enumerate(tensors):
+        part = vector[:, i : i + 1] if len(tensor.shape) == 2 else vector[:, i]
+        parts.append(keras.ops.cast(part, tensor.dtype))
+    called = model(dict(zip(names, parts, strict=True)) if keyed is not None else parts)
+    return keras.Model(vector, called), tuple(names)
+
+
 class KerasSource(Loaded):
     """A ``.keras`` or ``.h5`` file, loaded by Keras."""
 
     tool = "tf2onnx.convert.from_function"
 
     def __init__(self, model, fmt: str, declared: str | None) -> None:
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+        if len(model.outputs) != 1:
             raise SourceError(
                 f"the model has {len(model.inputs)} inputs and "
-                f"{len(model.outputs)} outputs; one of each is needed"
+                f"{len(model.outputs)} outputs; one output is needed"
             )
+        if len(model.inputs) > 1:
+            model, self.feature_names = one_input_per_feature(model)
         self.format, self.original = fmt, model
         self.input_shape = tuple(model.inputs[0].shape)
         out_shape = tuple(model.outputs[0].shape)

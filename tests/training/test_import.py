@@ -249,7 +249,7 @@ def test_onnx_declared_logits_that_are_probabilities_is_refused(tmp_path, caplog
 
 
 def _two_inputs(tmp_path: Path) -> Path:
-    a, b = keras.Input((2,)), keras.Input((2,))
+    a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
     out = keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))
     keras.Model([a, b], out).save(tmp_path / "two.keras")
     return tmp_path / "two.keras"
@@ -301,7 +301,7 @@ def _onnx_too_new(tmp_path: Path) -> Path:
     [
         (_text_file, [], "notes.txt is not a model file: expected .keras, .h5, .onnx"),
         (_fake_keras, [], "Keras cannot load broken.keras"),
-        (_two_inputs, [], "the model has 2 inputs and 1 outputs; one of each is needed"),
+        (_two_inputs, [], "the model has 2 inputs; input 'a' is float32 of shape \\[None, 2\\]"),
         (_sequence_output, [], r"output has shape \[None, 2, 2\]; expected \[batch, classes\]"),
         (_softmax_keras, ["--classes", "a,b"], r"--classes names 2 classes; the model's output"),
         (_unconvertible, [], "layer 'my_weird_layer' uses the TensorFlow op 'Igamma'"),
@@ -321,6 +321,42 @@ def test_refusals_say_why_and_write_nothing(tmp_path, caplog, make, extra, messa
     assert re.search(message, errors[0].getMessage()), errors[0].getMessage()
     assert "\n" not in errors[0].getMessage()
     assert not repo.exists() or list(repo.iterdir()) == []
+
+
+def _per_feature(keyed: bool) -> keras.Model:
+    """keras-io's structured-data shape: one named Input per feature, concatenated."""
+    keras.utils.set_random_seed(4)
+    age = keras.Input((1,), name="age")
+    income = keras.Input((1,), name="income")
+    rooms = keras.Input((1,), name="rooms", dtype="int64")
+    joined = keras.layers.Concatenate()([age, income, keras.ops.cast(rooms, "float32")])
+    hidden = keras.layers.Dense(8, activation="relu")(joined)
+    outputs = keras.layers.Dense(3, activation="softmax")(hidden)
+    inputs = {"age": age, "income": income, "rooms": rooms} if keyed else [age, income, rooms]
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_one_input_per_feature_imports_and_serves_by_name(tmp_path, keyed):
+    model = _per_feature(keyed)
+    model.save(tmp_path / "table.keras")
+    repo = tmp_path / "repo"
+    assert main(["import", str(tmp_path / "table.keras"), "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "table" / "1")
+    assert meta["preprocessing"]["feature_names"] == ["age", "income", "rooms"]
+    rows = np.array([[30.0, 2.5, 3], [61.0, -1.0, 1], [45.0, 0.3, 7]])
+    given = {"age": rows[:, :1], "income": rows[:, 1:2], "rooms": rows[:, 2:].astype(np.int64)}
+    expected = model.predict(given if keyed else list(given.values()), verbose=0)
+    from service.contract.preprocessing import spec_from_dict
+
+    spec = spec_from_dict(meta["preprocessing"])
+    by_name = [dict(zip(("rooms", "age", "income"), (r[2], r[0], r[1]), strict=True)) for r in rows]
+    tensor = spec.rows_to_tensor(by_name, "instances")
+    np.testing.assert_allclose(
+        served_probabilities(repo / "table" / "1", tensor), expected, atol=1e-5
+    )
+    refused = ["import", str(tmp_path / "table.keras"), "--features", "a,b,c"]
+    assert main([*refused, "--repository", str(tmp_path / "other")]) == 1
 
 
 def test_refusal_from_the_command_line_has_no_traceback(tmp_path):
