@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +98,27 @@ def _is_number(text: str) -> bool:
     return True
 
 
+NUMERIC_SHARE = 0.9  # a column this much numbers is numeric: the rest are its problems
+
+
 def _kind(values: list[str]) -> str:
     """The kind of a column from its present values."""
-    if all(_is_number(v) for v in values):
-        return "numeric"
+    numbers = sum(map(_is_number, values))
     if {v.strip().lower() for v in values} <= tabular.TRUE | tabular.FALSE:
-        return "boolean"
-    return "categorical"
+        return "boolean" if numbers < len(values) else "numeric"
+    return "numeric" if numbers >= NUMERIC_SHARE * len(values) else "categorical"
+
+
+def _an_id(present: list[str], rows: int, kind: str) -> bool:
+    """Unique per row and either text, or whole numbers that only go up (row numbers)."""
+    if rows <= 10 or len(present) != rows or len(set(present)) != rows:
+        return False
+    if kind == "categorical":
+        return True
+    if kind != "numeric" or not all(float(v).is_integer() for v in present):
+        return False
+    numbers = [float(v) for v in present]
+    return all(a < b for a, b in pairwise(numbers))
 
 
 def read_table(
@@ -163,28 +178,33 @@ def read_table(
             continue
         if missing == "refuse":
             problems += [Problem(n, name, "", "missing (--missing refuse)") for n in where_missing]
-        if name in numeric:
-            kind = "numeric"
+        kind = "numeric" if name in numeric else "categorical" if name in categorical else None
+        if kind is None:
+            kind = _kind(present)
+            if name not in (features or ()) and _an_id(present, len(column), kind):
+                plan.notes.append(f"column {name!r} is unique per row (an ID): dropped")
+                continue
+        if kind == "numeric":
+            why = (
+                "not a number (--numeric)"
+                if name in numeric
+                else "not a number (in a numeric column)"
+            )
             problems += [
-                Problem(lines[i], name, v, "not a number (--numeric)")
+                Problem(lines[i], name, v, why)
                 for i, v in enumerate(column)
                 if not tabular.is_missing(v) and not _is_number(v)
             ]
-        elif name in categorical:
-            kind = "categorical"
-        else:
-            kind = _kind(present)
-            whole = kind == "numeric" and all(float(v).is_integer() for v in present)
-            if (kind == "categorical" or whole) and len(set(present)) == len(column) > 10:
-                plan.notes.append(f"column {name!r} is unique per row (an ID): dropped")
-                continue
         plan.kinds[name] = kind
+    kept = [chosen.index(n) for n in plan.kinds]
+    for i, row in enumerate(rows):
+        if kept and all(tabular.is_missing(row[c]) for c in kept):
+            problems.append(Problem(lines[i], "(row)", "", "every feature is missing"))
     if problems:
         problems.sort(key=lambda p: (p.line, p.column))
         raise TableError(_problem_table(path, problems))
     if not plan.kinds:
         raise TableError(f"{path}: no feature columns left")
-    kept = [chosen.index(n) for n in plan.kinds]
     return RawTable(
         tuple(plan.kinds),
         tuple(plan.kinds.values()),
@@ -231,6 +251,13 @@ def fit_columns(
                 vocabulary,
                 encode if kind == "categorical" else "one_hot",
             )
+        )
+    names = tabular.feature_names(columns)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TableError(
+            f"the encoded features {twice[:5]} would be named twice (a category spelled like "
+            "a column's slot): rename the column or the category"
         )
     return tuple(columns)
 

@@ -58,14 +58,35 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in MISSING
 
 
+_DECIMAL = frozenset("0123456789+-.eE")
+
+
+def _decimal(text: str) -> float | None:
+    """Text that is a plain decimal number (ASCII digits, sign, point, exponent; no ``_``,
+    no ``inf``/``nan`` words, no other scripts' digits) as a float, else None."""
+    text = text.strip()
+    if not text or not set(text) <= _DECIMAL:
+        return None
+    try:
+        return float(text)
+    except (ValueError, OverflowError):
+        return None
+
+
 def number(value: Any, name: str) -> float:
-    """A present numeric value (a JSON number or numeric text) as a finite float."""
+    """A present numeric value (a JSON number or decimal text) as a finite float."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TabularError(f"feature {name!r} must be a number, got {_shown(value)}")
-    try:
-        out = float(value.strip() if isinstance(value, str) else value)
-    except (ValueError, OverflowError):
-        raise TabularError(f"feature {name!r} must be a number, got {_shown(value)}") from None
+    if isinstance(value, str):
+        parsed = _decimal(value)
+        if parsed is None:
+            raise TabularError(f"feature {name!r} must be a number, got {_shown(value)}")
+        out = parsed
+    else:
+        try:
+            out = float(value)
+        except OverflowError:  # an integer beyond float64
+            out = math.inf
     if not math.isfinite(out):
         raise TabularError(f"feature {name!r} must be a finite number, got {_shown(value)}")
     return out
@@ -86,22 +107,37 @@ def boolean(value: Any, name: str) -> float:
     raise TabularError(f"feature {name!r} must be true or false, got {_shown(value)}")
 
 
+def _number_text(value: float | int) -> str:
+    """One text for one number, however it was written: whole numbers as integers
+    (``2``, ``2.0``, ``"2.00"``), others as Python's shortest repr (``2.5`` for ``"2.50"``)."""
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def category(value: Any, name: str) -> str:
-    """A present categorical value as its text: numbers as written, whole floats as ints."""
+    """A present categorical value as its text: numbers, and text that is a decimal number,
+    canonically (``"2.50"`` and ``2.5`` are one category); other text as written, stripped;
+    booleans as ``true``/``false``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TabularError(f"feature {name!r} must be a finite number or text")
+        return _number_text(value)
     if isinstance(value, str):
         text = value.strip()
-        try:
-            parsed = float(text)
-        except ValueError:
+        parsed = _decimal(text)
+        if parsed is None or not math.isfinite(parsed):
             return text
-        if math.isfinite(parsed) and parsed.is_integer() and ("." in text or "e" in text.lower()):
-            return str(int(parsed))  # "2.0" in one file, "2" in another: one category
-        return text
+        if parsed.is_integer() and "." not in text and "e" not in text.lower():
+            return str(int(text))  # exact, beyond float64's 2**53 too ("007" is 7)
+        return _number_text(parsed)
     raise TabularError(f"feature {name!r} must be text or a number, got {_shown(value)}")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _shown(value: Any) -> str:
@@ -205,7 +241,7 @@ def encode_rows(rows: Sequence[Any], columns: Sequence[Column], what: str) -> np
             unknown = [k for k in row if k not in names]
             if unknown:
                 raise TabularError(
-                    f"{where}: unknown feature {unknown[0]!r}; the model's features: "
+                    f"{where}: unknown feature {_cut(repr(unknown[0]))}; the model's features: "
                     + ", ".join(c.name for c in columns)
                 )
             values = [row.get(c.name) for c in columns]
@@ -219,6 +255,8 @@ def encode_rows(rows: Sequence[Any], columns: Sequence[Column], what: str) -> np
             values = row
         else:
             raise TabularError(f"{where} must be an object of features by name, or a list")
+        if all(is_missing(v) for v in values):
+            raise TabularError(f"{where} gives none of the model's features (all missing)")
         encoded: list[float] = []
         try:
             for column, raw in zip(columns, values, strict=True):

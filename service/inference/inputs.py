@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from math import prod
 from typing import TYPE_CHECKING, Any
@@ -238,23 +238,41 @@ def _feature_rows(items: list, spec: FeatureSpec, key: str) -> np.ndarray:
     return NamedRows(items, key).tensor(spec, None)
 
 
+def by_feature(spec: Spec, input_name: str, names: set[str]) -> bool:
+    """Whether inputs called ``names`` are a table model's features rather than its tensor
+    (``input_name``): they name features, and not the tensor alone (a table may have a
+    feature called like the tensor)."""
+    if not isinstance(spec, FeatureSpec):
+        return False
+    features = {c.name for c in spec.raw_columns}
+    if not names & features:
+        return False
+    return not (input_name in names and (spec.plain or not names <= features))
+
+
 class NamedRows:
     """Rows of a table's raw values: objects keyed by feature name (an absent feature is
-    missing) or lists of the values in the model's order; numbers, text, booleans, null."""
+    missing) or lists of the values in the model's order; numbers, text, booleans, null.
 
-    __slots__ = ("rows", "where")
+    ``rows`` may be a function that makes them, with their ``count``: a codec that holds
+    its features as columns (V2, TF Serving's columnar format) builds rows only once the
+    count is known to fit the model's limits."""
 
-    def __init__(self, rows: Sequence[Any], where: str) -> None:
+    __slots__ = ("count", "rows", "where")
+
+    def __init__(self, rows: Sequence[Any] | Callable[[], Sequence[Any]], where: str, count=None):
         self.rows, self.where = rows, where
+        self.count = len(rows) if count is None else count  # type: ignore[arg-type]
 
     def tensor(self, spec: Spec, limits: Limits | None) -> np.ndarray:
         """The model's batch, each row encoded as training encoded the table."""
         if not isinstance(spec, FeatureSpec):
             raise ValidationFailed("this model takes images, not features by name")
         if limits is not None:
-            limits.check(len(self.rows), prod(spec.tensor_shape))
+            limits.check(self.count, prod(spec.tensor_shape))
+        rows = self.rows() if callable(self.rows) else self.rows
         try:
-            return spec.rows_to_tensor(self.rows, self.where)
+            return spec.rows_to_tensor(rows, self.where)
         except PreprocessingError as exc:
             raise ValidationFailed(str(exc)) from None
 

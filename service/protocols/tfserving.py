@@ -26,6 +26,7 @@ from service.inference.inputs import (
     JsonInstances,
     ModelTensor,
     NamedRows,
+    by_feature,
     check_numbers,
     is_b64_object,
     parse_json,
@@ -191,17 +192,28 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
             and all(isinstance(v, dict) and not is_b64_object(v) for v in instances)
         ):  # named inputs: [{"input": ...}, ...]
             if _by_feature(entry, set().union(*instances)):
-                return NamedRows([_unwrapped(v) for v in instances], "instances")
+                return NamedRows(
+                    lambda: [_unwrapped(v) for v in instances], "instances", len(instances)
+                )
             names = {tuple(v) for v in instances}
             if len(names) != 1 or len(next(iter(names))) != 1:
                 raise BadRequest("every instance must name the same one input")
             (name,) = next(iter(names))
             return _batch(entry, name, [v[name] for v in instances], "instances")
+        spec = entry.spec
+        if (
+            isinstance(spec, FeatureSpec)
+            and not spec.plain
+            and isinstance(instances, list)
+            and instances
+            and all(isinstance(v, list) for v in instances)
+        ):  # a table's raw values in the columns' order
+            return NamedRows(instances, "instances")
         return _batch(entry, None, instances, "instances")
     columns = document["inputs"]
     if isinstance(columns, dict) and not is_b64_object(columns):
-        if _by_feature(entry, columns):
-            return NamedRows(_rows(columns), "inputs")
+        if _by_feature(entry, set(columns)):
+            return _rows(columns)
         if len(columns) != 1:
             raise BadRequest(f"model {entry.name!r} takes one input; got {sorted(columns)}")
         ((name, batch),) = columns.items()
@@ -209,13 +221,18 @@ def _inputs(entry: ModelEntry, document: dict[str, Any]):
     return _batch(entry, None, columns, "inputs")
 
 
-def _rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
-    """The columnar format's features (a list of values each) as rows."""
+def _rows(columns: dict[str, Any]) -> NamedRows:
+    """The columnar format's features (a list of values each, a value a one-element list
+    or not) as rows, made once their count fits the model's limits."""
     sizes = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
     if len(sizes) != 1 or -1 in sizes or 0 in sizes:
         raise BadRequest("every feature in 'inputs' must be a non-empty list of the same length")
     (n,) = sizes
-    return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+
+    def rows() -> list[dict[str, Any]]:
+        return [_unwrapped({name: values[i] for name, values in columns.items()}) for i in range(n)]
+
+    return NamedRows(rows, "row", n)
 
 
 def _resolve(serving: Serving, request: Request) -> ModelEntry:
@@ -246,8 +263,12 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
         raise BadRequest("'examples' must be a non-empty list of objects")
     if not isinstance(context, dict) or not all(isinstance(e, dict) for e in examples):
         raise BadRequest("'examples' and 'context' must be objects keyed by feature name")
-    merged = [{**context, **example} for example in examples]
     spec = entry.spec
+    if isinstance(spec, FeatureSpec):  # rows are made once their count fits the limits
+        return NamedRows(
+            lambda: [_unwrapped({**context, **e}) for e in examples], "examples", len(examples)
+        )
+    merged = [{**context, **example} for example in examples]
     if isinstance(spec, ImageSpec):
         images = []
         for i, example in enumerate(merged):
@@ -256,8 +277,7 @@ def _examples(entry: ModelEntry, document: dict[str, Any]):
                 raise BadRequest(f'examples[{i}] must hold one image: {{"image": {{"b64": ...}}}}')
             images.append(values[0])
         return _images(entry, images, "examples")
-    assert isinstance(spec, FeatureSpec)
-    return NamedRows([_unwrapped(example) for example in merged], "examples")
+    raise BadRequest(f"model {entry.name!r} takes neither features nor images")
 
 
 def _unwrapped(row: dict[str, Any]) -> dict[str, Any]:
@@ -265,14 +285,8 @@ def _unwrapped(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in row.items()}
 
 
-def _by_feature(entry: ModelEntry, names) -> bool:
-    """Whether inputs named ``names`` are a table model's features (not its tensor): one
-    of them names a feature (the others are then told apart by the encoding's message)."""
-    spec = entry.spec
-    if not isinstance(spec, FeatureSpec) or entry.metadata["input"]["name"] in names:
-        return False
-    features = {c.name for c in spec.raw_columns}
-    return any(name in features for name in names)
+def _by_feature(entry: ModelEntry, names: set[str]) -> bool:
+    return by_feature(entry.spec, entry.metadata["input"]["name"], names)
 
 
 def classify(serving: Serving, request: Request) -> Response:

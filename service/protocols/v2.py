@@ -23,7 +23,7 @@ from service.http.messages import Request, Response, json_response
 from service.http.routing import Protocol, Route, versioned
 from service.inference import statistics
 from service.inference.dataplane import InferRequest, InferResult
-from service.inference.inputs import EncodedImages, ModelTensor, NamedRows
+from service.inference.inputs import EncodedImages, ModelTensor, NamedRows, by_feature
 from service.keys import DETAILS_NEED_READ
 from service.models.registry import ModelEntry
 from service.protocols import v2_tensors as tensors
@@ -273,7 +273,12 @@ def stats(serving: Serving, request: Request) -> Response:
 # --- infer -----------------------------------------------------------------------------------
 
 
-_FEATURE_DATATYPE = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
+_FEATURE_DATATYPE = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+_NUMBERS = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64")
+_NUMBERS += ("UINT8", "UINT16", "UINT32", "UINT64")
+# what each kind of feature takes besides its own datatype: numbers of any width (FP32
+# rounds a value to 7 digits before standardising), integer codes for categories
+_ALSO_ACCEPTED = {"numeric": _NUMBERS, "boolean": (), "categorical": _NUMBERS[3:]}
 
 
 def _feature_inputs(spec: FeatureSpec) -> list[dict[str, Any]]:
@@ -284,41 +289,59 @@ def _feature_inputs(spec: FeatureSpec) -> list[dict[str, Any]]:
     ]
 
 
+def _column(tensor: tensors.Tensor, kind: str) -> list[Any]:
+    """One feature input's elements as raw values (BYTES as text; NaN is missing)."""
+    name, datatype = tensor.name, tensor.datatype
+    if datatype != _FEATURE_DATATYPE[kind] and datatype not in _ALSO_ACCEPTED[kind]:
+        raise BadRequest(
+            f"input {name!r} is a {kind} feature: send {_FEATURE_DATATYPE[kind]}, not {datatype}"
+        )
+    if datatype == "BYTES":
+        try:
+            return [v.decode() for v in tensor.data]
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: BYTES must be UTF-8 text") from None
+    array = np.asarray(tensor.data).reshape(-1)
+    if datatype == "BOOL":
+        if tensor.binary and array.view(np.uint8).max(initial=0) > 1:
+            raise BadRequest(f"input {name!r}: BOOL elements must be the bytes 0 or 1")
+        return array.tolist()
+    if datatype.startswith(("INT", "UINT")):
+        return array.tolist()  # exact: an integer code stays the integer it was
+    return array.astype(np.float64).tolist()
+
+
 def _named_features(entry: ModelEntry, given: list[tensors.Tensor]) -> NamedRows:
     """One input per feature (any of them may be left out: missing), each [N] or [N, 1]:
-    numbers, BOOL, or BYTES text (UTF-8; an empty or ``NA`` element is missing)."""
+    numbers, BOOL, or BYTES text (UTF-8; an empty or ``NA`` element, or NaN, is missing).
+    The batch size is checked against the model's limits before any row is built."""
     spec = entry.spec
     assert isinstance(spec, FeatureSpec)
-    known = {c.name for c in spec.raw_columns}
-    columns: dict[str, list[Any]] = {}
+    kinds = {c.name: c.kind for c in spec.raw_columns}
+    seen: set[str] = set()
     for tensor in given:
-        if tensor.name not in known:
+        if tensor.name not in kinds:
             raise BadRequest(
-                f"unknown input {tensor.name!r}; model {entry.name!r} takes one input per "
-                "feature: " + ", ".join(sorted(known))
+                f"unknown input {tensor.name[:40]!r}; model {entry.name!r} takes one input per "
+                "feature: " + ", ".join(kinds)
             )
-        if tensor.name in columns:
+        if tensor.name in seen:
             raise BadRequest(f"input {tensor.name!r} is given twice")
+        seen.add(tensor.name)
         if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
             raise BadRequest(
                 f"input {tensor.name!r} must have shape [N] (or [N, 1]), got {list(tensor.shape)}"
             )
-        if tensor.datatype == "BYTES":
-            try:
-                values: list[Any] = [v.decode() for v in tensor.data]
-            except UnicodeDecodeError:
-                raise BadRequest(f"input {tensor.name!r}: BYTES must be UTF-8 text") from None
-        elif tensor.datatype == "BOOL":
-            values = [bool(v) for v in np.asarray(tensor.data).reshape(-1)]
-        else:
-            values = np.asarray(tensor.data, dtype=np.float64).reshape(-1).tolist()
-        columns[tensor.name] = values
-    sizes = {len(v) for v in columns.values()}
+    sizes = {t.shape[0] for t in given}
     if len(sizes) != 1:
         raise BadRequest(f"every feature input must have the same batch size; got {sorted(sizes)}")
     (n,) = sizes
-    rows = [{name: values[i] for name, values in columns.items()} for i in range(n)]
-    return NamedRows(rows, "inputs")
+
+    def rows() -> list[dict[str, Any]]:
+        columns = {t.name: _column(t, kinds[t.name]) for t in given}
+        return [{name: values[i] for name, values in columns.items()} for i in range(n)]
+
+    return NamedRows(rows, "element", count=n)
 
 
 def _model_input(
@@ -327,12 +350,7 @@ def _model_input(
     """The one input the request gives (or, for a table, one per feature), as the
     dataplane's input kind."""
     input_name = entry.metadata["input"]["name"]
-    spec, given_names = entry.spec, {t.name for t in given}
-    if (
-        isinstance(spec, FeatureSpec)
-        and input_name not in given_names
-        and given_names & {c.name for c in spec.raw_columns}
-    ):
+    if by_feature(entry.spec, input_name, {t.name for t in given}):
         return _named_features(entry, given)
     accepted = [input_name]
     if isinstance(entry.spec, ImageSpec):

@@ -125,6 +125,15 @@ def test_by_name_through_every_protocol(tabular):
     got["tfs rows"] = _post(url + "/v1/models/produce:predict", {"instances": ROWS})["predictions"]
     columnar = {k: [r.get(k) for r in ROWS] for k in ("size", "colour", "fresh", "weight")}
     got["tfs columns"] = _post(url + "/v1/models/produce:predict", {"inputs": columnar})["outputs"]
+    order = ("size", "colour", "fresh", "weight")
+    lists = [[r.get(k) for k in order] for r in ROWS]
+    got["tfs lists"] = _post(url + "/v1/models/produce:predict", {"instances": lists})[
+        "predictions"
+    ]
+    wrapped = {k: [[v] for v in values] for k, values in columnar.items()}
+    got["tfs columns, tf.Example lists"] = _post(
+        url + "/v1/models/produce:predict", {"inputs": wrapped}
+    )["outputs"]
     examples = [{k: [v] for k, v in r.items() if v is not None} for r in ROWS]
     classified = _post(url + "/v1/models/produce:classify", {"examples": examples})["result"]
     got["tfs classify"] = [[dict(r)[c] for c in classes] for r in classified]
@@ -132,10 +141,10 @@ def test_by_name_through_every_protocol(tabular):
     client = httpclient.InferenceServerClient(url.removeprefix("http://"))
     inputs = client.get_model_metadata("produce")["inputs"]
     assert inputs == [
-        {"name": "size", "datatype": "FP32", "shape": [-1]},
+        {"name": "size", "datatype": "FP64", "shape": [-1]},
         {"name": "colour", "datatype": "BYTES", "shape": [-1]},
         {"name": "fresh", "datatype": "BOOL", "shape": [-1]},
-        {"name": "weight", "datatype": "FP32", "shape": [-1]},
+        {"name": "weight", "datatype": "FP64", "shape": [-1]},
     ]
     size = httpclient.InferInput("size", [4], "FP32")
     size.set_data_from_numpy(np.array([14.2, 6.5, np.nan, np.nan], np.float32))
@@ -183,6 +192,55 @@ def test_bad_values_are_4xx_naming_the_feature(tabular):
     )
     assert status == 400, body
     assert "send them by name" in body["error"], body
+    for given, message in [
+        (
+            {"name": "colour", "datatype": "BOOL", "shape": [1], "data": [True]},
+            "input 'colour' is a categorical feature: send BYTES, not BOOL",
+        ),
+        (
+            {"name": "fresh", "datatype": "FP32", "shape": [1], "data": [1.0]},
+            "input 'fresh' is a boolean feature: send BOOL, not FP32",
+        ),
+        (
+            {"name": "size", "datatype": "BYTES", "shape": [1], "data": ["12"]},
+            "input 'size' is a numeric feature: send FP64, not BYTES",
+        ),
+    ]:
+        status, _, body = call(
+            "POST",
+            url + "/v2/models/produce/infer",
+            json.dumps({"inputs": [given]}).encode(),
+            "application/json",
+        )
+        assert (status, body["error"]) == (400, message)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "fresh",
+                    "datatype": "BOOL",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 2},
+                }
+            ]
+        }
+    ).encode()
+    status, _, body = call(
+        "POST",
+        url + "/v2/models/produce/infer",
+        header + b"\x01\x02",
+        "application/octet-stream",
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert (status, body["error"]) == (400, "input 'fresh': BOOL elements must be the bytes 0 or 1")
+    status, _, body = call(
+        "POST",
+        url + "/models/produce/predict",
+        json.dumps({"instances": [{"size": 3}, {}]}).encode(),
+        "application/json",
+    )
+    assert status == 422, body
+    assert "instances[1] gives none of the model's features" in body["error"]["message"]
 
 
 def test_the_console_form_has_the_tables_features(browser, tabular, tmp_path):  # noqa: F811

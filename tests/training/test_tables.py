@@ -93,3 +93,39 @@ def test_one_hot_slots_and_indicators_are_not_standardised():
     mean, std = tables.standardisation(x, columns)
     assert mean.tolist() == [2.0, 0.0, 0.0, 0.0]
     assert std.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_a_numeric_column_with_a_typo_is_a_problem_not_a_category(tmp_path):
+    cells = [str(i * 1.5) for i in range(20)]
+    cells[7] = "1,5"  # a decimal comma
+    cells[9] = "1_000"  # float() would take it; a table should not
+    text = "x,y\n" + "\n".join(f'"{c}",{"ab"[i % 2]}' for i, c in enumerate(cells)) + "\n"
+    with pytest.raises(tables.TableError) as caught:
+        tables.read_table(_file(tmp_path, text), "y")
+    message = str(caught.value)
+    assert "2 problems" in message
+    assert "'1,5'" in message
+    assert "'1_000'" in message
+    assert "not a number (in a numeric column)" in message
+
+
+def test_ids_are_text_or_rising_whole_numbers_and_never_a_named_feature(tmp_path):
+    rng = np.random.default_rng(0)
+    salary = rng.permutation(np.arange(30_000, 30_000 + 50 * 7, 7))  # unique, not rising
+    rows = [f"{i + 1},{s},{'ab'[i % 2]}" for i, s in enumerate(salary)]
+    path = _file(tmp_path, "row,salary,y\n" + "\n".join(rows) + "\n")
+    table = tables.read_table(path, "y")
+    assert table.names == ("salary",)
+    assert table.notes == ("column 'row' is unique per row (an ID): dropped",)
+    named = tables.read_table(path, "y", features=["row", "salary"])
+    assert named.names == ("row", "salary")
+
+
+def test_a_row_without_any_feature_and_names_twice_are_refused(tmp_path):
+    path = _file(tmp_path, "a,b,y\n1,x,p\n,,q\n3,y,p\n")
+    with pytest.raises(tables.TableError, match="every feature is missing"):
+        tables.read_table(path, "y")
+    clash = _file(tmp_path, "c,c=x,y\nx,1,p\nx,2,q\n<unknown>,3,p\n<unknown>,4,q\n")
+    table = tables.read_table(clash, "y", categorical=["c"])
+    with pytest.raises(tables.TableError, match="would be named twice"):
+        tables.fit_columns(table, np.arange(4))

@@ -865,16 +865,17 @@ function showSnippets(request) {
       "tensors = [tensor]",
     );
   } else if (!Array.isArray(request.values)) {
-    // one input per feature, as GET /v2/models/{model} lists them; missing: NaN or ""
+    // one input per feature, as GET /v2/models/{model} lists them; a missing one is left out
     python.push("tensors = []");
     for (const column of view.preprocessing.columns) {
       const value = request.values[column.name];
+      if (value === null) continue;
       const [type, data] =
         column.kind === "numeric"
-          ? ["FP32", `np.array([${value === null ? "np.nan" : value}], dtype=np.float32)`]
-          : column.kind === "boolean" && value !== null
+          ? ["FP64", `np.array([${value}], dtype=np.float64)`]
+          : column.kind === "boolean"
             ? ["BOOL", `np.array([${value ? "True" : "False"}])`]
-            : ["BYTES", `np.array([${JSON.stringify(value === null ? "" : String(value))}.encode()], dtype=object)`];
+            : ["BYTES", `np.array([${JSON.stringify(String(value))}.encode()], dtype=object)`];
       python.push(
         `tensors.append(httpclient.InferInput(${JSON.stringify(column.name)}, [1], "${type}"))`,
         `tensors[-1].set_data_from_numpy(${data})`,

@@ -42,8 +42,8 @@ def test_feature_names_follow_the_encoding():
             {"age": "30.5", "clinic": " north ", "smoker": "yes", "grade": "1"},
             [30.5, 0, 1, 0, 0, 0, 1, 0],
         ),
-        ({"age": None, "clinic": "", "smoker": "NA", "grade": None}, [40, 1, 1, 0, 0, 1, 0, 1]),
-        ({}, [40, 1, 1, 0, 0, 1, 0, 1]),  # absent = missing
+        ({"age": None, "clinic": "", "smoker": "NA", "grade": "2"}, [40, 1, 1, 0, 0, 1, 0, 1]),
+        ({"grade": None, "age": None, "smoker": "y"}, [40, 1, 1, 0, 0, 1, 1, 1]),  # absent
         (
             {"age": float("nan"), "clinic": "west", "smoker": 0, "grade": 9},
             [40, 1, 0, 0, 1, 0, 0, 3],
@@ -61,7 +61,11 @@ def test_every_case_encodes_as_training_did(row, expected):
     [
         ({"age": "old"}, "instance: feature 'age' must be a number, got \"old\""),
         ({"age": True}, "feature 'age' must be a number, got true"),
-        ({"age": "inf"}, "feature 'age' must be a finite number"),
+        ({"age": "inf"}, "feature 'age' must be a number, got \"inf\""),
+        ({"age": "1_000"}, "feature 'age' must be a number"),
+        ({"age": 10**400}, "feature 'age' must be a finite number"),
+        ({"clinic": float("inf")}, "feature 'clinic' must be a finite number or text"),
+        ({}, "instance gives none of the model's features (all missing)"),
         ({"smoker": "maybe"}, "feature 'smoker' must be true or false, got \"maybe\""),
         ({"clinic": ["a"]}, "feature 'clinic' must be text or a number"),
         (
@@ -80,9 +84,27 @@ def test_a_bad_value_is_refused_naming_the_feature(row, message):
 
 
 def test_without_imputation_a_missing_value_is_refused():
-    column = Column("age", "numeric", None)
+    columns = (Column("age", "numeric", None), Column("height", "numeric", None))
     with pytest.raises(PreprocessingError, match="instances\\[1\\]: feature 'age' is missing"):
-        FeatureSpec(1, ("age",), columns=(column,)).rows_to_tensor([[1], [None]], "instances")
+        FeatureSpec(2, ("age", "height"), columns=columns).rows_to_tensor(
+            [[1, 2], [None, 2]], "instances"
+        )
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("2.50", 2.5),
+        ("2.0", 2),
+        ("7", 7.0),
+        (" 3e2", 300),
+        (123456789012345678, "123456789012345678"),
+    ],
+)
+def test_a_category_written_as_a_number_is_one_category(a, b):
+    from service.contract.tabular import category
+
+    assert category(a, "c") == category(b, "c")
 
 
 @pytest.mark.parametrize("text", ["", " ", "NA", "n/a", "NaN", "null", "None", "#N/A"])

@@ -189,3 +189,36 @@ def test_a_request_larger_than_the_batch_size_runs_in_slices(settings):
     whole = create_app(settings, batch_max_size=128).test_client()
     expected = whole.post("/predict?model=circles", json={"instances": x}).get_json()
     assert sliced["predictions"] == expected["predictions"]
+
+
+def test_a_tables_rows_are_made_only_once_their_count_fits():
+    """V2 and TF Serving's columns hold a batch as columns: 8 M elements of one BOOL
+    feature must be refused on their count, before a single row is built."""
+    from service.contract.preprocessing import FeatureSpec
+    from service.contract.tabular import Column
+    from service.inference.inputs import NamedRows, by_feature
+
+    limits = Limits(
+        max_instances=4,
+        max_elements=100,
+        max_image_pixels=1,
+        max_request_pixels=1,
+        max_images=1,
+        decode_timeout_s=1.0,
+    )
+    columns = (Column("fresh", "boolean", 0.0), Column("input", "numeric", 1.0))
+    spec = FeatureSpec(2, ("fresh", "input"), columns=columns)
+    built = []
+    rows = NamedRows(lambda: built.append(1) or [{"fresh": True}] * 8_000_000, "row", 8_000_000)
+    with pytest.raises(BatchTooLarge, match="8,000,000 instances"):
+        rows.tensor(spec, limits)
+    assert built == []
+    small = NamedRows(lambda: [{"fresh": True}, {"fresh": "no", "input": 2}], "row", 2)
+    assert small.tensor(spec, limits).tolist() == [[1.0, 1.0], [0.0, 2.0]]
+    # a feature called like the model's tensor is still a feature, beside the others
+    assert by_feature(spec, "input", {"fresh", "input"})
+    assert by_feature(spec, "input", {"input"})  # not plain: the tensor is refused anyway
+    plain = FeatureSpec(2, ("x1", "input"))
+    assert not by_feature(plain, "input", {"input"})
+    assert by_feature(plain, "input", {"x1", "input"}) is False
+    assert by_feature(plain, "input", {"x1"})
