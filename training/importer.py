@@ -64,6 +64,8 @@ def input_spec(shape: tuple, options: ImportOptions, loaded: Loaded | None = Non
             "the batch; export it with a fixed input size"
         )
     if len(dims) == 1:
+        if loaded is not None and loaded.table is not None:
+            return _folded_spec(dims[0], options, loaded.table)
         return _feature_spec(dims[0], options, loaded.feature_names if loaded else None)
     if len(dims) != 3:
         raise ImportRefused(
@@ -110,6 +112,19 @@ def input_spec(shape: tuple, options: ImportOptions, loaded: Loaded | None = Non
         interpolation=options.interpolation,
         antialias=options.antialias,
     )
+
+
+def _folded_spec(n: int, options: ImportOptions, folded) -> FeatureSpec:
+    """Keras' own preprocessing read into the contract (``training.feature_layers``)."""
+    if options.features or options.mean is not None or options.std is not None:
+        raise ImportRefused(
+            "the model's preprocessing layers give its features and their scaling: leave out "
+            "--features, --mean and --std"
+        )
+    names = tuple(name for column in folded.columns for name in column.features)
+    if len(names) != n:
+        raise ImportRefused(f"the folded features are {len(names)}; the network takes {n}")
+    return FeatureSpec(n, names, folded.mean, folded.std, folded.columns)
 
 
 def _feature_spec(n: int, options: ImportOptions, inputs: tuple[str, ...] | None) -> FeatureSpec:

@@ -82,6 +82,14 @@ def for_parity(
             folder.files,
             folder.pixels,
         )
+    elif path.suffix == ".csv" and isinstance(spec, FeatureSpec) and spec.columns is not None:
+        rows, labels = _table_rows(path, spec, target)
+        try:
+            tensor = spec.rows_to_tensor(rows, f"{path.name} rows")
+        except PreprocessingError as exc:
+            raise userdata.DataError(f"the sample does not fit the model: {exc}") from None
+        indices = None if labels is None else _label_indices(labels, classes)
+        return Data(tensor, indices, f"{len(rows)} rows from {path.name}")
     elif path.suffix == ".csv":
         names = list(spec.feature_names) if isinstance(spec, FeatureSpec) else None
         table = userdata.read_csv(path, target, names if names and _named(names) else None)
@@ -106,6 +114,25 @@ def for_parity(
     if labels is not None:
         labels = _label_indices(labels, classes)
     return Data(_to_tensor(raw, spec), labels, f"{len(raw)} inputs from {path.name}")
+
+
+def _table_rows(path: Path, spec: FeatureSpec, target: str | None):
+    """A CSV's rows of raw values for a table model's columns (by header name), and the
+    target's labels where one is named."""
+    import csv
+
+    names = [c.name for c in spec.raw_columns]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            table = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise userdata.DataError(f"cannot read {path}: {exc}") from None
+    header = list(table[0]) if table else []
+    absent = [n for n in [*names, *([target] if target else [])] if n not in header]
+    if absent:
+        raise userdata.DataError(f"{path.name} has no column {absent}; its columns: {header}")
+    rows = [{n: r[n] for n in names} for r in table]
+    return rows, ([r[target].strip() for r in table] if target else None)
 
 
 def _named(names: list[str]) -> bool:

@@ -43,6 +43,7 @@ class Loaded(ABC):
     removed: str | None = None  # where it was taken off
     kind = "logits"
     feature_names: tuple[str, ...] | None = None  # a model of one named input per feature
+    table = None  # training.feature_layers.Folded: Keras' preprocessing, as the contract
 
     def describe(self) -> str:
         """One line: what happened to the final activation."""
@@ -124,6 +125,46 @@ def one_input_per_feature(model):
     return keras.Model(vector, called), tuple(names)
 
 
+def check_fold(model, folded, n: int = 256) -> None:
+    """The folded contract + the network must give the whole model's outputs on raw rows
+    (every category, one never seen, numbers around their range), to 1e-5."""
+    import tensorflow as tf
+
+    from service.contract.preprocessing import FeatureSpec
+    from training.feature_layers import FoldRefused, raw_rows
+
+    columns = folded.columns
+    rows = raw_rows(columns, n)
+    keyed = model.input if isinstance(model.input, dict) else {t.name: t for t in model.inputs}
+    given = {}
+    for column in columns:
+        dtype = str(keyed[column.name].dtype)
+        values = [row[column.name] for row in rows]
+        if dtype == "string":
+            array = np.array([str(v) for v in values], dtype=object)
+        elif dtype.startswith(("int", "uint")):
+            unseen = max((int(v) for v in column.vocabulary), default=0) + 1000
+            array = np.array([unseen if v == "never-seen" else int(v) for v in values], dtype)
+            for row, value in zip(rows, array.tolist(), strict=True):
+                row[column.name] = value
+        else:
+            array = np.asarray(values, dtype)
+        given[column.name] = tf.constant(array.reshape(-1, *keyed[column.name].shape[1:]))
+    whole = np.asarray(model(given), np.float64)
+    names = tuple(n for c in columns for n in c.features)
+    spec = FeatureSpec(len(names), names, folded.mean, folded.std, columns)
+    part = np.asarray(folded.network(spec.rows_to_tensor(rows, "rows")), np.float64)
+    gap = float(np.max(np.abs(whole - part)))
+    if gap > 1e-5:
+        raise FoldRefused(
+            f"the model's preprocessing, read into the contract, differs from Keras' own by "
+            f"{gap:.2e} on {n} raw rows"
+        )
+    log.info(
+        "preprocessing folded into the contract: %d features, max |diff| %.1e", len(columns), gap
+    )
+
+
 class KerasSource(Loaded):
     """A ``.keras`` or ``.h5`` file, loaded by Keras."""
 
@@ -136,7 +177,14 @@ class KerasSource(Loaded):
                 f"{len(model.outputs)} outputs; one output is needed"
             )
         if len(model.inputs) > 1:
-            model, self.feature_names = one_input_per_feature(model)
+            from training.feature_layers import fold
+
+            folded = fold(model)
+            if folded is None:
+                model, self.feature_names = one_input_per_feature(model)
+            else:
+                check_fold(model, folded)
+                model, self.table = folded.network, folded
         self.format, self.original = fmt, model
         self.input_shape = tuple(model.inputs[0].shape)
         out_shape = tuple(model.outputs[0].shape)

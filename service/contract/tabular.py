@@ -159,6 +159,7 @@ class Column:
     indicator: bool = False  # a missing-indicator feature follows
     vocabulary: tuple[str, ...] = ()
     encoding: str = "one_hot"
+    unknown_first: bool = False  # the unknown slot before the vocabulary's (Keras' lookups)
     _index: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +169,9 @@ class Column:
     def features(self) -> tuple[str, ...]:
         """The names of the model's features this column becomes."""
         if self.kind == "categorical" and self.encoding == "one_hot":
-            names = [f"{self.name}={v}" for v in self.vocabulary] + [f"{self.name}=<unknown>"]
+            names = [f"{self.name}={v}" for v in self.vocabulary]
+            unknown = f"{self.name}=<unknown>"
+            names = [unknown, *names] if self.unknown_first else [*names, unknown]
         else:
             names = [self.name]
         return tuple(names + ([f"{self.name} (missing)"] if self.indicator else []))
@@ -196,7 +199,11 @@ class Column:
             out.append(float(self._index.get(str(value), len(self.vocabulary))))
         else:
             slots = [0.0] * (len(self.vocabulary) + 1)
-            slots[self._index.get(str(value), len(self.vocabulary))] = 1.0
+            index = self._index.get(str(value), -1)
+            if self.unknown_first:
+                slots[index + 1] = 1.0
+            else:
+                slots[index if index >= 0 else len(self.vocabulary)] = 1.0
             out.extend(slots)
         if self.indicator:
             out.append(1.0 if missing else 0.0)
@@ -208,6 +215,8 @@ class Column:
             block["missing_indicator"] = True
         if self.kind == "categorical":
             block.update(encoding=self.encoding, vocabulary=list(self.vocabulary))
+            if self.unknown_first:
+                block["unknown_slot"] = "first"
         return block
 
     @classmethod
@@ -220,6 +229,7 @@ class Column:
             bool(block.get("missing_indicator", False)),
             tuple(str(v) for v in block.get("vocabulary", ())),
             str(block.get("encoding", "one_hot")),
+            block.get("unknown_slot", "last") == "first",
         )
 
 

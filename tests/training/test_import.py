@@ -359,6 +359,104 @@ def test_one_input_per_feature_imports_and_serves_by_name(tmp_path, keyed):
     assert main([*refused, "--repository", str(tmp_path / "other")]) == 1
 
 
+def _feature_space_model() -> keras.Model:
+    """keras-io's structured data with FeatureSpace: normalised and rescaled numbers, a
+    string and an integer category, the network after the encoded features."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(6)
+    rng = np.random.default_rng(6)
+    data = {
+        "age": rng.normal(40, 10, 200).astype("float32"),
+        "income": rng.normal(5, 2, 200).astype("float32"),
+        "colour": rng.choice(["red", "green", "blue"], 200),
+        "rooms": rng.integers(1, 6, 200).astype("int64"),
+    }
+    space = keras.utils.FeatureSpace(
+        features={
+            "age": keras.utils.FeatureSpace.float_normalized(),
+            "income": keras.utils.FeatureSpace.float_rescaled(scale=0.5, offset=1.0),
+            "colour": keras.utils.FeatureSpace.string_categorical(),
+            "rooms": keras.utils.FeatureSpace.integer_categorical(),
+        },
+        output_mode="concat",
+    )
+    space.adapt(tf.data.Dataset.from_tensor_slices(data).batch(50))
+    encoded = space.get_encoded_features()
+    hidden = keras.layers.Dense(8, activation="relu")(encoded)
+    network = keras.Model(encoded, keras.layers.Dense(3, activation="softmax")(hidden))
+    return keras.Model(space.get_inputs(), network(encoded))
+
+
+def test_a_feature_space_model_is_folded_into_the_contract(tmp_path):
+    """Its lookups, normalisation and rescaling go into the contract's columns, only the
+    network is exported, and the service's answer to raw rows is Keras' own."""
+    import tensorflow as tf
+
+    _feature_space_model().save(tmp_path / "space.keras")
+    model = keras.models.load_model(tmp_path / "space.keras")
+    repo = tmp_path / "repo"
+    assert main(["import", str(tmp_path / "space.keras"), "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "space" / "1")
+    columns = {c["name"]: c for c in meta["preprocessing"]["columns"]}
+    assert [c["kind"] for c in columns.values()] == [
+        "numeric",
+        "categorical",
+        "numeric",
+        "categorical",
+    ]
+    assert sorted(columns["colour"]["vocabulary"]) == ["blue", "green", "red"]
+    assert columns["colour"]["unknown_slot"] == "first"
+    rows = [
+        {"age": 31.5, "income": 4.0, "colour": "red", "rooms": 3},
+        {"age": 58.0, "income": 9.5, "colour": "purple", "rooms": 99},  # both never seen
+        {"age": "40", "income": -1, "colour": "blue", "rooms": "1"},  # numbers as text
+    ]
+    given = {
+        "age": tf.constant([[31.5], [58.0], [40.0]]),
+        "income": tf.constant([[4.0], [9.5], [-1.0]]),
+        "colour": tf.constant([["red"], ["purple"], ["blue"]]),
+        "rooms": tf.constant([[3], [99], [1]], dtype=tf.int32),
+    }
+    expected = np.asarray(model(given))
+    from service.contract.preprocessing import spec_from_dict
+
+    tensor = spec_from_dict(meta["preprocessing"]).rows_to_tensor(rows, "instances")
+    np.testing.assert_allclose(
+        served_probabilities(repo / "space" / "1", tensor), expected, atol=1e-5
+    )
+    refused = ["import", str(tmp_path / "space.keras"), "--features", "a"]
+    assert main([*refused, "--repository", str(repo)]) == 1
+    # a labelled CSV sample of raw values: the checks and the test metrics run on it
+    sample = tmp_path / "sample.csv"
+    labels = np.asarray(model(given)).argmax(axis=1)
+    lines = ["age,income,colour,rooms,y"] + [
+        f"{r['age']},{r['income']},{r['colour']},{r['rooms']},{label}"
+        for r, label in zip(rows * 20, list(labels) * 20, strict=True)
+    ]
+    sample.write_text("\n".join(lines) + "\n")
+    with_sample = ["import", str(tmp_path / "space.keras"), "--sample", str(sample)]
+    assert main([*with_sample, "--target", "y", "--repository", str(repo)]) == 0
+    meta = contract.read(repo / "space" / "2")
+    assert meta["metrics"]["test"]["accuracy"] == 1.0  # the model's own answers as labels
+    assert meta["export"]["parity"]["n_samples"] == 60
+
+
+def test_preprocessing_that_cannot_be_folded_is_refused_naming_the_feature(tmp_path, caplog):
+    age, size = keras.Input((1,), name="age"), keras.Input((1,), name="size")
+    binned = keras.layers.Discretization(bin_boundaries=[0.0, 1.0], output_mode="one_hot")(age)
+    joined = keras.layers.Concatenate()(
+        [binned, keras.layers.Normalization(mean=0, variance=1)(size)]
+    )
+    keras.Model({"age": age, "size": size}, keras.layers.Dense(2)(joined)).save(
+        tmp_path / "b.keras"
+    )
+    assert main(["import", str(tmp_path / "b.keras"), "--repository", str(tmp_path / "r")]) == 1
+    assert (
+        "feature 'age' goes through Discretization; the import folds Normalization" in caplog.text
+    )
+
+
 def test_refusal_from_the_command_line_has_no_traceback(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\x00" * 10)
     done = subprocess.run(
