@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.contract import tabular
+from service.contract.preprocessing import FeatureSpec
 from service.contract.tabular import Column
 from training.errors import Refused
 
@@ -48,6 +49,12 @@ class Folded:
     columns: tuple[Column, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @property
+    def spec(self) -> FeatureSpec:
+        """The contract's preprocessing for the network's input."""
+        names = tabular.feature_names(self.columns)
+        return FeatureSpec(len(names), names, self.mean, self.std, self.columns)
 
 
 def _chain(tensor) -> tuple[str, list, tuple]:

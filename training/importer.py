@@ -121,10 +121,10 @@ def _folded_spec(n: int, options: ImportOptions, folded) -> FeatureSpec:
             "the model's preprocessing layers give its features and their scaling: leave out "
             "--features, --mean and --std"
         )
-    names = tuple(name for column in folded.columns for name in column.features)
-    if len(names) != n:
-        raise ImportRefused(f"the folded features are {len(names)}; the network takes {n}")
-    return FeatureSpec(n, names, folded.mean, folded.std, folded.columns)
+    spec = folded.spec
+    if spec.n_features != n:
+        raise ImportRefused(f"the folded features are {spec.n_features}; the network takes {n}")
+    return spec
 
 
 def _feature_spec(n: int, options: ImportOptions, inputs: tuple[str, ...] | None) -> FeatureSpec:

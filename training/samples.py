@@ -119,20 +119,20 @@ def for_parity(
 def _table_rows(path: Path, spec: FeatureSpec, target: str | None):
     """A CSV's rows of raw values for a table model's columns (by header name), and the
     target's labels where one is named."""
-    import csv
+    from training.tables import read_cells
 
+    header, numbered = read_cells(path)
     names = [c.name for c in spec.raw_columns]
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            table = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise userdata.DataError(f"cannot read {path}: {exc}") from None
-    header = list(table[0]) if table else []
     absent = [n for n in [*names, *([target] if target else [])] if n not in header]
     if absent:
         raise userdata.DataError(f"{path.name} has no column {absent}; its columns: {header}")
-    rows = [{n: r[n] for n in names} for r in table]
-    return rows, ([r[target].strip() for r in table] if target else None)
+    ragged = [line for line, cells in numbered if len(cells) != len(header)]
+    if ragged:
+        raise userdata.DataError(f"{path.name} line {ragged[0]}: not as many cells as the header")
+    index = {name: header.index(name) for name in [*names, *([target] if target else [])]}
+    rows = [{n: cells[index[n]] for n in names} for _, cells in numbered]
+    labels = [cells[index[target]].strip() for _, cells in numbered] if target else None
+    return rows, labels
 
 
 def _named(names: list[str]) -> bool:

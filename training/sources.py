@@ -130,7 +130,6 @@ def check_fold(model, folded, n: int = 256) -> None:
     (every category, one never seen, numbers around their range), to 1e-5."""
     import tensorflow as tf
 
-    from service.contract.preprocessing import FeatureSpec
     from training.feature_layers import FoldRefused, raw_rows
 
     columns = folded.columns
@@ -151,9 +150,7 @@ def check_fold(model, folded, n: int = 256) -> None:
             array = np.asarray(values, dtype)
         given[column.name] = tf.constant(array.reshape(-1, *keyed[column.name].shape[1:]))
     whole = np.asarray(model(given), np.float64)
-    names = tuple(n for c in columns for n in c.features)
-    spec = FeatureSpec(len(names), names, folded.mean, folded.std, columns)
-    part = np.asarray(folded.network(spec.rows_to_tensor(rows, "rows")), np.float64)
+    part = np.asarray(folded.network(folded.spec.rows_to_tensor(rows, "rows")), np.float64)
     gap = float(np.max(np.abs(whole - part)))
     if gap > 1e-5:
         raise FoldRefused(

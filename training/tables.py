@@ -25,7 +25,6 @@ from service.contract import tabular
 from service.contract.tabular import Column, TabularError
 from training.errors import Refused
 
-MISSING_CHOICES = ("impute", "refuse")
 SHOWN_PROBLEMS = 40  # rows of the problem table printed; the rest are counted
 
 
@@ -78,7 +77,8 @@ def _problem_table(path: Path, problems: list[Problem]) -> str:
     return "\n".join([head, *lines, *tail])
 
 
-def _read(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def read_cells(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(the header, stripped; (line number, cells) of every row that is not blank)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             numbered = [(reader.line_num, row) for reader in [csv.reader(fh)] for row in reader]
@@ -132,7 +132,7 @@ def read_table(
 ) -> RawTable:
     """The file's feature columns as text with their kinds; every problem raised at once."""
     path = Path(path)
-    header, numbered = _read(path)
+    header, numbered = read_cells(path)
     categorical, numeric, drop = list(categorical or ()), list(numeric or ()), list(drop or ())
     problems: list[Problem] = []
     seen = Counter(header)

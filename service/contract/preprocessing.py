@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ class FeatureSpec:
 
     kind = "features"
 
-    @property
+    @cached_property
     def raw_columns(self) -> tuple[Column, ...]:
         """The raw features clients name: the columns, or one number per feature."""
         if self.columns is not None:

@@ -31,8 +31,6 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("numeric", "boolean", "categorical")
-ENCODINGS = ("one_hot", "ordinal")
 # Text that means "no value", as pandas' read_csv has it by default (case-insensitive).
 MISSING = frozenset(
     {"", "na", "n/a", "nan", "null", "none", "-nan", "#n/a", "#na", "<na>", "-1.#ind", "1.#ind"}
@@ -146,7 +144,7 @@ def _shown(value: Any) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError):
         text = type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
+    return _cut(text)
 
 
 @dataclass(frozen=True)
@@ -164,6 +162,12 @@ class Column:
 
     def __post_init__(self) -> None:
         self._index.update({v: i for i, v in enumerate(self.vocabulary)})
+
+    @property
+    def width(self) -> int:
+        """How many of the model's features this column becomes."""
+        one_hot = self.kind == "categorical" and self.encoding == "one_hot"
+        return (len(self.vocabulary) + 1 if one_hot else 1) + self.indicator
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -244,7 +248,7 @@ def encode_rows(rows: Sequence[Any], columns: Sequence[Column], what: str) -> np
     A row is an object keyed by column name (absent = missing; an unknown name is refused)
     or a list of the columns' values in order."""
     names = {c.name for c in columns}
-    out = np.empty((len(rows), len(feature_names(columns))))
+    out = np.empty((len(rows), sum(c.width for c in columns)))
     for i, row in enumerate(rows):
         where = f"{what}[{i}]" if len(rows) > 1 or what.endswith("s") else what
         if isinstance(row, Mapping):

@@ -476,20 +476,25 @@ function buildForm(view) {
   fields.replaceChildren();
   state.columns = null;
   names.forEach((name, i) => {
-    const wrap = document.createElement("div");
-    const label = document.createElement("label");
-    label.htmlFor = `feature-${i}`;
-    label.textContent = name;
     const input = document.createElement("input");
-    input.id = `feature-${i}`;
     input.type = "number";
     input.step = "any";
     input.required = true;
     const middle = range ? (range.min[i] + range.max[i]) / 2 : 0;
     input.value = String(Number(middle.toFixed(4)));
-    wrap.append(label, input);
-    fields.append(wrap);
+    addField(fields, i, name, input);
   });
+}
+
+// One labelled field of the feature form: feature-{i}, as the form's readers find it.
+function addField(fields, i, name, input) {
+  const wrap = document.createElement("div");
+  const label = document.createElement("label");
+  label.htmlFor = `feature-${i}`;
+  label.textContent = name;
+  input.id = `feature-${i}`;
+  wrap.append(label, input);
+  fields.append(wrap);
 }
 
 // A table's raw features (metadata preprocessing.columns): numbers, yes/no and categories
@@ -508,10 +513,6 @@ function buildColumnForm(columns) {
   fields.replaceChildren();
   state.columns = columns;
   columns.forEach((column, i) => {
-    const wrap = document.createElement("div");
-    const label = document.createElement("label");
-    label.htmlFor = `feature-${i}`;
-    label.textContent = column.name;
     const imputes = column.impute !== null;
     let input;
     if (column.kind === "numeric") {
@@ -529,9 +530,7 @@ function buildColumnForm(columns) {
       const usual = column.kind === "boolean" ? (column.impute ? "true" : "false") : column.impute;
       if (usual !== null) input.value = String(usual);
     }
-    input.id = `feature-${i}`;
-    wrap.append(label, input);
-    fields.append(wrap);
+    addField(fields, i, column.name, input);
   });
 }
 

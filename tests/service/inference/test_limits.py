@@ -115,15 +115,21 @@ def test_the_same_limits_in_every_protocol(settings, fashion):
     assert r.status_code == 200
 
 
+def _limits(**given) -> Limits:
+    """Small limits: 4 instances, 3 images of 100 pixels, 150 a request; ``given`` wins."""
+    values = {
+        "max_instances": 4,
+        "max_elements": 10,
+        "max_image_pixels": 100,
+        "max_request_pixels": 150,
+        "max_images": 3,
+        "decode_timeout_s": 1.0,
+    }
+    return Limits(**{**values, **given})
+
+
 def test_limits_object():
-    limits = Limits(
-        max_instances=4,
-        max_elements=10,
-        max_image_pixels=100,
-        max_request_pixels=150,
-        max_images=3,
-        decode_timeout_s=1.0,
-    )
+    limits = _limits(max_elements=10)
     limits.check(4, 2)
     with pytest.raises(Exception, match="empty"):
         limits.check(0, 2)
@@ -198,14 +204,7 @@ def test_a_tables_rows_are_made_only_once_their_count_fits():
     from service.contract.tabular import Column
     from service.inference.inputs import NamedRows, by_feature
 
-    limits = Limits(
-        max_instances=4,
-        max_elements=100,
-        max_image_pixels=1,
-        max_request_pixels=1,
-        max_images=1,
-        decode_timeout_s=1.0,
-    )
+    limits = _limits(max_elements=100)
     columns = (Column("fresh", "boolean", 0.0), Column("input", "numeric", 1.0))
     spec = FeatureSpec(2, ("fresh", "input"), columns=columns)
     built = []
