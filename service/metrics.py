@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,50 @@ MODEL_WEIGHT = Gauge(
     ["model", "version"],
     multiprocess_mode="livemax",
 )
+MODEL_ROLE = Gauge(
+    "model_version_role",
+    "1 for the role of each version the rules want served: serving (answers requests that "
+    "name no version, or any version under new_versions serve), candidate (held: only "
+    "requests that name it) or shadow (also runs a share of the serving version's inputs).",
+    ["model", "version", "role"],
+    multiprocess_mode="livemax",
+)
+MODEL_ALERT_THRESHOLD = Gauge(
+    "model_alert_threshold",
+    'Alert thresholds from a model\'s serving.json "alerts" (alert: p99_latency_s or '
+    "shadow_disagreement), for the shipped alert rules.",
+    ["model", "alert"],
+    multiprocess_mode="livemax",
+)
+SHADOW_COMPARISONS = Counter(
+    "shadow_comparisons_total",
+    "Instances answered by a serving version and also run on the shadow version, by whether "
+    "the two agree on the top-1 class.",
+    ["model", "version", "shadow_version", "outcome"],
+)
+SHADOW_DELTA = Histogram(
+    "shadow_probability_delta",
+    "|p_served - p_shadow| of the served class, per compared instance.",
+    ["model", "version", "shadow_version"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+)
+SHADOW_KL = Histogram(
+    "shadow_kl_divergence",
+    "KL(served || shadow) of the class probabilities in nats, per compared instance.",
+    ["model", "version", "shadow_version"],
+    buckets=(0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+SHADOW_FLIPS = Counter(
+    "shadow_label_flips_total",
+    "Compared instances whose top-1 class differs, by served and shadow label (the first "
+    "20 pairs a worker sees; later pairs count as other -> other).",
+    ["model", "version", "shadow_version", "served_label", "shadow_label"],
+)
+SHADOW_DROPPED = Counter(
+    "shadow_dropped_total",
+    "Instances not compared because the shadow queue was full (the live answer never waits).",
+    ["model", "version", "shadow_version"],
+)
 KEY_REQUESTS = Counter(
     "api_key_requests_total",
     "Requests by API key id (never the key), endpoint and status; key_id is 'none' for a "
@@ -302,6 +347,20 @@ def error_kind(status: int, code: str) -> str:
     if code in ("inference_error", "inference_timeout"):
         return "inference"
     return _ERROR_KINDS.get(status, "internal" if status >= 500 else "other")
+
+
+def record_rules(
+    name: str, roles: dict[int, str], old_roles: dict[int, str], alerts: dict[str, float]
+) -> None:
+    """Publish a model's version roles and alert thresholds (a role a version left is 0;
+    /metrics shows only what the current rules say, see :func:`exposition`)."""
+    for version, role in old_roles.items():
+        if roles.get(version) != role:
+            MODEL_ROLE.labels(name, str(version), role).set(0)
+    for version, role in roles.items():
+        MODEL_ROLE.labels(name, str(version), role).set(1)
+    for alert, threshold in alerts.items():
+        MODEL_ALERT_THRESHOLD.labels(name, alert).set(threshold)
 
 
 def record_model(name: str, version: int, loaded: bool, seconds: float, provider: str | None):
@@ -381,9 +440,24 @@ def current_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format for a scrape: all workers' values in multiprocess mode."""
-    return generate_latest(current_registry()), CONTENT_TYPE
+class _Kept:
+    """A registry's families with only the samples ``keep(labels)`` accepts."""
+
+    def __init__(self, registry: CollectorRegistry, keep: Callable[[dict[str, str]], bool]):
+        self.registry, self.keep = registry, keep
+
+    def collect(self):
+        for family in self.registry.collect():
+            family.samples = [s for s in family.samples if self.keep(s.labels)]
+            yield family
+
+
+def exposition(keep: Callable[[dict[str, str]], bool] | None = None) -> tuple[bytes, str]:
+    """The text format for a scrape: all workers' values in multiprocess mode; with
+    ``keep``, only the series it accepts (the versions the repository serves now: a
+    retired version's series leave with it, whichever worker counted them)."""
+    registry = current_registry()
+    return generate_latest(_Kept(registry, keep) if keep else registry), CONTENT_TYPE
 
 
 def mark_process_dead(pid: int) -> None:

@@ -3,12 +3,14 @@
 No HTTP here. A protocol codec decodes its wire format into an :class:`InferRequest`
 (model, version, inputs) and encodes the :class:`InferResult` (logits, probabilities,
 winning classes) in its own shape. Model resolution, request limits, preprocessing, the
-dynamic batcher, the softmax/sigmoid and the model metrics happen here, once.
+dynamic batcher, the softmax/sigmoid, the model metrics and the hand-over to the shadow
+version (:mod:`service.inference.shadow`) happen here, once.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ import numpy as np
 from service.errors import ApiError, InferenceFailed, ValidationFailed
 from service.inference.inputs import Inputs
 from service.inference.limits import LimitTable
+from service.inference.shadow import Shadow
 from service.models.registry import ModelEntry, Registry
 from service.settings import Settings
 
@@ -67,6 +70,7 @@ class DataPlane:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings, self.registry = settings, registry
         self.limits = LimitTable(settings)
+        self.shadow = Shadow(settings.shadow_queue)
 
     def infer(self, request: InferRequest) -> InferResult:
         """Resolve, check limits, preprocess, run (batched), post-process, record metrics."""
@@ -108,6 +112,14 @@ class DataPlane:
             raise
         meters.success.observe(done - started)
         meters.last_inference.set(time.time())
+        view = self.registry.models.get(entry.name)
+        if (
+            view is not None
+            and view.shadow is not None
+            and entry.version in view.shadow_for
+            and (view.shadow_fraction >= 1.0 or random.random() < view.shadow_fraction)
+        ):
+            self.shadow.submit(entry, view.shadow, batch, probs, winners)
         return InferResult(entry, logits, probs, winners, batch)
 
     @staticmethod

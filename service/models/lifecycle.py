@@ -114,11 +114,11 @@ class Lifecycle:
             log.exception("model repository check failed")
 
     def _control_changes(self) -> set[str]:
-        models = self.control.read()["models"]
+        seen = _by_model(self.control.read())
         return {
             n
-            for n in set(models) | set(self._control_seen)
-            if models.get(n) != self._control_seen.get(n)
+            for n in set(seen) | set(self._control_seen)
+            if seen.get(n) != self._control_seen.get(n)
         }
 
     # --- the model-control API ----------------------------------------------------------------
@@ -206,7 +206,9 @@ class Lifecycle:
                 self.registry.loaded_once = True
                 return
             self.registry.repository_error = None
-            control = self.control.read()["models"]
+            state = self.control.read()
+            control, holds = state["models"], state.get("holds", {})
+            seen = _by_model(state)
             old_models = self.registry.models
             models = dict(old_models)
             names = set(found) | set(old_models)
@@ -214,7 +216,14 @@ class Lifecycle:
             for name in sorted(names):
                 old = old_models.get(name)
                 try:
-                    view = self._model(name, found.get(name), control.get(name), old, name in retry)
+                    view = self._model(
+                        name,
+                        found.get(name),
+                        control.get(name),
+                        holds.get(name),
+                        old,
+                        name in retry,
+                    )
                 except Exception:  # a bug in one model's pass: keep what it served
                     log.exception("model %s: check failed; what it served stays", name)
                     continue
@@ -225,8 +234,8 @@ class Lifecycle:
                     models[name] = view
             # Only the models looked at are up to date with the record (another worker
             # may have changed the others since): the rest are picked up next time.
-            for name in names | (set(control) if only is None else set()):
-                self._control_seen[name] = control.get(name)
+            for name in names | (set(seen) if only is None else set()):
+                self._control_seen[name] = seen.get(name)
             if any(models.get(n) is not old_models.get(n) for n in set(models) | set(old_models)):
                 self.registry.models = models
                 self._retire(old_models, models)
@@ -245,7 +254,9 @@ class Lifecycle:
         else:
             log.info("default model: %s (%s)", name, why, extra={"model": name})
 
-    def _model(self, name, files, control, old: ModelView | None, retry: bool) -> ModelView | None:
+    def _model(
+        self, name, files, control, held, old: ModelView | None, retry: bool
+    ) -> ModelView | None:
         if files is None:
             return None  # the folder is gone: every version leaves
         if files.error is not None:  # unreadable for now: keep serving what was loaded
@@ -254,11 +265,14 @@ class Lifecycle:
         old_entries = old.entries if old else {}
         config, problems = self._config(name, files, old)
         candidates, why_not = policy.candidates(files.versions, control, self.explicit)
+        mark = policy.promotion_mark(config, candidates, held)
+        self._keep_hold_record(name, config, held, mark)
         entries: dict[int, ModelEntry] = {}
         pinned, by_policy = config.pinned(), 0
         for number in sorted(candidates, reverse=True):
             path = files.path / str(number)
-            wanted_now = policy.wanted(config, number, by_policy)
+            candidate = mark is not None and number > mark  # held: loaded, not counted
+            wanted_now = candidate or policy.wanted(config, number, by_policy)
             if not (wanted_now or number in pinned):
                 why = f"version policy {config.describe_policy()}"
                 entries[number] = self.loader.unloaded(
@@ -269,7 +283,7 @@ class Lifecycle:
                 name, number, path, candidates[number], old_entries.get(number), retry
             )
             entries[number] = entry
-            if entry.loaded and wanted_now:
+            if entry.loaded and wanted_now and not candidate:
                 by_policy += 1
         for number in files.versions:
             if number not in candidates:
@@ -281,6 +295,15 @@ class Lifecycle:
         served = {v for v, e in entries.items() if e.loaded}
         found, weights = policy.problems(config, served, files.ignored, bool(candidates))
         problems += found
+        unversioned = set(weights) or {
+            max((v for v in served if mark is None or v <= mark), default=0)
+        }
+        roles = {
+            v: policy.role(config, v, mark, v in unversioned)
+            for v, e in entries.items()
+            if e.status != "unloaded"
+        }
+        shadow, shadow_for = _shadow(config, entries, roles, problems)
         view = ModelView(
             name,
             entries,
@@ -288,15 +311,62 @@ class Lifecycle:
             files.config,
             tuple(problems),
             WeightedChoice(weights) if weights else None,
+            mark,
+            roles,
+            shadow,
+            config.shadow[1] if shadow is not None else 0.0,
+            shadow_for,
         )
         if old is not None and _same(old, view):
             return old
         _zero_weights(old, keep=set(weights))
         for v, share in (view.chooser.shares if view.chooser else {}).items():
             metrics.MODEL_WEIGHT.labels(name, str(v)).set(share)
+        metrics.record_rules(name, roles, old.roles if old else {}, config.alerts)
         for problem in set(problems) - set(old.problems if old else ()):
             log.error("model %s: %s", name, problem, extra={"model": name})
         return view
+
+    def _keep_hold_record(self, name: str, config: ServingConfig, held, mark) -> None:
+        """Under hold with no serving version named in serving.json, remember the mark this
+        instance starts from (every worker, and a worker that restarts, keep it); forget it
+        when new versions serve again (a later hold starts from what is there then)."""
+        if config.hold and not config.promoted() and not (held and "baseline" in held):
+
+            def remember(state: State) -> None:
+                state.setdefault("holds", {}).setdefault(name, {}).setdefault("baseline", mark)
+
+            self.control.update(remember)
+        elif not config.hold and held:
+
+            def forget(state: State) -> None:
+                state.setdefault("holds", {}).pop(name, None)
+
+            self.control.update(forget)
+
+    def promote(self, name: str, version: int) -> ModelView:
+        """Under hold, put a version in service for requests that name none (every worker
+        follows); 409 where serving.json names the serving version or new versions serve."""
+        view = self.registry.model(name)
+        entry = view.version(version, servable=True)
+        config = view.config
+        if not config.hold:
+            raise Conflict(
+                f"model {name!r} serves new versions as they appear (new_versions serve): "
+                "there is nothing to promote"
+            )
+        if config.promoted():
+            raise Conflict(
+                f"model {name!r}: serving.json names the serving version (label stable, "
+                "weights or version_policy specific): promote by editing it"
+            )
+
+        def change(state: State) -> None:
+            state.setdefault("holds", {})[name] = {"baseline": entry.version}
+
+        self.control.update(change)
+        self.refresh(only={name})
+        return self.registry.model(name)
 
     def _config(self, name, files, old: ModelView | None) -> tuple[ServingConfig, list[str]]:
         """serving.json (kept from the last pass while unchanged; a bad one keeps the rules
@@ -319,14 +389,11 @@ class Lifecycle:
         """Versions that were serving and are not any more: out of the view already; say
         so, and let their sessions go."""
         current = {id(e) for view in models.values() for e in view.entries.values()}
-        serving = _keys(models)  # (name, version) still loaded, by a replacement or as was
         retired = 0
         for view in old_models.values():
             for entry in view.entries.values():
                 if entry.loaded and id(entry) not in current:
                     retired += 1
-                    if (entry.name, entry.version) not in serving:
-                        metrics.record_model(entry.name, entry.version, False, 0.0, None)
                     log.info(
                         "unloading model %s v%d: no new requests; its session is freed "
                         "when the requests in flight finish",
@@ -353,10 +420,44 @@ def _zero_weights(old: ModelView | None, keep: set[int] = frozenset()) -> None:
         metrics.MODEL_WEIGHT.labels(old.name, str(v)).set(0)
 
 
-def _keys(models: dict[str, ModelView]) -> set[tuple[str, int]]:
-    return {
-        (e.name, e.version) for view in models.values() for e in view.entries.values() if e.loaded
-    }
+def _by_model(state: State) -> dict[str, tuple]:
+    """Each model's part of the control record: its load/unload decision and hold record."""
+    models, holds = state["models"], state.get("holds", {})
+    return {n: (models.get(n), holds.get(n)) for n in set(models) | set(holds)}
+
+
+def _shadow(
+    config: ServingConfig, entries: dict[int, ModelEntry], roles: dict[int, str], problems: list
+) -> tuple[ModelEntry | None, frozenset[int]]:
+    """The shadow version where it can be compared, and the serving versions it is compared
+    with: those that take the same input tensor and have the same classes."""
+    if config.shadow is None:
+        return None, frozenset()
+    number = config.shadow[0]
+    entry = entries.get(number)
+    if entry is None or not entry.loaded:
+        why = "is not in the repository" if entry is None else f"is {entry.status}"
+        problems.append(f"shadow version {number} {why}: nothing is compared")
+        return None, frozenset()
+    if roles.get(number) != "shadow":
+        problems.append(
+            f"shadow version {number} answers requests that name no version: nothing to "
+            "compare it with (hold it, new_versions hold, or weight it out)"
+        )
+        return None, frozenset()
+    same, other = [], []
+    for v, e in entries.items():
+        if e.loaded and roles.get(v) == "serving":
+            alike = all(
+                e.metadata[k] == entry.metadata[k] for k in ("input", "preprocessing", "classes")
+            )
+            (same if alike else other).append(v)
+    if other:
+        problems.append(
+            f"shadow version {number} takes other inputs or classes than version(s) {other}: "
+            "their answers are not compared"
+        )
+    return entry, frozenset(same)
 
 
 def _same(old: ModelView, new: ModelView) -> bool:
@@ -367,4 +468,5 @@ def _same(old: ModelView, new: ModelView) -> bool:
         and old.config is new.config
         and old.problems == new.problems
         and old.config_fingerprint == new.config_fingerprint
+        and old.mark == new.mark
     )

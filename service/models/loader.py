@@ -86,8 +86,8 @@ class Loader:
     def unloaded(self, name, number, path, old: ModelEntry | None, why: str) -> ModelEntry:
         if old is not None and old.status == "unloaded" and old.error == why:
             return old
-        if old is not None and old.loaded:
-            metrics.record_model(name, number, False, 0.0, None)
+        # model_loaded is left as it was: 0 means "should serve and cannot", and /metrics
+        # shows no series of a version the rules do not serve (Registry.keeps_series).
         return ModelEntry(name, number, path, status="unloaded", error=why)
 
     def load(self, name: str, number: int, path: Path, fingerprint) -> ModelEntry:

@@ -60,3 +60,31 @@ def problems(
             "no version that the weights name is served: requests without a version get the latest"
         )
     return found, weights
+
+
+def promotion_mark(
+    config: ServingConfig, versions: Collection[int], record: Mapping[str, Any] | None
+) -> int | None:
+    """Under ``new_versions: hold``, the newest version in service: versions above it are
+    held candidates. serving.json decides where it names a serving version (the label
+    ``stable``, weights, ``specific``); else the instance's record (the newest version at
+    its first look, or one the control API promoted). None where new versions serve."""
+    if not config.hold:
+        return None
+    named = config.promoted()
+    if named:
+        return max(named)
+    if record and "baseline" in record:
+        return int(record["baseline"])
+    return max(versions, default=0)
+
+
+def role(config: ServingConfig, number: int, mark: int | None, unversioned: bool) -> str:
+    """What a version the rules serve is for: ``shadow`` (the shadow version, answering no
+    request that names no version), ``candidate`` (held: newer than the promotion mark) or
+    ``serving``."""
+    if config.shadow and config.shadow[0] == number and not unversioned:
+        return "shadow"
+    if mark is not None and number > mark:
+        return "candidate"
+    return "serving"

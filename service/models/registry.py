@@ -9,6 +9,7 @@ it, and its onnxruntime session is freed when the last of them lets go.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,29 @@ class ModelView:
     config_fingerprint: tuple | None = None
     problems: tuple[str, ...] = ()  # a bad serving.json, a label on a version not served
     chooser: WeightedChoice | None = None  # weights over the versions being served
+    mark: int | None = None  # new_versions hold: versions above it are held candidates
+    roles: dict[int, str] = field(default_factory=dict)  # serving | candidate | shadow
+    shadow: ModelEntry | None = None  # the shadow version, where it can be compared
+    shadow_fraction: float = 0.0
+    shadow_for: frozenset[int] = frozenset()  # the versions whose answers it is compared to
 
     @property
     def served(self) -> list[ModelEntry]:
         """Loaded versions, ascending."""
         return [e for e in self.entries.values() if e.loaded]
+
+    @property
+    def in_service(self) -> list[ModelEntry]:
+        """Loaded versions that may answer requests that name no version (under ``hold``,
+        none above the promotion mark), ascending."""
+        mark = self.mark
+        return [
+            e for e in self.entries.values() if e.loaded and (mark is None or e.version <= mark)
+        ]
+
+    def role(self, version: int) -> str:
+        """serving, candidate or shadow for a version the rules serve; retired otherwise."""
+        return self.roles.get(version, "retired")
 
     def version(self, version: int | str | None = None, *, servable: bool = False) -> ModelEntry:
         """The version a request means: with no version, one picked by the weights, else the
@@ -105,11 +124,18 @@ class ModelView:
         if version is None:
             if self.chooser is not None:
                 return self.entries[self.chooser.pick()]
-            served = self.served
+            served = self.in_service
             if served:
                 return served[-1]
             if not self.entries:
                 raise VersionNotFound(f"model {name!r} has no versions")
+            held = [e.version for e in self.served]
+            if held:  # never an unreviewed version for a request that names none
+                raise ModelUnavailable(
+                    f"model {name!r}: no promoted version is loaded; version(s) {held} are "
+                    "held (new_versions hold): name one, or promote it",
+                    details={"available": held},
+                )
             return next(reversed(self.entries.values()))
         number = version if type(version) is int else None
         if isinstance(version, str):
@@ -192,6 +218,29 @@ class Registry:
                     details={"available": self.names()},
                 )
         return self.model(name).version(version, servable=servable)
+
+    def keeps_series(self) -> Callable[[dict[str, str]], bool]:
+        """Which metric series /metrics shows: those of no model, or of a model in the
+        repository and versions its rules serve (loaded or failing to); a role or an alert
+        threshold only as the rules say now."""
+        models = self.models  # one snapshot
+
+        def keep(labels: dict[str, str]) -> bool:
+            name = labels.get("model")
+            if name is None:
+                return True
+            view = models.get(name)
+            if view is None:
+                return False
+            for key in ("version", "shadow_version"):
+                number = labels.get(key)
+                if number is not None and version_number(number) not in view.roles:
+                    return False
+            if "role" in labels:
+                return view.roles[int(labels["version"])] == labels["role"]
+            return "alert" not in labels or labels["alert"] in view.config.alerts
+
+        return keep
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): loading done, at least one model servable, default model servable."""

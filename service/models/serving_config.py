@@ -1,7 +1,9 @@
-"""``models/<name>/serving.json``: version policy, labels and weights of one model.
+"""``models/<name>/serving.json``: version policy, labels, weights, held versions, the
+shadow and the alert thresholds of one model.
 
 Validated by a JSON Schema (``serving_config.schema.json``) like ``metadata.json``; beyond
-the schema, weights must name distinct versions and not all be zero.
+the schema, weights must name distinct versions and not all be zero, and a label the
+weights or the shadow use must exist.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.contract.metadata import version_number
 
 SCHEMA_PATH = Path(__file__).with_name("serving_config.schema.json")
 LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # as the schema's pattern says
+STABLE = "stable"  # under new_versions hold, the label that promotes
 
 
 class ServingConfigError(ValueError):
@@ -44,6 +47,9 @@ class ServingConfig:
     specific: tuple[int, ...] = ()
     labels: dict[str, int] = field(default_factory=dict)
     weights: dict[int, float] = field(default_factory=dict)  # version -> share, sum 1
+    new_versions: str = "serve"  # "serve" or "hold"
+    shadow: tuple[int, float] | None = None  # (version, fraction)
+    alerts: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServingConfig:
@@ -74,6 +80,15 @@ class ServingConfig:
         if weights and not (0 < total < math.inf):
             raise ServingConfigError("serving.json weights must be finite and not all zero")
         shares = {v: w / total for v, w in sorted(weights.items())}
+        shadow = data.get("shadow")
+        if shadow is not None:
+            named = shadow["version"]
+            number = labels.get(named) if isinstance(named, str) else named  # 2.0 -> 2
+            if number is None:
+                raise ServingConfigError(
+                    f"serving.json shadow names {named!r}, which is not a label"
+                )
+            shadow = (int(number), float(shadow.get("fraction", 1.0)))
         return cls(
             policy="all" if policy == "all" else next(iter(policy)),
             latest=int(policy.get("latest", 0)) if isinstance(policy, dict) else 0,
@@ -82,6 +97,9 @@ class ServingConfig:
             else (),
             labels=labels,
             weights={v: share for v, share in shares.items() if share > 0},
+            new_versions=data.get("new_versions", "serve"),
+            shadow=shadow,
+            alerts={k: float(v) for k, v in data.get("alerts", {}).items()},
         )
 
     @classmethod
@@ -103,9 +121,25 @@ class ServingConfig:
             return f"specific {list(self.specific)}"
         return "all"
 
+    @property
+    def hold(self) -> bool:
+        """New versions are held until promoted."""
+        return self.new_versions == "hold"
+
     def pinned(self) -> set[int]:
-        """Versions served whatever the policy says: those labels and weights name."""
-        return set(self.labels.values()) | set(self.weights)
+        """Versions served whatever the policy says: those labels, weights and the shadow
+        name."""
+        return (
+            set(self.labels.values())
+            | set(self.weights)
+            | ({self.shadow[0]} if self.shadow else set())
+        )
+
+    def promoted(self) -> set[int]:
+        """Versions these rules put in service under ``hold``: the one the label ``stable``
+        names, those the weights name, those ``version_policy`` ``specific`` lists."""
+        named = set(self.weights) | (set(self.specific) if self.policy == "specific" else set())
+        return named | ({self.labels[STABLE]} if STABLE in self.labels else set())
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved rules, for ``/models``."""
@@ -113,6 +147,11 @@ class ServingConfig:
             "version_policy": self.describe_policy(),
             "labels": dict(self.labels),
             "weights": {str(v): round(w, 6) for v, w in self.weights.items()},
+            "new_versions": self.new_versions,
+            "shadow": {"version": self.shadow[0], "fraction": self.shadow[1]}
+            if self.shadow
+            else None,
+            "alerts": dict(self.alerts),
         }
 
 

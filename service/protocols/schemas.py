@@ -224,6 +224,14 @@ class ModelVersionSchema(Schema):
     )
     provider = fields.String(allow_none=True)
     load_seconds = fields.Float()
+    role = fields.String(
+        metadata={
+            "description": "serving (answers requests; those that name no version go to the "
+            "latest serving one or by weights), candidate (held by new_versions hold: only "
+            "requests that name it), shadow (also runs a share of the serving versions' "
+            "inputs, for comparison) or retired (not served)"
+        }
+    )
     labels = fields.List(fields.String(), metadata={"description": "labels naming it"})
     weight = fields.Float(
         allow_none=True,
@@ -258,6 +266,15 @@ class ServingRulesSchema(Schema):
     version_policy = fields.String(metadata={"description": "all, latest N or specific [..]"})
     labels = fields.Dict(keys=fields.String(), values=fields.Integer())
     weights = fields.Dict(keys=fields.String(), values=fields.Float())
+    new_versions = fields.String(metadata={"description": "serve or hold"})
+    shadow = fields.Dict(
+        allow_none=True, metadata={"description": "{version, fraction}: the shadow version"}
+    )
+    alerts = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(),
+        metadata={"description": "per-model alert thresholds (model_alert_threshold)"},
+    )
     problems = fields.List(
         fields.String(),
         metadata={
@@ -266,14 +283,54 @@ class ServingRulesSchema(Schema):
     )
 
 
+class FlipSchema(Schema):
+    """Compared instances whose top-1 class differs, by class pair."""
+
+    served = fields.String()
+    shadow = fields.String()
+    count = fields.Integer()
+
+
+class ComparisonSchema(Schema):
+    """A serving version's answers against the shadow's, summed over the workers."""
+
+    version = fields.Integer(metadata={"description": "the serving version"})
+    shadow_version = fields.Integer()
+    comparisons = fields.Integer(metadata={"description": "instances compared"})
+    agreements = fields.Integer(metadata={"description": "... with the same top-1 class"})
+    agreement_rate = fields.Float(allow_none=True)
+    mean_abs_delta = fields.Float(
+        allow_none=True, metadata={"description": "mean |p_served - p_shadow| of the served class"}
+    )
+    mean_kl = fields.Float(allow_none=True, metadata={"description": "mean KL(served || shadow)"})
+    dropped = fields.Integer(metadata={"description": "not compared: the shadow queue was full"})
+    flips = fields.List(
+        fields.Nested(FlipSchema), metadata={"description": "the 20 most frequent label pairs"}
+    )
+    other_flips = fields.Integer(metadata={"description": "flips outside those pairs"})
+
+
+class ShadowSchema(Schema):
+    """The shadow version and what its comparisons found."""
+
+    version = fields.Integer(allow_none=True)
+    fraction = fields.Float(allow_none=True)
+    compared_with = fields.List(fields.Integer())
+    comparisons = fields.List(fields.Nested(ComparisonSchema))
+
+
 class ModelSchema(Schema):
     """A model and all its versions."""
 
     name = fields.String(required=True)
-    latest_version = fields.Integer(allow_none=True)
+    latest_version = fields.Integer(
+        allow_none=True,
+        metadata={"description": "the version requests that name none get (without weights)"},
+    )
     default = fields.Boolean()
     serving = fields.Nested(ServingRulesSchema)
     versions = fields.List(fields.Nested(ModelVersionSchema))
+    shadow = fields.Nested(ShadowSchema)
 
 
 class ModelsSchema(Schema):

@@ -47,7 +47,7 @@ def scrape(serving: Serving, request: Request) -> Response:
     503 when the numbers cannot be trusted (the metrics folder failed)."""
     if metrics.unavailable():
         raise ServiceUnavailable(f"metrics unavailable: {metrics.unavailable()}")
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(serving.registry.keeps_series())
     return Response(body, content_type=content_type)
 
 

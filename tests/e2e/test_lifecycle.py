@@ -67,15 +67,15 @@ def predict(url: str, body: bytes = POINT) -> tuple[int, dict]:
 class Load(threading.Thread):
     """A bounded load generator: one request after another, each outcome kept."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, body: bytes = POINT) -> None:
         super().__init__(daemon=True)
-        self.url, self.results, self.stop = url, [], threading.Event()
+        self.url, self.body, self.results, self.stop = url, body, [], threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             started = time.time()
             try:
-                status, body = predict(self.url)
+                status, body = predict(self.url, self.body)
                 version = body.get("model", {}).get("version") if status == 200 else None
             except OSError as exc:  # a refused or reset connection is a failure too
                 status, version = repr(exc), None

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from service import metrics
@@ -39,6 +40,7 @@ PROMQL_WORDS = {
     "bool",
     "le",
     "label_values",
+    "topk",
 }
 
 
@@ -55,7 +57,7 @@ def test_alert_rules_pass_promtool_check():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 6 rules found" in out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout
 
 
 def test_alert_rules_fire_as_their_unit_tests_expect():
@@ -65,6 +67,44 @@ def test_alert_rules_fire_as_their_unit_tests_expect():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _alert_names() -> list[str]:
+    groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
+    return [rule["alert"] for group in groups for rule in group["rules"]]
+
+
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
+    cases = [
+        case
+        for test in yaml.safe_load((MONITORING / "alerts_test.yml").read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
+    for name in _alert_names():
+        expected = [case.get("exp_alerts") or [] for case in cases if case["alertname"] == name]
+        assert any(expected), f"{name}: no case where it fires"
+        assert not all(expected), f"{name}: no case where it must stay silent"
+
+
+def test_the_shipped_prometheus_config_passes_promtool_and_loads_the_rules():
+    config_file = MONITORING / "prometheus.yml"
+    out = subprocess.run(
+        [_promtool(), "check", "config", str(config_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 1 rule files found" in out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout
+    config = yaml.safe_load(config_file.read_text())
+    # Prometheus resolves rule_files relative to the config file: alerts.yml next to it.
+    assert [(config_file.parent / f).resolve() for f in config["rule_files"]] == [
+        (MONITORING / "alerts.yml").resolve()
+    ]
+    # tests/e2e loads this file and swaps the target: keep that path there.
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "keras-classifier-serving"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:8000"]
 
 
 def exported() -> dict[str, set[str]]:
@@ -122,6 +162,10 @@ def test_dashboard_covers_the_issue_panels():
         "inference vs preprocessing",
         "class distribution",
         "confidence",
+        "per-model p99",
+        "shadow agreement",
+        "label flips",
+        "dropped",
     ):
         assert topic in titles
 
@@ -141,8 +185,20 @@ def test_the_checker_rejects_an_unknown_metric():
     assert not _metric_names("sum(rate(http_requests_totl[5m]))") <= set(exported())
 
 
-@pytest.mark.parametrize(
-    "expr", re.findall(r"expr: \|?\n?((?:.+\n)+?)\s+for:", (MONITORING / "alerts.yml").read_text())
+ALERT_EXPRS = re.findall(
+    r"expr: \|?\n?((?:.+\n)+?)\s+for:", (MONITORING / "alerts.yml").read_text()
 )
-def test_alert_rules_use_only_exported_metrics(expr):
-    assert _metric_names(expr) <= set(exported())
+
+
+def test_every_alert_expr_is_checked():
+    assert len(ALERT_EXPRS) == len(_alert_names())  # each rule has a `for:` after its expr
+
+
+@pytest.mark.parametrize("expr", ALERT_EXPRS)
+def test_alert_rules_use_only_exported_metrics_and_labels(expr):
+    known = exported()
+    names = _metric_names(expr)
+    assert names, expr
+    assert names <= set(known), names - set(known)
+    allowed = set().union(*(known[n] for n in names))
+    assert _labels_used(expr) <= allowed, _labels_used(expr) - allowed

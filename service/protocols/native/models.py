@@ -9,6 +9,7 @@ from typing import Any
 
 from service.errors import NotFound, ValidationFailed
 from service.http.messages import Request, Response, json_response
+from service.inference.shadow import summaries
 from service.models.registry import ModelEntry, ModelView
 from service.protocols.serving import Serving
 
@@ -37,6 +38,7 @@ def version_view(
         "load_seconds": round(entry.load_seconds, 4),
     }
     if model is not None:
+        view["role"] = model.role(entry.version)
         view["labels"] = model.labels_of(entry.version)
         shares = model.chooser.shares if model.chooser else {}
         view["weight"] = round(shares[entry.version], 6) if entry.version in shares else None
@@ -118,33 +120,46 @@ def get_report_file(serving: Serving, request: Request) -> Response:
     )
 
 
-def model_view(serving: Serving, model: ModelView, full: bool = False) -> dict[str, Any]:
-    """A model with every version, and its serving rules (serving.json)."""
-    loaded = [e.version for e in model.served]
-    name = model.name
-    return {
+def model_view(
+    serving: Serving, model: ModelView, comparisons: list[dict] | None = None
+) -> dict[str, Any]:
+    """A model with every version, its serving rules (serving.json) and its shadow's
+    comparisons so far (all workers)."""
+    in_service = model.in_service
+    name, shadow = model.name, model.config.shadow
+    view = {
         "name": name,
-        "latest_version": loaded[-1] if loaded else None,
+        "latest_version": in_service[-1].version if in_service else None,
         "default": name == serving.registry.default_model()[0],
         "serving": {**model.config.to_dict(), "problems": list(model.problems)},
-        "versions": [version_view(e, full, model) for e in model.entries.values()],
+        "versions": [version_view(e, False, model) for e in model.entries.values()],
     }
+    if shadow or comparisons:
+        view["shadow"] = {
+            "version": shadow[0] if shadow else None,
+            "fraction": shadow[1] if shadow else None,
+            "compared_with": sorted(model.shadow_for),
+            "comparisons": comparisons or [],
+        }
+    return view
 
 
 def list_models(serving: Serving, request: Request) -> Response:
     """GET /models."""
     models = serving.registry.models  # one snapshot
+    found = summaries(models)
     return json_response(
         {
             "default_model": serving.registry.default_model()[0],
-            "models": [model_view(serving, models[name]) for name in sorted(models)],
+            "models": [model_view(serving, models[n], found.get(n)) for n in sorted(models)],
         }
     )
 
 
 def get_model(serving: Serving, request: Request) -> Response:
     """GET /models/{model}."""
-    return json_response(model_view(serving, serving.registry.model(request.params["model"])))
+    model = serving.registry.model(request.params["model"])
+    return json_response(model_view(serving, model, summaries({model.name: model}).get(model.name)))
 
 
 def get_version(serving: Serving, request: Request) -> Response:
@@ -166,4 +181,11 @@ def control(serving: Serving, request: Request) -> Response:
             f"model {name!r}: no version could be loaded",
             details={str(e.version): e.error for e in model.entries.values()},
         )
+    return json_response(model_view(serving, model))
+
+
+def promote(serving: Serving, request: Request) -> Response:
+    """POST /models/{model}/versions/{version}/promote: under new_versions hold, the version
+    answers the requests that name no version, in every worker of this instance."""
+    model = serving.lifecycle.promote(request.params["model"], request.params["version"])
     return json_response(model_view(serving, model))

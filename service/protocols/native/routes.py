@@ -15,6 +15,7 @@ from service.protocols.native.models import (
     get_report_file,
     get_version,
     list_models,
+    promote,
 )
 from service.protocols.schemas import (
     ApiErrorSchema,
@@ -33,7 +34,7 @@ _ERRORS = {
     for s, d in (
         (400, "Malformed request"),
         (404, "Unknown model or version"),
-        (409, "The default model cannot be unloaded"),
+        (409, "The default model cannot be unloaded; nothing to promote"),
         (413, "Body or image too large"),
         (415, "Unsupported Content-Type"),
         (422, "Invalid content"),
@@ -161,6 +162,22 @@ ROUTES = [
             ),
             ("unload", "Stop serving every version of a model, in every worker", ("404", "409")),
         )
+    ),
+    Route(
+        "POST",
+        "/models/{model}/versions/{version}/promote",
+        promote,
+        PROTOCOL,
+        {
+            **_get_doc(
+                "Under new_versions hold: the version answers the requests that name no "
+                "version, in every worker of this instance",
+                ModelSchema,
+                ("404", "409", "503"),
+            ),
+            "tags": ["model control"],
+        },
+        "admin",
     ),
     Route(
         "GET",
