@@ -79,12 +79,16 @@ def test_nothing_names_the_old_examples_script():
 
 def test_every_recorded_command_is_run_by_a_test():
     """`$ command` lines with output live in console blocks (tests/e2e/test_docs_examples.py)
-    or in the own-models walkthroughs (tests/e2e/test_walkthrough.py, test_tabular.py), nowhere
-    else."""
+    or in the walkthroughs (own-models: tests/e2e/test_walkthrough.py, test_tabular.py;
+    rollouts: test_rollouts.py), nowhere else."""
     for page in [ROOT / "README.md", *DOCS.rglob("*.md")]:
         text = page.read_text()
-        if page.name == "own-models.md":
-            for name in ("walkthrough", "tabular-walkthrough"):
+        walkthroughs = {
+            "own-models.md": ("walkthrough", "tabular-walkthrough"),
+            "rollouts.md": ("rollout-walkthrough",),
+        }
+        if page.name in walkthroughs:
+            for name in walkthroughs[page.name]:
                 start, end = (
                     text.index(f"<!-- {name}:start -->"),
                     text.index(f"<!-- {name}:end -->"),

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -570,7 +571,7 @@ def test_with_keys_on_the_key_lives_in_the_tab_and_a_form_drives_other_models(
     assert page.text_content("#model-title") == "circles version 1"
     # Unrecorded metrics read as such, not as 0%.
     row = "tr[data-model='sensors'][data-version='1'] td"
-    assert page.eval_on_selector_all(row, "tds => tds.map(t => t.textContent)")[4:6] == ["—", "—"]
+    assert page.eval_on_selector_all(row, "tds => tds.map(t => t.textContent)")[5:7] == ["—", "—"]
     choose(page, "sensors", 1)
     assert page.text_content("#card-metrics") == "Metricsnone recorded"
     assert page.is_hidden("#confusion-block")
@@ -629,3 +630,56 @@ def test_console_files_are_served_with_a_strict_policy_and_nothing_else_is(serve
         assert status == 404
         assert body["error"]["code"] == "not_found"
     assert "no console file" in body["error"]["message"]
+
+
+def test_the_card_shows_the_shadow_comparison_as_the_api_counts_it(browser, tmp_path):
+    """A model whose v2 shadows v1 and disagrees on a known share: the card of v1 shows the
+    agreement and the flip table that GET /models/{model} reports; axe finds nothing."""
+    from tests.service.models.test_rollouts import POINTS, shifted
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    publish(repo, "circles", 1)
+    publish(repo, "circles", 2, edit=shifted)
+    serving_json(
+        repo,
+        "circles",
+        {"new_versions": "hold", "labels": {"stable": 1}, "shadow": {"version": 2}},
+    )
+    with running_server(tmp_path, model_repository=str(repo), default_model="circles") as server:
+        body = json.dumps({"instances": POINTS.tolist()}).encode()
+        assert call("POST", server.url + "/predict", body, "application/json")[0] == 200
+        deadline = time.monotonic() + 20
+        while True:
+            model = call("GET", server.url + "/models/circles")[2]
+            found = model["shadow"]["comparisons"]
+            if found and found[0]["comparisons"] == len(POINTS):
+                break
+            assert time.monotonic() < deadline, model["shadow"]
+            time.sleep(0.2)
+        (pair,) = found
+        page = open_page(browser, server.url, "/#/models/circles/versions/1", bypass_csp=True)
+        page.wait_for_selector("#shadow-block:not([hidden])")
+        roles = page.eval_on_selector_all(
+            "#models-table tbody tr", "rs => rs.map(r => r.querySelectorAll('td')[2].textContent)"
+        )
+        assert roles == ["serving", "shadow"]
+        assert (
+            page.text_content("#shadow-summary")
+            == "Version 2 shadows version 1 on 100% of the answered requests."
+        )
+        facts = page.text_content("#shadow-facts")
+        rate = f"{100 * pair['agreement_rate']:.2f}%"
+        assert f"{rate} ({pair['agreements']} of {len(POINTS)} with the same top class)" in facts
+        assert f"{len(POINTS)} compared, 0 dropped" in facts
+        rows = page.eval_on_selector_all(
+            "#shadow-flips tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert rows == [["inner", "outer", str(len(POINTS) - pair["agreements"])]]
+        shot(page, "shadow-card")
+        page.add_script_tag(path=str(AXE))
+        violations = page.evaluate("""async () => (await axe.run(document)).violations.map(v =>
+            ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target)}))""")
+        assert violations == []
+        assert page.problems == []
+        page.context.close()

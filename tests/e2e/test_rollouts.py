@@ -5,6 +5,7 @@ leaves no series, and the shipped Prometheus config and rules watching all of it
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -17,6 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import call, free_port, running_server
 from tests.e2e.test_lifecycle import Load, both_workers, predict
+from tests.e2e.test_walkthrough import _run as run_step
+from tests.e2e.test_walkthrough import _same as same_lines
+from tests.e2e.test_walkthrough import walkthrough
 from tests.helpers import ROOT
 from tests.service.models.test_lifecycle import publish, serving_json
 from tests.service.models.test_rollouts import POINTS, logits, shifted
@@ -291,3 +295,41 @@ def test_the_shipped_prometheus_config_and_rules_fire_as_they_should(live, tmp_p
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def run_walkthrough(tmp_path) -> list[tuple[str, list[str], list[str]]]:
+    """The page's roll-out walkthrough run as written on a scratch repository (the serve
+    step is a real gunicorn on a free port): (command, recorded, printed) per step."""
+    steps = walkthrough("rollout-walkthrough", ROOT / "docs" / "operations" / "rollouts.md")
+    serve = next(i for i, (command, _) in enumerate(steps) if "scripts/serve.sh" in command)
+    assert steps[serve][0] == "SERVING_MODEL_REPOSITORY=/tmp/rollout bash scripts/serve.sh &"
+    repo = tmp_path / "rollout"
+
+    def local(command: str, url: str = "") -> str:
+        command = command.replace("/tmp/rollout", str(repo))
+        if url:
+            command = command.replace("localhost:8000", url.removeprefix("http://"))
+            command = re.sub(r"(send_fashion\.py \d+)", rf"\1 --url {url}", command)
+        return command
+
+    done = [(command, recorded, run_step(local(command))) for command, recorded in steps[:serve]]
+    with running_server(
+        tmp_path, model_repository=str(repo), default_model="fashion-mnist"
+    ) as server:
+        for command, recorded in steps[serve + 1 :]:
+            printed = run_step(local(command, server.url))
+            deadline = time.monotonic() + 30
+            while "shadow" in command and not same_lines(recorded, printed):
+                # the comparisons run after the answers, at the lowest priority: on a busy
+                # machine the last ones may still be queued
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+                printed = run_step(local(command, server.url))
+            done.append((command, recorded, printed))
+    return done
+
+
+def test_the_rollout_walkthrough_prints_what_the_page_says(tmp_path):
+    for command, recorded, printed in run_walkthrough(tmp_path):
+        assert same_lines(recorded, printed), (command, recorded, printed)

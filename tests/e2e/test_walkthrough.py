@@ -23,10 +23,10 @@ pytestmark = pytest.mark.slow
 PAGE = ROOT / "docs" / "own-models.md"
 
 
-def walkthrough(name: str = "walkthrough") -> list[tuple[str, list[str]]]:
-    """(command, recorded output lines) in order, from between the page's markers
+def walkthrough(name: str = "walkthrough", page: Path = PAGE) -> list[tuple[str, list[str]]]:
+    """(command, recorded output lines) in order, from between a page's markers
     (``<!-- walkthrough:start -->``, or another ``name``'s)."""
-    text = PAGE.read_text()
+    text = page.read_text()
     block = text.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():

@@ -127,6 +127,7 @@ async function loadModels() {
       const labels = version.labels && version.labels.length ? ` (${version.labels.join(", ")})` : "";
       cell(row, `${version.version}${labels}`);
       cell(row, version.status, `status-${version.status}`).title = version.error || "";
+      cell(row, version.role || "—");
       cell(row, version.provider || "—");
       cell(row, version.task || "—");
       const accuracy = version.metrics ? version.metrics.accuracy : null;
@@ -756,10 +757,59 @@ function renderCard(view) {
   ]);
   renderConfusion(view.classes, m.confusion_matrix);
   renderPlots(view);
+  renderShadow(view);
   $("card-metadata").textContent = JSON.stringify(meta, null, 2);
   $("snippets").hidden = true;
   $("snippet-none").hidden = false;
   $("card").hidden = false;
+}
+
+// The model's shadow comparisons that involve this version (as the served or the shadow one).
+async function renderShadow(view) {
+  const block = $("shadow-block");
+  block.hidden = true;
+  let model;
+  try {
+    model = await api(`/models/${encodeURIComponent(view.name)}`);
+  } catch (error) {
+    return; // the card stands without it
+  }
+  if (state.current !== view || !model.shadow) return;
+  const pairs = model.shadow.comparisons.filter(
+    (c) => c.version === view.version || c.shadow_version === view.version);
+  const shadow = model.shadow;
+  const running = shadow.version !== null
+    ? `Version ${shadow.version} shadows ${shadow.compared_with.length ? "version " +
+      shadow.compared_with.join(", ") : "no version (see the model's serving problems)"}` +
+      ` on ${percent(shadow.fraction, 0)} of the answered requests.`
+    : "No shadow is configured now; these are the comparisons made before.";
+  if (!pairs.length && !(shadow.version === view.version || shadow.compared_with.includes(view.version))) return;
+  $("shadow-summary").textContent = running;
+  const c = pairs[0];
+  facts($("shadow-facts"), c ? [
+    ["Compared", `version ${c.version} (served) with version ${c.shadow_version} (shadow)`],
+    ["Instances", `${c.comparisons} compared, ${c.dropped} dropped (queue full)`],
+    ["Agreement", c.agreement_rate === null ? "nothing compared yet" :
+      `${percent(c.agreement_rate)} (${c.agreements} of ${c.comparisons} with the same top class)`],
+    ["Mean |Δp| of the served class", c.mean_abs_delta === null ? "" : c.mean_abs_delta.toFixed(4)],
+    ["Mean KL(served ‖ shadow)", c.mean_kl === null ? "" : c.mean_kl.toFixed(4)],
+  ] : [["Compared", "nothing yet"]]);
+  const body = $("shadow-flips").tBodies[0];
+  body.replaceChildren();
+  for (const flip of c ? c.flips : []) {
+    const row = body.insertRow();
+    cell(row, flip.served);
+    cell(row, flip.shadow);
+    cell(row, String(flip.count), "number");
+  }
+  if (c && c.other_flips) {
+    const row = body.insertRow();
+    cell(row, "other pairs");
+    cell(row, "");
+    cell(row, String(c.other_flips), "number");
+  }
+  $("shadow-flips").hidden = !body.rows.length;
+  block.hidden = false;
 }
 
 function renderConfusion(classes, matrix) {
