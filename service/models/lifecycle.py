@@ -303,7 +303,7 @@ class Lifecycle:
             for v, e in entries.items()
             if e.status != "unloaded"
         }
-        shadow, shadow_for = _shadow(config, entries, roles, problems)
+        shadow, shadow_for = policy.shadow(config, entries, roles, problems)
         view = ModelView(
             name,
             entries,
@@ -424,40 +424,6 @@ def _by_model(state: State) -> dict[str, tuple]:
     """Each model's part of the control record: its load/unload decision and hold record."""
     models, holds = state["models"], state.get("holds", {})
     return {n: (models.get(n), holds.get(n)) for n in set(models) | set(holds)}
-
-
-def _shadow(
-    config: ServingConfig, entries: dict[int, ModelEntry], roles: dict[int, str], problems: list
-) -> tuple[ModelEntry | None, frozenset[int]]:
-    """The shadow version where it can be compared, and the serving versions it is compared
-    with: those that take the same input tensor and have the same classes."""
-    if config.shadow is None:
-        return None, frozenset()
-    number = config.shadow[0]
-    entry = entries.get(number)
-    if entry is None or not entry.loaded:
-        why = "is not in the repository" if entry is None else f"is {entry.status}"
-        problems.append(f"shadow version {number} {why}: nothing is compared")
-        return None, frozenset()
-    if roles.get(number) != "shadow":
-        problems.append(
-            f"shadow version {number} answers requests that name no version: nothing to "
-            "compare it with (hold it, new_versions hold, or weight it out)"
-        )
-        return None, frozenset()
-    same, other = [], []
-    for v, e in entries.items():
-        if e.loaded and roles.get(v) == "serving":
-            alike = all(
-                e.metadata[k] == entry.metadata[k] for k in ("input", "preprocessing", "classes")
-            )
-            (same if alike else other).append(v)
-    if other:
-        problems.append(
-            f"shadow version {number} takes other inputs or classes than version(s) {other}: "
-            "their answers are not compared"
-        )
-    return entry, frozenset(same)
 
 
 def _same(old: ModelView, new: ModelView) -> bool:

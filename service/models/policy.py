@@ -88,3 +88,37 @@ def role(config: ServingConfig, number: int, mark: int | None, unversioned: bool
     if mark is not None and number > mark:
         return "candidate"
     return "serving"
+
+
+def shadow(
+    config: ServingConfig, entries: Mapping[int, Any], roles: Mapping[int, str], problems: list[str]
+) -> tuple[Any, frozenset[int]]:
+    """The shadow version where it can be compared, and the serving versions it is compared
+    with: those that take the same input tensor and have the same classes."""
+    if config.shadow is None:
+        return None, frozenset()
+    number = config.shadow[0]
+    entry = entries.get(number)
+    if entry is None or not entry.loaded:
+        why = "is not in the repository" if entry is None else f"is {entry.status}"
+        problems.append(f"shadow version {number} {why}: nothing is compared")
+        return None, frozenset()
+    if roles.get(number) != "shadow":
+        problems.append(
+            f"shadow version {number} answers requests that name no version: nothing to "
+            "compare it with (hold it, new_versions hold, or weight it out)"
+        )
+        return None, frozenset()
+    same, other = [], []
+    for v, e in entries.items():
+        if e.loaded and roles.get(v) == "serving":
+            alike = all(
+                e.metadata[k] == entry.metadata[k] for k in ("input", "preprocessing", "classes")
+            )
+            (same if alike else other).append(v)
+    if other:
+        problems.append(
+            f"shadow version {number} takes other inputs or classes than version(s) {other}: "
+            "their answers are not compared"
+        )
+    return entry, frozenset(same)
