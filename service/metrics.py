@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -349,6 +350,24 @@ def error_kind(status: int, code: str) -> str:
     return _ERROR_KINDS.get(status, "internal" if status >= 500 else "other")
 
 
+def observe_many(histogram, values: np.ndarray) -> None:
+    """Observe every value of an array at once: one increment per bucket touched, not one
+    per value (the same counts and sum as observing each; prometheus-client has no batch
+    observe, so this uses the child's bucket values as ``observe`` itself does)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if not len(values):
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None:  # another prometheus-client: the slow, public way
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(values.sum()))
+    for i in np.flatnonzero(counts).tolist():
+        histogram._buckets[i].inc(int(counts[i]))
+
+
 def record_rules(
     name: str, roles: dict[int, str], old_roles: dict[int, str], alerts: dict[str, float]
 ) -> None:
@@ -422,8 +441,11 @@ class ModelMeters:
             if counter is None:
                 counter = self._predictions[label] = PREDICTIONS.labels(*self._labels, label)
             counter.inc(count)
-        for confidence in confidences:
-            self.confidence.observe(confidence)
+        if len(confidences) > 4:
+            observe_many(self.confidence, confidences)
+        else:
+            for confidence in confidences:
+                self.confidence.observe(confidence)
 
 
 def multiprocess_dir() -> str | None:

@@ -135,9 +135,8 @@ class Shadow:
         agreed = won == shadow_won
         pair.agree.inc(int(agreed.sum()))
         pair.disagree.inc(int(len(p) - agreed.sum()))
-        for d, k in zip(delta.tolist(), np.maximum(kl, 0.0).tolist(), strict=True):
-            pair.delta.observe(d)
-            pair.kl.observe(k)
+        metrics.observe_many(pair.delta, delta)
+        metrics.observe_many(pair.kl, np.maximum(kl, 0.0))
         classes, shadow_classes = served.metadata["classes"], shadow.metadata["classes"]
         flips = defaultdict(int)
         for i in np.flatnonzero(~agreed).tolist():

@@ -172,3 +172,28 @@ def test_multiprocess_values_add_up_and_dead_workers_drop_live_gauges(tmp_path):
     assert scrape[key] == 7
     assert scrape[in_progress] == 1
     assert scrape["model_loaded[('model', 'circles'), ('version', '1')]"] == 1
+
+
+def test_observe_many_counts_as_observing_each_value():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    one = Histogram("one", "each", buckets=(0.1, 0.5, 1.0), registry=registry)
+    many = Histogram("many", "all", buckets=(0.1, 0.5, 1.0), registry=registry)
+    values = np.array([0.0, 0.1, 0.1000001, 0.5, 0.7, 1.0, 3.0, 0.05])  # edges included
+    for v in values:
+        one.observe(float(v))
+    metrics.observe_many(many, values)
+    metrics.observe_many(many, np.array([]))
+    samples = {
+        family.name: {
+            (s.name.removeprefix(family.name), s.labels.get("le")): s.value
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+        for family in registry.collect()
+    }
+    assert samples["many"] == pytest.approx(samples["one"])
+    assert samples["many"][("_bucket", "0.1")] == 3
+    assert samples["many"][("_count", None)] == len(values)
+    assert samples["many"][("_sum", None)] == pytest.approx(values.sum())
