@@ -95,12 +95,14 @@ logconfig_dict = {
 
 def worker_exit(server, worker):
     """A worker is stopping: stop watching the repository, answer whatever is still queued
-    for dynamic batching."""
+    for dynamic batching, let the shadow thread finish its run (queued comparisons are
+    dropped)."""
     app = getattr(worker, "wsgi", None)
     state = getattr(app, "extensions", {}).get("serving")
     if state is not None:
         state.lifecycle.stop()
         state.registry.close()
+        state.dataplane.shadow.close()
 
 
 def child_exit(server, worker):

@@ -16,7 +16,14 @@ import tempfile
 from pathlib import Path
 
 LOCK_FILE = ".instance.lock"
-OURS = ("model-control.json", ".model-control.json", ".probe-", ".metrics-unavailable")
+OURS = (
+    "model-control.json",
+    ".model-control.json",
+    ".probe-",
+    ".metrics-unavailable",
+    "shadow-flips.",
+    ".shadow-flips.",
+)
 _OWN = "KERAS_SERVING_OWN_RUNTIME_DIR"  # this master's own folder, across a HUP reload
 
 

@@ -305,6 +305,11 @@ SHADOW_DROPPED = Counter(
     "Instances not compared because the shadow queue was full (the live answer never waits).",
     ["model", "version", "shadow_version"],
 )
+SHADOW_FAILURES = Counter(
+    "shadow_failures_total",
+    "Instances whose shadow run failed (the shadow version raised): not compared.",
+    ["model", "version", "shadow_version"],
+)
 KEY_REQUESTS = Counter(
     "api_key_requests_total",
     "Requests by API key id (never the key), endpoint and status; key_id is 'none' for a "

@@ -56,6 +56,7 @@ class Settings:
     batch_timeout_s: float = 10.0
     batching_overrides: str = ""
     shadow_queue: int = 64  # requests waiting for their shadow run (per worker); then dropped
+    shadow_queue_mb: int = 64  # ... and megabytes of their input tensors
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 16_000_000
     max_request_pixels: int = 32_000_000

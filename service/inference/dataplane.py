@@ -70,7 +70,7 @@ class DataPlane:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings, self.registry = settings, registry
         self.limits = LimitTable(settings)
-        self.shadow = Shadow(settings.shadow_queue)
+        self.shadow = Shadow(settings.shadow_queue, settings.shadow_queue_mb << 20)
 
     def infer(self, request: InferRequest) -> InferResult:
         """Resolve, check limits, preprocess, run (batched), post-process, record metrics."""

@@ -12,12 +12,13 @@ the served class, KL(served || shadow) and the label flip (served -> shadow clas
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -31,20 +32,32 @@ OTHER = "other"
 _TINY = 1e-12  # probabilities below this count as this in the KL (a 0 would make it infinite)
 
 
-class _Pair:
-    """One (serving version, shadow version)'s metric children."""
+FLIPS_FILE = "shadow-flips."  # + pid + ".json", in the multiprocess folder: exact pair counts
+_FLIPS: dict[str, Counter] = defaultdict(Counter)  # this process's: "model|v|sv" -> pairs
 
-    def __init__(self, served: ModelEntry, shadow: ModelEntry) -> None:
-        labels = (served.name, str(served.version), str(shadow.version))
+
+def _key(model: str, version: int, shadow_version: int) -> str:
+    return f"{model}|{version}|{shadow_version}"
+
+
+class _Pair:
+    """One (model, serving version, shadow version)'s metric children."""
+
+    def __init__(self, model: str, version: int, shadow_version: int) -> None:
+        labels = (model, str(version), str(shadow_version))
+        self.key = _key(model, version, shadow_version)
         self.labels = labels
         self.agree = metrics.SHADOW_COMPARISONS.labels(*labels, "agree")
         self.disagree = metrics.SHADOW_COMPARISONS.labels(*labels, "disagree")
         self.delta = metrics.SHADOW_DELTA.labels(*labels)
         self.kl = metrics.SHADOW_KL.labels(*labels)
         self.dropped = metrics.SHADOW_DROPPED.labels(*labels)
+        self.failed = metrics.SHADOW_FAILURES.labels(*labels)
         self.flips: dict[tuple[str, str], object] = {}
 
     def flip(self, served: str, shadow: str):
+        """The counter of a label pair: its own for the first FLIP_SERIES pairs, then
+        ``other`` (the metric's labels stay bounded; /models ranks the exact counts)."""
         key = (served, shadow)
         counter = self.flips.get(key)
         if counter is None:
@@ -60,17 +73,22 @@ class _Pair:
 class Shadow:
     """The worker's shadow queue and the thread that runs it."""
 
-    def __init__(self, capacity: int) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=capacity)
-        self._pairs: dict[tuple[int, int], _Pair] = {}
-        self._lock = threading.Lock()
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        self.capacity, self.max_bytes = capacity, max_bytes
+        self._jobs: list[tuple] = []
+        self._bytes = 0  # of the queued input tensors
+        self._busy = False  # a batch taken and not yet recorded
+        self._closed = False
+        self._ready = threading.Condition()
+        self._pairs: dict[tuple[str, int, int], _Pair] = {}
         self._thread: threading.Thread | None = None
+        self._flips_loaded = False
 
     def _pair(self, served: ModelEntry, shadow: ModelEntry) -> _Pair:
-        key = (id(served), id(shadow))
+        key = (served.name, served.version, shadow.version)
         pair = self._pairs.get(key)
         if pair is None:
-            pair = self._pairs[key] = _Pair(served, shadow)
+            pair = self._pairs[key] = _Pair(*key)
         return pair
 
     def submit(
@@ -82,40 +100,77 @@ class Shadow:
         winners: np.ndarray,
     ) -> None:
         """Queue one answered batch (its input tensor, probabilities and winning classes)
-        for comparison, or count it dropped: never waits."""
-        self._start()
-        try:
-            self._queue.put_nowait((served, shadow, tensor, probs, winners))
-        except queue.Full:
+        for comparison, or count it dropped where the queue holds ``capacity`` requests or
+        ``max_bytes`` of tensors already: never waits."""
+        with self._ready:
+            if self._closed:
+                return
+            full = len(self._jobs) >= self.capacity or self._bytes + tensor.nbytes > self.max_bytes
+            if not full:
+                self._jobs.append((served, shadow, tensor, probs, winners))
+                self._bytes += tensor.nbytes
+                self._ready.notify_all()
+        if full:
             self._pair(served, shadow).dropped.inc(len(probs))
+        elif self._thread is None:
+            self._start()
 
     def _start(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
-                    self._thread.start()
+        with self._ready:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+                self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking comparisons, drop the queued ones, and wait for a run in progress
+        (a worker must not exit while the thread is inside onnxruntime)."""
+        with self._ready:
+            self._closed = True
+            self._jobs, self._bytes = [], 0
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         # Linux gives each thread its own nice value: the shadow runs on what live
-        # requests leave over.
+        # requests leave over (onnxruntime's own pool threads, where
+        # SERVING_INTRA_OP_THREADS is above 1, keep theirs).
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        while True:
-            jobs = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while len(jobs) < self._queue.maxsize:
-                    jobs.append(self._queue.get_nowait())
-            groups = defaultdict(list)
+        while self._work():
+            pass
+
+    def _take(self) -> list[tuple] | None:
+        with self._ready:
+            while not self._jobs and not self._closed:
+                self._ready.wait()
+            if self._closed:
+                return None
+            jobs, self._jobs, self._bytes, self._busy = self._jobs, [], 0, True
+            return jobs
+
+    def _work(self) -> bool:
+        """One batch of everything queued (its locals, and the sessions they hold, go when
+        it returns); False once closed."""
+        jobs = self._take()
+        if jobs is None:
+            return False
+        try:
+            groups: dict[tuple, list] = defaultdict(list)
             for job in jobs:
                 groups[(id(job[0]), id(job[1]))].append(job)
             for group in groups.values():
                 try:
                     self.compare(group)
                 except Exception:  # the shadow must never take the worker down
+                    self._pair(group[0][0], group[0][1]).failed.inc(sum(len(j[3]) for j in group))
                     log.exception("shadow comparison failed")
-            for _ in jobs:
-                self._queue.task_done()
+            self._save_flips()
+        finally:
+            with self._ready:
+                self._busy = False
+                self._ready.notify_all()
+        return True
 
     def compare(self, jobs: list) -> None:
         """Run one pair's queued batches as one call on the shadow and record the outcome."""
@@ -138,25 +193,66 @@ class Shadow:
         metrics.observe_many(pair.delta, delta)
         metrics.observe_many(pair.kl, np.maximum(kl, 0.0))
         classes, shadow_classes = served.metadata["classes"], shadow.metadata["classes"]
-        flips = defaultdict(int)
+        flips: Counter = Counter()
         for i in np.flatnonzero(~agreed).tolist():
             flips[(classes[won[i]], shadow_classes[shadow_won[i]])] += 1
         for (a, b), count in flips.items():
             pair.flip(a, b).inc(count)
+        _FLIPS[pair.key].update(flips)
+
+    def _save_flips(self) -> None:
+        """This worker's exact flip counts, for /models to add up over the workers."""
+        folder = metrics.multiprocess_dir()
+        if not folder:
+            return
+        path = Path(folder, f"{FLIPS_FILE}{os.getpid()}.json")
+        if not self._flips_loaded:  # a worker with a dead one's pid carries on its counts
+            self._flips_loaded = True
+            for key, pairs in _read_flips(path).items():
+                _FLIPS[key].update(pairs)
+        data = {k: [[a, b, n] for (a, b), n in pairs.items()] for k, pairs in _FLIPS.items()}
+        temporary = path.with_name(f".{path.name}")
+        with contextlib.suppress(OSError):  # a full disk costs the flip table, not the worker
+            temporary.write_text(json.dumps(data))
+            os.replace(temporary, path)
 
     def idle(self, timeout: float = 5.0) -> bool:
         """Whether every queued comparison was made within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
+        with self._ready:
+            while self._jobs or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._ready.wait(left)
         return True
+
+
+def _read_flips(path: Path) -> dict[str, Counter]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: Counter({(a, b): n for a, b, n in rows}) for k, rows in data.items()}
+
+
+def _all_flips() -> dict[str, Counter]:
+    """Every worker's exact flip counts, summed (this process's without a multiprocess
+    folder)."""
+    folder = metrics.multiprocess_dir()
+    if not folder:
+        return _FLIPS
+    total: dict[str, Counter] = defaultdict(Counter)
+    for path in Path(folder).glob(f"{FLIPS_FILE}*.json"):
+        for key, pairs in _read_flips(path).items():
+            total[key].update(pairs)
+    return total
 
 
 _SUMMED = {
     "shadow_comparisons_total": "comparisons",
     "shadow_dropped_total": "dropped",
+    "shadow_failures_total": "failed",
     "shadow_probability_delta_sum": "delta_sum",
     "shadow_kl_divergence_sum": "kl_sum",
 }
@@ -182,9 +278,9 @@ def summaries(views: dict) -> dict[str, list[dict]]:
             pair = pairs.get(key)
             if pair is None:
                 pair = pairs[key] = dict.fromkeys(
-                    ("agreements", "disagreements", "dropped", "delta_sum", "kl_sum"), 0.0
+                    ("agreements", "disagreements", "dropped", "failed", "delta_sum", "kl_sum"),
+                    0.0,
                 )
-                pair["flips"] = defaultdict(float)
             field = _SUMMED.get(sample.name)
             if field == "comparisons":
                 pair["agreements" if labels["outcome"] == "agree" else "disagreements"] += (
@@ -192,10 +288,10 @@ def summaries(views: dict) -> dict[str, list[dict]]:
                 )
             elif field:
                 pair[field] += sample.value
-            elif sample.name == "shadow_label_flips_total":
-                pair["flips"][(labels["served_label"], labels["shadow_label"])] += sample.value
+    flips = _all_flips()
     found: dict[str, list[dict]] = defaultdict(list)
     for (name, served, shadow), pair in sorted(pairs.items()):
+        pair["flips"] = flips.get(_key(name, served, shadow), Counter())
         found[name].append(_summary(served, shadow, pair))
     return found
 
@@ -203,10 +299,7 @@ def summaries(views: dict) -> dict[str, list[dict]]:
 def _summary(served: int, shadow: int, pair: dict) -> dict:
     agreements, disagreements = int(pair["agreements"]), int(pair["disagreements"])
     n = agreements + disagreements
-    flips = pair["flips"]
-    other = flips.pop((OTHER, OTHER), 0.0)
-    ranked = sorted(flips.items(), key=lambda item: (-item[1], item[0]))
-    other += sum(count for _, count in ranked[FLIP_SERIES:])
+    ranked = sorted(pair["flips"].items(), key=lambda item: (-item[1], item[0]))
     return {
         "version": served,
         "shadow_version": shadow,
@@ -216,9 +309,10 @@ def _summary(served: int, shadow: int, pair: dict) -> dict:
         "mean_abs_delta": round(pair["delta_sum"] / n, 6) if n else None,
         "mean_kl": round(pair["kl_sum"] / n, 6) if n else None,
         "dropped": int(pair["dropped"]),
+        "failed": int(pair["failed"]),
         "flips": [
             {"served": a, "shadow": b, "count": int(count)}
             for (a, b), count in ranked[:FLIP_SERIES]
         ],
-        "other_flips": int(other),
+        "other_flips": int(sum(count for _, count in ranked[FLIP_SERIES:])),
     }

@@ -255,7 +255,7 @@ class Lifecycle:
             log.info("default model: %s (%s)", name, why, extra={"model": name})
 
     def _model(
-        self, name, files, control, held, old: ModelView | None, retry: bool
+        self, name, files, control, record, old: ModelView | None, retry: bool
     ) -> ModelView | None:
         if files is None:
             return None  # the folder is gone: every version leaves
@@ -263,16 +263,15 @@ class Lifecycle:
             log.error("model %s: %s", name, files.error, extra={"model": name})
             return old
         old_entries = old.entries if old else {}
-        config, problems = self._config(name, files, old)
+        config, problems = self._config(name, files, old, record)
         candidates, why_not = policy.candidates(files.versions, control, self.explicit)
-        mark = policy.promotion_mark(config, candidates, held)
-        self._keep_hold_record(name, config, held, mark)
+        promoted = policy.promoted(config, candidates, record, _unversioned(old))
         entries: dict[int, ModelEntry] = {}
         pinned, by_policy = config.pinned(), 0
         for number in sorted(candidates, reverse=True):
             path = files.path / str(number)
-            candidate = mark is not None and number > mark  # held: loaded, not counted
-            wanted_now = candidate or policy.wanted(config, number, by_policy)
+            held = policy.held(promoted, number)  # loaded, not counted by the policy
+            wanted_now = held or policy.wanted(config, number, by_policy)
             if not (wanted_now or number in pinned):
                 why = f"version policy {config.describe_policy()}"
                 entries[number] = self.loader.unloaded(
@@ -283,7 +282,7 @@ class Lifecycle:
                 name, number, path, candidates[number], old_entries.get(number), retry
             )
             entries[number] = entry
-            if entry.loaded and wanted_now and not candidate:
+            if entry.loaded and wanted_now and not held:
                 by_policy += 1
         for number in files.versions:
             if number not in candidates:
@@ -296,10 +295,21 @@ class Lifecycle:
         found, weights = policy.problems(config, served, files.ignored, bool(candidates))
         problems += found
         unversioned = set(weights) or {
-            max((v for v in served if mark is None or v <= mark), default=0)
+            max((v for v in served if promoted is None or v in promoted), default=0)
         }
+        if promoted is not None and candidates and not (served & promoted):
+            problems.append(
+                "new_versions hold: no promoted version is loaded"
+                + (
+                    f" (promoted: {sorted(promoted)})"
+                    if promoted
+                    else ": name the serving one in serving.json (labels.stable, weights or "
+                    "version_policy specific)"
+                )
+                + "; requests that name no version are refused"
+            )
         roles = {
-            v: policy.role(config, v, mark, v in unversioned)
+            v: policy.role(config, v, promoted, v in unversioned)
             for v, e in entries.items()
             if e.status != "unloaded"
         }
@@ -311,12 +321,13 @@ class Lifecycle:
             files.config,
             tuple(problems),
             WeightedChoice(weights) if weights else None,
-            mark,
+            promoted,
             roles,
             shadow,
             config.shadow[1] if shadow is not None else 0.0,
             shadow_for,
         )
+        self._keep_hold_record(name, config, record, promoted, problems)
         if old is not None and _same(old, view):
             return old
         _zero_weights(old, keep=set(weights))
@@ -327,28 +338,30 @@ class Lifecycle:
             log.error("model %s: %s", name, problem, extra={"model": name})
         return view
 
-    def _keep_hold_record(self, name: str, config: ServingConfig, held, mark) -> None:
-        """Under hold with no serving version named in serving.json, remember the mark this
-        instance starts from (every worker, and a worker that restarts, keep it); forget it
-        when new versions serve again (a later hold starts from what is there then)."""
-        if config.hold and not config.promoted() and not (held and "baseline" in held):
+    def _keep_hold_record(self, name, config, record, promoted, problems) -> None:
+        """Under hold, remember the promoted versions in the instance's record (every worker,
+        a worker that restarts, and the same rules once serving.json stops naming them keep
+        them); forget them once new versions serve again, by a serving.json that was read."""
+        if promoted and sorted(promoted) != (record or {}).get("promoted"):
 
             def remember(state: State) -> None:
-                state.setdefault("holds", {}).setdefault(name, {}).setdefault("baseline", mark)
+                state.setdefault("holds", {})[name] = {"promoted": sorted(promoted)}
 
             self.control.update(remember)
-        elif not config.hold and held:
+        elif (
+            promoted is None and record and not any(p.startswith("serving.json") for p in problems)
+        ):
 
             def forget(state: State) -> None:
                 state.setdefault("holds", {}).pop(name, None)
 
             self.control.update(forget)
 
-    def promote(self, name: str, version: int) -> ModelView:
+    def promote(self, name: str, version: int | str) -> ModelView:
         """Under hold, put a version in service for requests that name none (every worker
-        follows); 409 where serving.json names the serving version or new versions serve."""
+        of this instance follows); 409 where serving.json names the promoted versions, new
+        versions are served anyway, or the version is not loaded."""
         view = self.registry.model(name)
-        entry = view.version(version, servable=True)
         config = view.config
         if not config.hold:
             raise Conflict(
@@ -357,20 +370,30 @@ class Lifecycle:
             )
         if config.promoted():
             raise Conflict(
-                f"model {name!r}: serving.json names the serving version (label stable, "
+                f"model {name!r}: serving.json names the promoted versions (label stable, "
                 "weights or version_policy specific): promote by editing it"
+            )
+        entry = view.version(version)
+        if not entry.loaded:
+            raise Conflict(
+                f"model {name!r} version {entry.version} is {entry.status}: only a loaded "
+                "version can be promoted",
+                details={"error": entry.error},
             )
 
         def change(state: State) -> None:
-            state.setdefault("holds", {})[name] = {"baseline": entry.version}
+            state.setdefault("holds", {})[name] = {"promoted": [entry.version]}
 
         self.control.update(change)
         self.refresh(only={name})
         return self.registry.model(name)
 
-    def _config(self, name, files, old: ModelView | None) -> tuple[ServingConfig, list[str]]:
+    def _config(
+        self, name, files, old: ModelView | None, record
+    ) -> tuple[ServingConfig, list[str]]:
         """serving.json (kept from the last pass while unchanged; a bad one keeps the rules
-        that were in force, and is reported)."""
+        that were in force, and is reported; a worker with none in force yet holds new
+        versions where the instance holds them)."""
         if old is not None and old.config_fingerprint == files.config:
             kept = [p for p in old.problems if p.startswith("serving.json")]
             return old.config, kept
@@ -380,8 +403,11 @@ class Lifecycle:
             config = ServingConfig.read(files.path / repository.SERVING_FILE)
         except ServingConfigError as exc:
             metrics.MODEL_CONFIG_ERRORS.labels(name).inc()
-            kept = old.config if old is not None else ServingConfig()
-            return kept, [f"{exc}; the previous rules stay in force"]
+            if old is not None:
+                kept = old.config
+            else:  # a worker that (re)starts now: the instance's hold stays a hold
+                kept = ServingConfig(new_versions="hold") if record else ServingConfig()
+            return kept, [f"serving.json: {exc}; the previous rules stay in force"]
         log.info("model %s: serving.json %s", name, config.to_dict(), extra={"model": name})
         return config, []
 
@@ -420,6 +446,16 @@ def _zero_weights(old: ModelView | None, keep: set[int] = frozenset()) -> None:
         metrics.MODEL_WEIGHT.labels(old.name, str(v)).set(0)
 
 
+def _unversioned(view: ModelView | None) -> set[int]:
+    """The versions that answered requests naming none, in a view (none: no view)."""
+    if view is None:
+        return set()
+    if view.chooser is not None:
+        return set(view.chooser.versions)
+    served = view.in_service
+    return {served[-1].version} if served else set()
+
+
 def _by_model(state: State) -> dict[str, tuple]:
     """Each model's part of the control record: its load/unload decision and hold record."""
     models, holds = state["models"], state.get("holds", {})
@@ -434,5 +470,5 @@ def _same(old: ModelView, new: ModelView) -> bool:
         and old.config is new.config
         and old.problems == new.problems
         and old.config_fingerprint == new.config_fingerprint
-        and old.mark == new.mark
+        and old.promoted == new.promoted
     )

@@ -62,30 +62,47 @@ def problems(
     return found, weights
 
 
-def promotion_mark(
-    config: ServingConfig, versions: Collection[int], record: Mapping[str, Any] | None
-) -> int | None:
-    """Under ``new_versions: hold``, the newest version in service: versions above it are
-    held candidates. serving.json decides where it names a serving version (the label
-    ``stable``, weights, ``specific``); else the instance's record (the newest version at
-    its first look, or one the control API promoted). None where new versions serve."""
+def promoted(
+    config: ServingConfig,
+    versions: Collection[int],
+    record: Mapping[str, Any] | None,
+    previous: Collection[int] = (),
+) -> frozenset[int] | None:
+    """Under ``new_versions: hold``, the versions promoted (the only ones that may answer a
+    request that names no version); None where new versions serve.
+
+    serving.json decides where it names them (the label ``stable``, the weights, the
+    ``specific`` list); else the instance's record (the last promoted set, or a promotion
+    through the control API); else what answered under the rules before (hold just turned
+    on); else a model's only version. Otherwise nothing is promoted: a new instance cannot
+    know which of several versions was serving, and refuses rather than guess."""
     if not config.hold:
         return None
     named = config.promoted()
     if named:
-        return max(named)
-    if record and "baseline" in record:
-        return int(record["baseline"])
-    return max(versions, default=0)
+        return frozenset(named)
+    if record and record.get("promoted"):
+        return frozenset(int(v) for v in record["promoted"])
+    if previous:
+        return frozenset(previous)
+    return frozenset(versions) if len(versions) == 1 else frozenset()
 
 
-def role(config: ServingConfig, number: int, mark: int | None, unversioned: bool) -> str:
+def held(promoted: frozenset[int] | None, number: int) -> bool:
+    """A candidate that is loaded whatever the policy says: newer than every promoted
+    version (under hold)."""
+    return promoted is not None and number not in promoted and number > max(promoted, default=0)
+
+
+def role(
+    config: ServingConfig, number: int, promoted: frozenset[int] | None, unversioned: bool
+) -> str:
     """What a version the rules serve is for: ``shadow`` (the shadow version, answering no
-    request that names no version), ``candidate`` (held: newer than the promotion mark) or
-    ``serving``."""
+    request that names no version), ``candidate`` (under hold, not promoted: it answers
+    only requests that name it) or ``serving``."""
     if config.shadow and config.shadow[0] == number and not unversioned:
         return "shadow"
-    if mark is not None and number > mark:
+    if promoted is not None and number not in promoted:
         return "candidate"
     return "serving"
 

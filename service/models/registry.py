@@ -77,7 +77,7 @@ class ModelView:
     config_fingerprint: tuple | None = None
     problems: tuple[str, ...] = ()  # a bad serving.json, a label on a version not served
     chooser: WeightedChoice | None = None  # weights over the versions being served
-    mark: int | None = None  # new_versions hold: versions above it are held candidates
+    promoted: frozenset[int] | None = None  # new_versions hold: the only versions in service
     roles: dict[int, str] = field(default_factory=dict)  # serving | candidate | shadow
     shadow: ModelEntry | None = None  # the shadow version, where it can be compared
     shadow_fraction: float = 0.0
@@ -91,10 +91,12 @@ class ModelView:
     @property
     def in_service(self) -> list[ModelEntry]:
         """Loaded versions that may answer requests that name no version (under ``hold``,
-        none above the promotion mark), ascending."""
-        mark = self.mark
+        only promoted ones), ascending."""
+        promoted = self.promoted
         return [
-            e for e in self.entries.values() if e.loaded and (mark is None or e.version <= mark)
+            e
+            for e in self.entries.values()
+            if e.loaded and (promoted is None or e.version in promoted)
         ]
 
     def role(self, version: int) -> str:

@@ -88,7 +88,13 @@ class ServingConfig:
                 raise ServingConfigError(
                     f"serving.json shadow names {named!r}, which is not a label"
                 )
-            shadow = (int(number), float(shadow.get("fraction", 1.0)))
+            fraction = float(shadow.get("fraction", 1.0))
+            if not math.isfinite(fraction):  # NaN passes the schema's bounds
+                raise ServingConfigError("serving.json shadow fraction is not a finite number")
+            shadow = (int(number), fraction)
+        for key, threshold in data.get("alerts", {}).items():
+            if not math.isfinite(threshold):
+                raise ServingConfigError(f"serving.json alerts.{key} is not a finite number")
         return cls(
             policy="all" if policy == "all" else next(iter(policy)),
             latest=int(policy.get("latest", 0)) if isinstance(policy, dict) else 0,

@@ -304,6 +304,7 @@ class ComparisonSchema(Schema):
     )
     mean_kl = fields.Float(allow_none=True, metadata={"description": "mean KL(served || shadow)"})
     dropped = fields.Integer(metadata={"description": "not compared: the shadow queue was full"})
+    failed = fields.Integer(metadata={"description": "not compared: the shadow run failed"})
     flips = fields.List(
         fields.Nested(FlipSchema), metadata={"description": "the 20 most frequent label pairs"}
     )

@@ -127,6 +127,8 @@ def model_view(
     comparisons so far (all workers)."""
     in_service = model.in_service
     name, shadow = model.name, model.config.shadow
+    if comparisons is None:
+        comparisons = summaries({name: model}).get(name)
     view = {
         "name": name,
         "latest_version": in_service[-1].version if in_service else None,
@@ -151,7 +153,7 @@ def list_models(serving: Serving, request: Request) -> Response:
     return json_response(
         {
             "default_model": serving.registry.default_model()[0],
-            "models": [model_view(serving, models[n], found.get(n)) for n in sorted(models)],
+            "models": [model_view(serving, models[n], found.get(n, [])) for n in sorted(models)],
         }
     )
 
@@ -159,7 +161,7 @@ def list_models(serving: Serving, request: Request) -> Response:
 def get_model(serving: Serving, request: Request) -> Response:
     """GET /models/{model}."""
     model = serving.registry.model(request.params["model"])
-    return json_response(model_view(serving, model, summaries({model.name: model}).get(model.name)))
+    return json_response(model_view(serving, model))
 
 
 def get_version(serving: Serving, request: Request) -> Response:
