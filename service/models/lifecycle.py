@@ -407,7 +407,7 @@ class Lifecycle:
                 kept = old.config
             else:  # a worker that (re)starts now: the instance's hold stays a hold
                 kept = ServingConfig(new_versions="hold") if record else ServingConfig()
-            return kept, [f"serving.json: {exc}; the previous rules stay in force"]
+            return kept, [f"{exc}; the previous rules stay in force"]
         log.info("model %s: serving.json %s", name, config.to_dict(), extra={"model": name})
         return config, []
 
