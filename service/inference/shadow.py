@@ -11,10 +11,12 @@ the served class, KL(served || shadow) and the label flip (served -> shadow clas
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
+import select
 import threading
 import time
 from collections import Counter, defaultdict
@@ -32,6 +34,7 @@ OTHER = "other"
 _TINY = 1e-12  # probabilities below this count as this in the KL (a 0 would make it infinite)
 
 
+PUBLISH_EVERY_S = 1.0  # under a steady queue, how often the metrics are brought up to date
 FLIPS_FILE = "shadow-flips."  # + pid + ".json", in the multiprocess folder: exact pair counts
 _FLIPS: dict[str, Counter] = defaultdict(Counter)  # this process's: "model|v|sv" -> pairs
 
@@ -41,7 +44,8 @@ def _key(model: str, version: int, shadow_version: int) -> str:
 
 
 class _Pair:
-    """One (model, serving version, shadow version)'s metric children."""
+    """One (model, serving version, shadow version)'s metric children, and what was
+    compared since they were last brought up to date."""
 
     def __init__(self, model: str, version: int, shadow_version: int) -> None:
         labels = (model, str(version), str(shadow_version))
@@ -54,6 +58,8 @@ class _Pair:
         self.dropped = metrics.SHADOW_DROPPED.labels(*labels)
         self.failed = metrics.SHADOW_FAILURES.labels(*labels)
         self.flips: dict[tuple[str, str], object] = {}
+        self.pending = _Pending()
+        self.meters: metrics.ModelMeters | None = None  # the shadow version's own
 
     def flip(self, served: str, shadow: str):
         """The counter of a label pair: its own for the first FLIP_SERIES pairs, then
@@ -69,20 +75,64 @@ class _Pair:
                 self.flips[key] = counter
         return counter
 
+    def publish(self) -> None:
+        """Bring the metrics up to date with what was compared (one update each)."""
+        pending, self.pending = self.pending, _Pending()
+        if pending.agree:
+            self.agree.inc(pending.agree)
+        if pending.disagree:
+            self.disagree.inc(pending.disagree)
+        if pending.failed:
+            self.failed.inc(pending.failed)
+        if pending.deltas:
+            metrics.observe_many(self.delta, np.concatenate(pending.deltas))
+            metrics.observe_many(self.kl, np.concatenate(pending.kls))
+        for (a, b), count in pending.flips.items():
+            self.flip(a, b).inc(count)
+        _FLIPS[self.key].update(pending.flips)
+        if pending.runs and self.meters is not None:  # the shadow version's own cost
+            seconds, rows = zip(*pending.runs, strict=True)
+            metrics.observe_many(self.meters.inference, np.array(seconds))
+            metrics.observe_many(self.meters.batch_size, np.array(rows))
+
+
+class _Pending:
+    """Comparisons not yet in the metrics."""
+
+    __slots__ = ("agree", "deltas", "disagree", "failed", "flips", "kls", "runs")
+
+    def __init__(self) -> None:
+        self.agree = self.disagree = self.failed = 0
+        self.deltas: list[np.ndarray] = []
+        self.kls: list[np.ndarray] = []
+        self.flips: Counter = Counter()
+        self.runs: list[tuple[float, int]] = []  # the shadow's onnxruntime calls: (s, rows)
+
 
 class Shadow:
-    """The worker's shadow queue and the thread that runs it."""
+    """The worker's shadow queue and the thread that runs it.
+
+    The live side only appends to a deque (atomic) and, where the thread sleeps, writes a
+    byte to a pipe: it shares no lock with a thread that runs at nice 19 and may be
+    descheduled holding one. The thread brings the metrics (whose multiprocess values share
+    one lock with the live requests' own) up to date once a second, or when the queue
+    is empty, not once per comparison. The caps are checked without a lock: a few
+    concurrent requests may overshoot them by one request each.
+    """
 
     def __init__(self, capacity: int, max_bytes: int) -> None:
         self.capacity, self.max_bytes = capacity, max_bytes
-        self._jobs: list[tuple] = []
-        self._bytes = 0  # of the queued input tensors
+        self._jobs: collections.deque = collections.deque()
+        self._bytes_in = self._bytes_out = 0  # of the input tensors queued, and taken
         self._busy = False  # a batch taken and not yet recorded
         self._closed = False
-        self._ready = threading.Condition()
+        self._sleeping = False
+        self._wake: tuple[int, int] | None = None  # the pipe the thread sleeps on
+        self._lock = threading.Lock()  # starting and stopping the thread only
         self._pairs: dict[tuple[str, int, int], _Pair] = {}
         self._thread: threading.Thread | None = None
         self._flips_loaded = False
+        self._published = 0.0  # when the metrics and flip counts were last brought up to date
 
     def _pair(self, served: ModelEntry, shadow: ModelEntry) -> _Pair:
         key = (served.name, served.version, shadow.version)
@@ -102,34 +152,45 @@ class Shadow:
         """Queue one answered batch (its input tensor, probabilities and winning classes)
         for comparison, or count it dropped where the queue holds ``capacity`` requests or
         ``max_bytes`` of tensors already: never waits."""
-        with self._ready:
-            if self._closed:
-                return
-            full = len(self._jobs) >= self.capacity or self._bytes + tensor.nbytes > self.max_bytes
-            if not full:
-                self._jobs.append((served, shadow, tensor, probs, winners))
-                self._bytes += tensor.nbytes
-                self._ready.notify_all()
-        if full:
+        if self._closed:
+            return
+        queued = self._bytes_in - self._bytes_out
+        if len(self._jobs) >= self.capacity or queued + tensor.nbytes > self.max_bytes:
             self._pair(served, shadow).dropped.inc(len(probs))
-        elif self._thread is None:
+            return
+        self._bytes_in += tensor.nbytes
+        self._jobs.append((served, shadow, tensor, probs, winners))
+        if self._thread is None:
             self._start()
+        elif self._sleeping:
+            self._poke()
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError, TypeError):  # full (it is awake then), or closed
+            os.write(self._wake[1], b"x")
 
     def _start(self) -> None:
-        with self._ready:
+        with self._lock:
             if self._thread is None and not self._closed:
+                self._wake = os.pipe()
+                os.set_blocking(self._wake[1], False)
                 self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
                 self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking comparisons, drop the queued ones, and wait for a run in progress
         (a worker must not exit while the thread is inside onnxruntime)."""
-        with self._ready:
+        with self._lock:
             self._closed = True
-            self._jobs, self._bytes = [], 0
-            self._ready.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+            self._jobs.clear()
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._poke()
+            thread.join(timeout)
+            self._publish()  # what this worker compared outlives it
+            for fd in self._wake:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _run(self) -> None:
         # Linux gives each thread its own nice value: the shadow runs on what live
@@ -141,13 +202,24 @@ class Shadow:
             pass
 
     def _take(self) -> list[tuple] | None:
-        with self._ready:
-            while not self._jobs and not self._closed:
-                self._ready.wait()
+        while not self._jobs:
             if self._closed:
                 return None
-            jobs, self._jobs, self._bytes, self._busy = self._jobs, [], 0, True
-            return jobs
+            self._sleeping = True
+            if not self._jobs:  # (a job appended before the flag was seen wakes it below)
+                select.select([self._wake[0]], [], [], 0.1)
+                with contextlib.suppress(OSError):
+                    os.read(self._wake[0], 4096)
+            self._sleeping = False
+        if self._closed:
+            return None
+        self._busy = True
+        jobs = []
+        while self._jobs:
+            job = self._jobs.popleft()
+            self._bytes_out += job[2].nbytes
+            jobs.append(job)
+        return jobs
 
     def _work(self) -> bool:
         """One batch of everything queued (its locals, and the sessions they hold, go when
@@ -163,42 +235,46 @@ class Shadow:
                 try:
                     self.compare(group)
                 except Exception:  # the shadow must never take the worker down
-                    self._pair(group[0][0], group[0][1]).failed.inc(sum(len(j[3]) for j in group))
+                    self._pair(group[0][0], group[0][1]).pending.failed += sum(
+                        len(j[3]) for j in group
+                    )
                     log.exception("shadow comparison failed")
-            self._save_flips()
+            if not self._jobs or time.monotonic() - self._published >= PUBLISH_EVERY_S:
+                self._publish()
         finally:
-            with self._ready:
-                self._busy = False
-                self._ready.notify_all()
+            self._busy = False
         return True
 
+    def _publish(self) -> None:
+        self._published = time.monotonic()
+        for pair in list(self._pairs.values()):
+            pair.publish()
+        self._save_flips()
+
     def compare(self, jobs: list) -> None:
-        """Run one pair's queued batches as one call on the shadow and record the outcome."""
+        """Run one pair's queued batches as one call on the shadow and note the outcome."""
         served, shadow = jobs[0][0], jobs[0][1]
         tensor, p, won = (
             (np.concatenate([job[i] for job in jobs]) for i in (2, 3, 4))
             if len(jobs) > 1
             else jobs[0][2:]
         )
-        outputs = shadow.predictor.predict(tensor)
+        pair = self._pair(served, shadow)
+        pair.meters, pending = shadow.meters, pair.pending
+        outputs = shadow.predictor.predict(tensor, pending.runs)
         q = shadow.output.probabilities(outputs)
         shadow_won = shadow.output.indices(outputs)
         rows = np.arange(len(p))
-        delta = np.abs(p[rows, won] - q[rows, won])
         kl = np.sum(p * (np.log(np.maximum(p, _TINY)) - np.log(np.maximum(q, _TINY))), axis=1)
-        pair = self._pair(served, shadow)
         agreed = won == shadow_won
-        pair.agree.inc(int(agreed.sum()))
-        pair.disagree.inc(int(len(p) - agreed.sum()))
-        metrics.observe_many(pair.delta, delta)
-        metrics.observe_many(pair.kl, np.maximum(kl, 0.0))
+        agreements = int(agreed.sum())
+        pending.agree += agreements
+        pending.disagree += len(p) - agreements
+        pending.deltas.append(np.abs(p[rows, won] - q[rows, won]))
+        pending.kls.append(np.maximum(kl, 0.0))
         classes, shadow_classes = served.metadata["classes"], shadow.metadata["classes"]
-        flips: Counter = Counter()
         for i in np.flatnonzero(~agreed).tolist():
-            flips[(classes[won[i]], shadow_classes[shadow_won[i]])] += 1
-        for (a, b), count in flips.items():
-            pair.flip(a, b).inc(count)
-        _FLIPS[pair.key].update(flips)
+            pending.flips[(classes[won[i]], shadow_classes[shadow_won[i]])] += 1
 
     def _save_flips(self) -> None:
         """This worker's exact flip counts, for /models to add up over the workers."""
@@ -217,14 +293,13 @@ class Shadow:
             os.replace(temporary, path)
 
     def idle(self, timeout: float = 5.0) -> bool:
-        """Whether every queued comparison was made within ``timeout`` seconds."""
+        """Whether every queued comparison was made (and published) within ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
-        with self._ready:
-            while self._jobs or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._ready.wait(left)
+        while self._jobs or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
         return True
 
 

@@ -143,23 +143,27 @@ class OnnxPredictor:
                 self.provider,
             )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, timings: list | None = None) -> np.ndarray:
         """Logits for a float32 batch shaped like the model's input, ``max_rows`` rows per
-        onnxruntime call; each call is timed."""
+        onnxruntime call; each call is timed (into the model's metrics, or, given
+        ``timings``, appended there as (seconds, rows) for the caller to record later)."""
         if self.session is None:
             raise RuntimeError(f"model {self.name} v{self.version} is not loaded")
         if batch.shape[0] <= self.max_rows:
-            return self._run(batch)
+            return self._run(batch, timings)
         return np.concatenate(
             [
-                self._run(batch[start : start + self.max_rows])
+                self._run(batch[start : start + self.max_rows], timings)
                 for start in range(0, batch.shape[0], self.max_rows)
             ]
         )
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, timings: list | None) -> np.ndarray:
         started = time.perf_counter()
         (logits,) = self.session.run([self.output_name], {self.input_name: batch})
+        if timings is not None:
+            timings.append((time.perf_counter() - started, batch.shape[0]))
+            return logits
         self.meters.inference.observe(time.perf_counter() - started)
         self.meters.batch_size.observe(batch.shape[0])
         return logits
