@@ -34,7 +34,8 @@ OTHER = "other"
 _TINY = 1e-12  # probabilities below this count as this in the KL (a 0 would make it infinite)
 
 
-PUBLISH_EVERY_S = 1.0  # under a steady queue, how often the metrics are brought up to date
+PUBLISH_EVERY_S = 0.25  # how often, at most, the metrics are brought up to date
+GATHER, GATHER_S = 32, 0.01  # a batch of fewer requests waits this long for more first
 FLIPS_FILE = "shadow-flips."  # + pid + ".json", in the multiprocess folder: exact pair counts
 _FLIPS: dict[str, Counter] = defaultdict(Counter)  # this process's: "model|v|sv" -> pairs
 
@@ -114,9 +115,10 @@ class Shadow:
 
     The live side only appends to a deque (atomic) and, where the thread sleeps, writes a
     byte to a pipe: it shares no lock with a thread that runs at nice 19 and may be
-    descheduled holding one. The thread brings the metrics (whose multiprocess values share
-    one lock with the live requests' own) up to date once a second, or when the queue
-    is empty, not once per comparison. The caps are checked without a lock: a few
+    descheduled holding one. The thread gathers requests into batches (a moment's wait),
+    and brings the metrics (whose multiprocess values share one lock with the live
+    requests' own) up to date four times a second at most, not once per comparison: its
+    Python work, which holds the GIL, is per batch. The caps are checked without a lock: a few
     concurrent requests may overshoot them by one request each.
     """
 
@@ -133,6 +135,7 @@ class Shadow:
         self._thread: threading.Thread | None = None
         self._flips_loaded = False
         self._published = 0.0  # when the metrics and flip counts were last brought up to date
+        self._unpublished = False  # comparisons made since
 
     def _pair(self, served: ModelEntry, shadow: ModelEntry) -> _Pair:
         key = (served.name, served.version, shadow.version)
@@ -173,7 +176,8 @@ class Shadow:
         with self._lock:
             if self._thread is None and not self._closed:
                 self._wake = os.pipe()
-                os.set_blocking(self._wake[1], False)
+                for fd in self._wake:  # a poke never blocks, nor a read that finds none
+                    os.set_blocking(fd, False)
                 self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
                 self._thread.start()
 
@@ -202,18 +206,28 @@ class Shadow:
             pass
 
     def _take(self) -> list[tuple] | None:
+        """Everything queued, once there is something (a moment's wait lets a batch gather);
+        while idle, what was compared is published when it is due."""
         while not self._jobs:
             if self._closed:
                 return None
+            wait = 0.5
+            if self._unpublished:
+                wait = self._published + PUBLISH_EVERY_S - time.monotonic()
+                if wait <= 0:
+                    self._publish()
+                    continue
             self._sleeping = True
             if not self._jobs:  # (a job appended before the flag was seen wakes it below)
-                select.select([self._wake[0]], [], [], 0.1)
+                select.select([self._wake[0]], [], [], wait)
                 with contextlib.suppress(OSError):
                     os.read(self._wake[0], 4096)
             self._sleeping = False
         if self._closed:
             return None
         self._busy = True
+        if len(self._jobs) < GATHER:
+            time.sleep(GATHER_S)
         jobs = []
         while self._jobs:
             job = self._jobs.popleft()
@@ -239,14 +253,15 @@ class Shadow:
                         len(j[3]) for j in group
                     )
                     log.exception("shadow comparison failed")
-            if not self._jobs or time.monotonic() - self._published >= PUBLISH_EVERY_S:
+            self._unpublished = True
+            if time.monotonic() - self._published >= PUBLISH_EVERY_S:
                 self._publish()
         finally:
             self._busy = False
         return True
 
     def _publish(self) -> None:
-        self._published = time.monotonic()
+        self._published, self._unpublished = time.monotonic(), False
         for pair in list(self._pairs.values()):
             pair.publish()
         self._save_flips()
@@ -296,7 +311,7 @@ class Shadow:
         """Whether every queued comparison was made (and published) within ``timeout``
         seconds."""
         deadline = time.monotonic() + timeout
-        while self._jobs or self._busy:
+        while self._jobs or self._busy or self._unpublished:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
