@@ -207,8 +207,8 @@ def _stat(path: Path) -> list[str]:
 
 def cpu_seconds(pids: list[int]) -> dict[str, float]:
     """CPU seconds so far (the scheduler's nanosecond runtime, /proc/.../schedstat) of each
-    worker's threads together and of each worker's shadow thread (its only thread at nice
-    19): keys ``worker:<pid>`` and ``shadow:<pid>``."""
+    worker's threads together and of each worker's shadow thread (the thread named
+    ``shadow``): keys ``worker:<pid>`` and ``shadow:<pid>``."""
     found: dict[str, float] = {}
     for pid in pids:
         try:
@@ -218,11 +218,11 @@ def cpu_seconds(pids: list[int]) -> dict[str, float]:
         for task in tasks:
             try:
                 runtime = int((task / "schedstat").read_text().split()[0]) / 1e9
-                nice = int(_stat(task / "stat")[16])
+                name = (task / "comm").read_text().strip()
             except (OSError, IndexError, ValueError):
                 continue  # a thread that just ended
             found[f"worker:{pid}"] = found.get(f"worker:{pid}", 0.0) + runtime
-            if nice == 19:
+            if name == "shadow":
                 found[f"shadow:{pid}"] = runtime
     return found
 

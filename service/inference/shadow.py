@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import select
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -34,6 +35,7 @@ OTHER = "other"
 _TINY = 1e-12  # probabilities below this count as this in the KL (a 0 would make it infinite)
 
 
+SWITCH_INTERVAL_S = 0.0005  # the GIL's, in a worker that runs a shadow
 PUBLISH_EVERY_S = 0.25  # how often, at most, the metrics are brought up to date
 GATHER, GATHER_S = 32, 0.01  # a batch of fewer requests waits this long for more first
 FLIPS_FILE = "shadow-flips."  # + pid + ".json", in the multiprocess folder: exact pair counts
@@ -178,6 +180,10 @@ class Shadow:
                 self._wake = os.pipe()
                 for fd in self._wake:  # a poke never blocks, nor a read that finds none
                     os.set_blocking(fd, False)
+                # A thread that holds the GIL keeps it until the switch interval runs out
+                # (5 ms by default) when another wants it: the live thread, back from its
+                # socket, would wait that long behind the shadow's Python code.
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
                 self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
                 self._thread.start()
 
@@ -197,11 +203,16 @@ class Shadow:
                     os.close(fd)
 
     def _run(self) -> None:
-        # Linux gives each thread its own nice value: the shadow runs on what live
-        # requests leave over (onnxruntime's own pool threads, where
-        # SERVING_INTRA_OP_THREADS is above 1, keep theirs).
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        # Linux schedules each thread on its own: SCHED_IDLE runs the shadow on what live
+        # requests leave over and, unlike nice 19, gives way at once when one wakes up
+        # (a nice-19 thread may finish its slice first: a ~2 ms tail on every live
+        # request behind it). onnxruntime's own pool threads, where
+        # SERVING_INTRA_OP_THREADS is above 1, keep the normal policy.
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while self._work():
             pass
 
