@@ -116,7 +116,7 @@ class Shadow:
     """The worker's shadow queue and the thread that runs it.
 
     The live side only appends to a deque (atomic) and, where the thread sleeps, writes a
-    byte to a pipe: it shares no lock with a thread that runs at nice 19 and may be
+    byte to a pipe: it shares no lock with a thread that runs at the lowest priority and may be
     descheduled holding one. The thread gathers requests into batches (a moment's wait),
     and brings the metrics (whose multiprocess values share one lock with the live
     requests' own) up to date four times a second at most, not once per comparison: its
