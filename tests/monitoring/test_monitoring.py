@@ -170,14 +170,19 @@ def test_dashboard_covers_the_issue_panels():
         assert topic in titles
 
 
-@pytest.mark.parametrize("expr", _dashboard_queries())
-def test_dashboard_queries_use_only_exported_metrics_and_labels(expr):
+def _uses_only_exported(expr: str) -> None:
+    """Every metric a query names is one the service exports, with labels it has."""
     known = exported()
     names = _metric_names(expr)
     assert names, expr
     assert names <= set(known), names - set(known)
     allowed = set().union(*(known[n] for n in names))
     assert _labels_used(expr) <= allowed, _labels_used(expr) - allowed
+
+
+@pytest.mark.parametrize("expr", _dashboard_queries())
+def test_dashboard_queries_use_only_exported_metrics_and_labels(expr):
+    _uses_only_exported(expr)
 
 
 def test_the_checker_rejects_an_unknown_metric():
@@ -196,9 +201,4 @@ def test_every_alert_expr_is_checked():
 
 @pytest.mark.parametrize("expr", ALERT_EXPRS)
 def test_alert_rules_use_only_exported_metrics_and_labels(expr):
-    known = exported()
-    names = _metric_names(expr)
-    assert names, expr
-    assert names <= set(known), names - set(known)
-    allowed = set().union(*(known[n] for n in names))
-    assert _labels_used(expr) <= allowed, _labels_used(expr) - allowed
+    _uses_only_exported(expr)
