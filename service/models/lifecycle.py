@@ -294,9 +294,7 @@ class Lifecycle:
         served = {v for v, e in entries.items() if e.loaded}
         found, weights = policy.problems(config, served, files.ignored, bool(candidates))
         problems += found
-        unversioned = set(weights) or {
-            max((v for v in served if promoted is None or v in promoted), default=0)
-        }
+        unversioned = policy.unversioned(weights, served, promoted)
         if promoted is not None and candidates and not (served & promoted):
             problems.append(
                 "new_versions hold: no promoted version is loaded"
@@ -450,10 +448,8 @@ def _unversioned(view: ModelView | None) -> set[int]:
     """The versions that answered requests naming none, in a view (none: no view)."""
     if view is None:
         return set()
-    if view.chooser is not None:
-        return set(view.chooser.versions)
-    served = view.in_service
-    return {served[-1].version} if served else set()
+    weighted = view.chooser.versions if view.chooser else ()
+    return policy.unversioned(weighted, {e.version for e in view.served}, view.promoted)
 
 
 def _by_model(state: State) -> dict[str, tuple]:

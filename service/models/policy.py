@@ -88,6 +88,17 @@ def promoted(
     return frozenset(versions) if len(versions) == 1 else frozenset()
 
 
+def unversioned(
+    weighted: Collection[int], loaded: Collection[int], promoted: frozenset[int] | None
+) -> set[int]:
+    """The versions that answer requests naming none: those weighted, else the newest
+    loaded one in service (under hold, promoted); none where none is."""
+    if weighted:
+        return set(weighted)
+    in_service = [v for v in loaded if promoted is None or v in promoted]
+    return {max(in_service)} if in_service else set()
+
+
 def held(promoted: frozenset[int] | None, number: int) -> bool:
     """A candidate that is loaded whatever the policy says: newer than every promoted
     version (under hold)."""
